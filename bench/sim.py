@@ -1,0 +1,157 @@
+"""Benchmark the XAPI simulator through the real XenAPI client over HTTP.
+
+Run from the repository root:
+
+    python bench/sim.py [--hosts 64 --vms 1000]
+
+It starts an in-process simulator (virtual clock), forms a pool of all hosts
+with ``pool.join``, creates an NFS SR, creates and starts the VMs, then
+evacuates every host in turn (disable, evacuate, enable).  It prints the
+pool formation time, the evacuate-all time, and the latency (p50/p99) of
+every XenAPI call the client made.  Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import XenAPI  # noqa: E402
+
+from xenlab.sim.server import SimServer  # noqa: E402
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class Timed:
+    """Wraps a XenAPI session so each RPC's wall time is recorded."""
+
+    def __init__(self, session: XenAPI.Session, samples: list[float]) -> None:
+        self._s = session
+        self._samples = samples
+
+    def __getattr__(self, cls: str):
+        return _TimedClass(getattr(self._s.xenapi, cls), self._samples)
+
+
+class _TimedClass:
+    def __init__(self, proxy, samples):
+        self._p, self._samples = proxy, samples
+
+    def __getattr__(self, name):
+        fn = getattr(self._p, name)
+
+        def call(*args):
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                self._samples.append(time.perf_counter() - t)
+
+        return call
+
+
+def vm_record(name: str, memory: int) -> dict:
+    m = str(memory)
+    return {
+        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
+        "affinity": "OpaqueRef:NULL", "memory_static_max": m, "memory_dynamic_max": m,
+        "memory_dynamic_min": m, "memory_static_min": str(256 * MiB), "VCPUs_params": {},
+        "VCPUs_max": "1", "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
+        "actions_after_reboot": "restart", "actions_after_crash": "restart", "PV_bootloader": "",
+        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
+        "PV_legacy_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "cd"},
+        "platform": {}, "PCI_bus": "", "other_config": {}, "recommendations": "",
+    }
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=64)
+    ap.add_argument("--vms", type=int, default=1000)
+    ap.add_argument("--vm-memory-mib", type=int, default=1024)
+    args = ap.parse_args()
+
+    pw = os.urandom(8).hex()
+    samples: list[float] = []
+    t_all = time.perf_counter()
+    with SimServer(args.hosts, password=pw) as sim:
+        def login(i: int) -> Timed:
+            s = XenAPI.Session(sim.url_for(i))
+            t = time.perf_counter()
+            s.xenapi.login_with_password("root", pw, "2.21", "xenlab-bench")
+            samples.append(time.perf_counter() - t)
+            return Timed(s, samples)
+
+        # -- pool formation: every other host joins h1
+        t0 = time.perf_counter()
+        for i in range(1, args.hosts):
+            login(i).pool.join("10.0.0.1", "root", pw)
+        x = login(0)
+        hosts = x.host.get_all()
+        t_pool = time.perf_counter() - t0
+        assert len(hosts) == args.hosts
+
+        master = x.pool.get_master(x.pool.get_all()[0])
+        sr = x.SR.create(master, {"server": "nfs.bench", "serverpath": "/vms"}, "0", "bench-nfs", "", "nfs", "user", True, {})
+
+        # -- create and start VMs (each with a disk on the shared SR)
+        t0 = time.perf_counter()
+        vms = []
+        for n in range(args.vms):
+            vm = x.VM.create(vm_record(f"bench-{n:04d}", args.vm_memory_mib * MiB))
+            vdi = x.VDI.create({"name_label": f"d{n}", "SR": sr, "virtual_size": str(GiB), "type": "user",
+                                "sharable": False, "read_only": False, "other_config": {}})
+            x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
+                          "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+            vms.append(vm)
+        t_create = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for vm in vms:
+            x.VM.start(vm, False, False)
+        t_start = time.perf_counter() - t0
+
+        # -- evacuate every host in turn
+        t0 = time.perf_counter()
+        moved = 0
+        for h in hosts:
+            moved += sum(1 for v in x.host.get_resident_VMs(h) if not x.VM.get_is_control_domain(v))
+            x.host.disable(h)
+            x.host.evacuate(h)
+            x.host.enable(h)
+        t_evac = time.perf_counter() - t0
+
+        # -- a clean latency sample of a cheap read
+        read_samples: list[float] = []
+        xr = Timed(x._s, read_samples)
+        for vm in vms[:2000]:
+            xr.VM.get_power_state(vm)
+        running = len(x.VM.get_all_records_where('field "power_state"="Running" and field "is_control_domain"="false"'))
+
+    print(f"simulator: {args.hosts} hosts, {args.vms} VMs ({args.vm_memory_mib} MiB each), virtual clock")
+    print(f"pool formation ({args.hosts - 1} x pool.join):   {t_pool:8.3f} s")
+    print(f"create {args.vms} VMs (+VDI+VBD):          {t_create:8.3f} s")
+    print(f"start {args.vms} VMs:                      {t_start:8.3f} s")
+    print(f"evacuate all {args.hosts} hosts ({moved} VM moves): {t_evac:8.3f} s")
+    print(f"VMs running at the end:                {running}")
+    print(f"XenAPI call latency, all {len(samples)} calls:  p50 {pct(samples, 50) * 1e3:6.3f} ms  "
+          f"p99 {pct(samples, 99) * 1e3:6.3f} ms  mean {statistics.fmean(samples) * 1e3:6.3f} ms")
+    print(f"XenAPI call latency, VM.get_power_state:  p50 {pct(read_samples, 50) * 1e3:6.3f} ms  "
+          f"p99 {pct(read_samples, 99) * 1e3:6.3f} ms")
+    print(f"total wall time:                       {time.perf_counter() - t_all:8.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""One real lab (labs/xen-pool2.yaml under TCG) shared by every end-to-end test of the session.
+
+The lab is tied to this pytest process: if the session dies, even by SIGKILL, its QEMU
+and vde_switch processes die with it. Its run directory is private to the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from xenlab.lab import Lab
+from xenlab.spec import load_lab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def run_base(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("xenlab-run")
+    os.environ["XENLAB_RUN_DIR"] = str(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def pool2(run_base) -> Lab:
+    missing = [t for t in ("qemu-system-x86_64", "vde_switch", "debootstrap") if not shutil.which(t)]
+    if missing:
+        pytest.fail(f"end-to-end tests need {', '.join(missing)}: run ./setup.sh")
+    lab = Lab(load_lab(REPO / "labs/xen-pool2.yaml"), str(REPO / "labs/xen-pool2.yaml"))
+    started = time.monotonic()
+    lines: list[str] = []
+    try:
+        lab.up(progress=lambda s, m: lines.append(f"{time.monotonic() - started:6.1f}s {s}: {m}"),
+               accel="tcg", tied=True, timeout=900)
+    finally:
+        print("\n".join(["", "bring-up of xen-pool2:", *lines]))
+    yield lab
+    lab.down()

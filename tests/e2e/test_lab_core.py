@@ -1,0 +1,143 @@
+"""End to end on real nested Xen hosts: labs/xen-pool2.yaml booted under TCG.
+
+Order matters only for the last test, which tears the lab down and checks nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from xenlab.errors import XenlabError
+from xenlab.lab.processes import owned_pids
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_host_runs_xen_with_the_xl_toolstack(pool2):
+    for host in pool2.hosts:
+        info = host.succeed("xl info", timeout=60)
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        assert fields["host"].strip() == host.name
+        assert fields["xen_major"].strip() == "4" and fields["xen_minor"].strip() == "17"
+        assert "pv" in fields["virt_caps"]
+    assert pool2.state.accel == "tcg" and pool2.state.cpu == "qemu64"
+
+
+def test_services_node_serves_nfs(pool2):
+    services = pool2.services
+    assert services.succeed("systemctl is-active nfs-server").strip() == "active"
+    assert "/srv/xenlab" in services.succeed("exportfs -v")
+
+
+def test_clones_have_distinct_identities(pool2):
+    seen = {}
+    for host in pool2.machines.values():
+        machine_id = host.succeed("cat /etc/machine-id").strip()
+        host_key = host.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+        assert host.succeed("hostname").strip() == host.name
+        assert machine_id == host.plan.machine_id
+        seen[host.name] = (machine_id, host_key)
+    assert len({v[0] for v in seen.values()}) == len(seen)
+    assert len({v[1] for v in seen.values()}) == len(seen)
+    macs = {h.name: h.succeed("cat /sys/class/net/xenbr0/address").strip() for h in pool2.hosts}
+    assert macs == {h.name: h.plan.nics[0].mac for h in pool2.hosts}
+
+
+def test_h1_reaches_h2_and_services_over_the_lab_network(pool2):
+    h1, h2 = pool2.hosts
+    out = h1.succeed(f"ping -c 3 -W 3 {h2.address()}")
+    assert " 0% packet loss" in out
+    assert h1.succeed("ip -4 -o addr show xenbr0").split()[3] == str(h1.plan.nics[0].address)
+    h1.succeed("ping -c 1 -W 3 services")
+
+
+def test_management_network_has_no_way_out(pool2):
+    h1 = pool2.hosts[0]
+    # restrict=on: the user-mode network only forwards SSH in; nothing reaches outside
+    result = h1.run("ping -c 1 -W 2 10.0.2.2", timeout=20)
+    assert not result.ok
+
+
+def test_link_down_cuts_the_lab_network_and_up_restores_it(pool2):
+    h1, h2 = pool2.hosts
+    h1.link("lab", False)
+    try:
+        assert h1.run(f"ping -c 2 -W 1 {h2.address()}", timeout=20).status != 0
+        assert "NO-CARRIER" in h1.succeed("ip link show eth1")
+    finally:
+        h1.link("lab", True)
+    h1.succeed(f"ping -c 3 -W 3 {h2.address()}", timeout=30)
+
+
+def test_freeze_and_thaw(pool2):
+    h2 = pool2.hosts[1]
+    h2.power("freeze")
+    try:
+        assert h2.run_state() == "paused"
+        with pytest.raises(XenlabError):  # a frozen host cannot answer: the command times out
+            h2.run("true", timeout=5)
+    finally:
+        h2.power("thaw")
+    assert h2.run_state() == "running"
+    h2.succeed("true", timeout=30)
+
+
+def test_checkpoint_restore_brings_back_the_saved_moment(pool2):
+    h1 = pool2.hosts[0]
+    h1.succeed("rm -f /root/after-checkpoint")
+    seconds = pool2.checkpoint_save("ready")
+    assert seconds > 0
+    h1.succeed("touch /root/after-checkpoint")
+    restored = pool2.checkpoint_restore("ready")
+    assert restored > 0
+    # the host answers again without a reboot, and the file written after the save is gone
+    assert h1.run("test -e /root/after-checkpoint").status == 1
+    uptime = float(h1.succeed("cut -d' ' -f1 /proc/uptime"))
+    assert uptime > 30, "restore must not reboot the host"
+    for host in pool2.hosts:
+        host.succeed("xl info >/dev/null")
+    assert [c.tag for c in pool2.state.checkpoints] == ["ready"]
+
+
+def test_cli_sees_the_same_lab(pool2):
+    env = dict(os.environ)
+    status = subprocess.run([sys.executable, "-m", "xenlab.cli", "status", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["schema"] == "xenlab.status/1" and data["lab"] == "xen-pool2"
+    assert {m["name"]: m["state"] for m in data["machines"]} == {"h1": "running", "h2": "running", "services": "running"}
+    ssh = subprocess.run([sys.executable, "-m", "xenlab.cli", "ssh", "h2", "hostname"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert (ssh.returncode, ssh.stdout.strip()) == (0, "h2")
+    failing = subprocess.run([sys.executable, "-m", "xenlab.cli", "ssh", "h2", "exit 3"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert failing.returncode == 3
+    console = subprocess.run([sys.executable, "-m", "xenlab.cli", "console", "h1", "-n", "400"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert "Xen version 4.17" in console.stdout
+
+
+def test_power_off_and_on_boots_the_host_again(pool2):
+    h2 = pool2.hosts[1]
+    h2.power("off")
+    assert h2.run_state() == "off"
+    h2.power("on")
+    stages = h2.wait_ready(timeout=300)
+    assert set(stages) == {"boot", "ssh", "toolstack"}
+    assert float(h2.succeed("cut -d' ' -f1 /proc/uptime")) < 300
+
+
+def test_down_leaves_nothing_running(pool2):
+    marker = pool2.run.marker
+    assert len(owned_pids(marker)) == 4  # 3 QEMU + 1 vde_switch
+    pool2.down()
+    assert owned_pids(marker) == []
+    leftovers = subprocess.run(["pgrep", "-af", "qemu-system|vde_switch"], capture_output=True, text=True).stdout
+    assert marker not in leftovers
+    assert not pool2.run.root.exists()

@@ -1,0 +1,128 @@
+"""Control API over HTTP, the CLI entry point, real-time mode, misc objects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import XenAPI
+from sim_helpers import PW, GiB, ROOT, connect, failure, host_ref, make_nfs_sr, make_vm
+
+from xenlab.sim.server import SimServer
+
+
+def _post(url, payload):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_control_api_over_http(sim):
+    base = sim.control_url
+    t0 = _post(base + "now", {})["result"]
+    assert _post(base + "advance", {"seconds": 90})["result"] == t0 + 90
+    status = _post(base + "status", {})["result"]
+    assert [h["master"] for h in status["hosts"]] == [True, True, True]
+    _post(base + "kill_host", {"host": "h3"})
+    assert _post(base + "status", {})["result"]["hosts"][2]["alive"] is False
+    _post(base + "heal", {"host": "h3"})
+    connect(sim, 2)  # answers again
+    # the same API is reachable on host ports and by path on the control port
+    assert _post(sim.url_for(0) + "_sim/now", {})["result"] == t0 + 90
+    x = XenAPI.Session(base.replace("/_sim/", "/host/h2"))
+    x.xenapi.login_with_password("root", PW)
+    assert x.xenapi.host.get_name_label(x.xenapi.session.get_this_host(x._session)) == "h2"
+    bad = urllib.request.Request(base + "frobnicate", data=b"{}", method="POST")
+    try:
+        urllib.request.urlopen(bad, timeout=5)
+        raise AssertionError("unknown control action accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400
+
+
+def test_serve_forever_cli(tmp_path):
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("cli-secret\n")
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from xenlab.sim.server import serve_forever\n"
+        "serve_forever(0, 2, False, %r)\n" % (str(ROOT), str(pwfile))
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 20
+        while time.time() < deadline and not any("control:" in l for l in lines):
+            lines.append(proc.stdout.readline())
+        out = "".join(lines)
+        assert "cli-secret" not in out  # passwords are never printed
+        urls = [w for l in lines if l.strip().startswith(("h1", "h2")) for w in l.split() if w.startswith("http") and not w.endswith("jsonrpc")]
+        assert len(urls) == 2
+        s = XenAPI.Session(urls[1])
+        assert failure(s.xenapi.login_with_password, "root", "wrong")[0] == "SESSION_AUTHENTICATION_FAILED"
+        s.xenapi.login_with_password("root", "cli-secret")
+        assert len(s.xenapi.host.get_all()) == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_realtime_clock_event_timeout():
+    with SimServer(1, password=PW, realtime=True) as rt:
+        x = connect(rt).xenapi
+        tok = getattr(x.event, "from")(["vm"], "", 0.0)["token"]
+        t = time.time()
+        r = getattr(x.event, "from")(["vm"], tok, 0.4)
+        took = time.time() - t
+        assert r["events"] == [] and 0.3 < took < 3
+        assert abs(rt.control.now() - time.time()) < 2
+
+
+def test_event_register_next_and_alternative_name(sim):
+    x = connect(sim).xenapi
+    vm = make_vm(x, "nx")
+    x.event.register(["vm"])
+    x.VM.set_name_label(vm, "nx2")
+    evs = x.event.next()
+    assert any(e["ref"] == vm and e["operation"] == "mod" for e in evs)
+    import xmlrpc.client
+
+    p = xmlrpc.client.ServerProxy(sim.url_for(0))
+    sess = connect(sim)._session
+    r = p.event_from(sess, ["vm"], "", 0.0)  # xapi also accepts Class_method spelling
+    assert r["Status"] == "Success" and r["Value"]["events"]
+
+
+def test_vifs_vbds_and_backrefs(pool):
+    sim, x = pool
+    net = x.PIF.get_network(x.host.get_PIFs(host_ref(x, "h1"))[0])
+    vm = make_vm(x, "nics", sr=make_nfs_sr(x))
+    vif = x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500", "other_config": {},
+                        "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    assert x.VM.get_VIFs(vm) == [vif] and vif in x.network.get_VIFs(net)
+    assert len(x.VIF.get_MAC(vif)) == 17
+    assert failure(x.VIF.create, {"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500", "other_config": {},
+                                  "qos_algorithm_type": "", "qos_algorithm_params": {}}) == ["DEVICE_ALREADY_EXISTS", "0"]
+    (vbd,) = x.VM.get_VBDs(vm)
+    vdi = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_VBDs(vdi) == [vbd] and vdi in x.SR.get_VDIs(x.VDI.get_SR(vdi))
+    x.VIF.destroy(vif)
+    assert vif not in x.network.get_VIFs(net)
+    copy = x.VM.copy(vm, "nics-copy", "OpaqueRef:NULL")
+    (cvbd,) = x.VM.get_VBDs(copy)
+    assert x.VBD.get_VDI(cvbd) != vdi and x.VDI.get_SR(x.VBD.get_VDI(cvbd)) == x.VDI.get_SR(vdi)
+
+
+def test_suspend_resume(sim):
+    x = connect(sim).xenapi
+    vm = make_vm(x, "sleepy", 2 * GiB)
+    x.VM.start(vm, False, False)
+    x.VM.suspend(vm)
+    assert x.VM.get_power_state(vm) == "Suspended" and x.VM.get_resident_on(vm) == "OpaqueRef:NULL"
+    assert failure(x.VM.start, vm, False, False) == ["VM_BAD_POWER_STATE", vm, "halted", "suspended"]
+    x.VM.resume(vm, False, False)
+    assert x.VM.get_power_state(vm) == "Running"

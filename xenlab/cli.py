@@ -1,0 +1,428 @@
+"""The `xenlab` command: a thin face over Lab, ImageCache and the simulator.
+
+Errors a user can fix are printed as one clear message (exit 1; 2 for invalid files),
+never as a traceback. `--json` output shapes are documented in docs/json-output.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import SpecError, XenlabError
+
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class XenlabGroup(click.Group):
+    """Turns XenlabError into a short message and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SpecError as exc:
+            console.print(f"[red]error:[/red] invalid file\n{exc}", markup=True)
+            sys.exit(2)
+        except XenlabError as exc:
+            console.print(f"[red]error:[/red] {exc}", markup=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            console.print("interrupted")
+            sys.exit(130)
+
+
+@click.group(cls=XenlabGroup)
+@click.version_option(__version__, prog_name="xenlab")
+def main() -> None:
+    """Boot pools of real Xen hosts nested in QEMU, script them, measure them."""
+
+
+def _pick_lab(name: str | None) -> "object":
+    from .lab import attach_lab, running_labs
+
+    if name:
+        lab_name = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+        return attach_lab(lab_name)
+    labs = running_labs()
+    if len(labs) == 1:
+        return attach_lab(labs[0])
+    if not labs:
+        raise XenlabError("no lab is up; start one with `xenlab up labs/xen-pool2.yaml`")
+    raise XenlabError(f"several labs are up ({', '.join(labs)}); choose one with --lab")
+
+
+lab_option = click.option("--lab", "lab_name", help="lab name (default: the only lab that is up)")
+
+
+# -- doctor ---------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def doctor(as_json: bool) -> None:
+    """What is installed, KVM or TCG, what is missing and how to get it."""
+    from .lab.accel import detect_accel
+
+    checks = []
+    for tool, package in [("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils"),
+                          ("vde_switch", "vde2"), ("wirefilter", "vde2"), ("debootstrap", "debootstrap"),
+                          ("mkfs.ext4", "e2fsprogs"), ("cpio", "cpio"), ("ssh", "openssh-client")]:
+        path = shutil.which(tool)
+        checks.append({"check": tool, "ok": bool(path), "detail": path or f"apt-get install {package}"})
+    busybox_static = Path("/bin/busybox").exists() and b"ld-linux" not in Path("/bin/busybox").read_bytes()[:4096]
+    checks.append({"check": "static busybox", "ok": busybox_static,
+                   "detail": "/bin/busybox" if busybox_static else "apt-get install busybox-static"})
+    checks.append({"check": "root (for image builds)", "ok": os.geteuid() == 0,
+                   "detail": "debootstrap chroots; run image builds as root" if os.geteuid() else "yes"})
+    try:
+        choice = detect_accel("auto")
+        checks.append({"check": "acceleration", "ok": True, "detail": f"{choice.accel} ({choice.reason})"})
+    except XenlabError as exc:
+        checks.append({"check": "acceleration", "ok": False, "detail": str(exc)})
+    if as_json:
+        out.print_json(json.dumps({"schema": "xenlab.doctor/1", "checks": checks,
+                                   "ok": all(c["ok"] for c in checks)}))
+    else:
+        table = Table("check", "", "detail", box=None)
+        for c in checks:
+            table.add_row(c["check"], "[green]ok[/green]" if c["ok"] else "[red]missing[/red]", c["detail"])
+        out.print(table)
+        missing = [c for c in checks if not c["ok"]]
+        if missing:
+            out.print("Everything missing is installed by ./setup.sh")
+    if not all(c["ok"] for c in checks):
+        sys.exit(1)
+
+
+# -- up / down / status ---------------------------------------------------------------
+@main.command()
+@click.argument("lab_file")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), help="override the lab file's accel")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds until every host must be ready")
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON when ready")
+def up(lab_file: str, accel: str | None, timeout: float, as_json: bool) -> None:
+    """Build images if needed, boot every host, return when all are ready."""
+    from .lab import Lab
+    from .spec import load_lab, resolve_lab_path
+
+    path = resolve_lab_path(lab_file)
+    spec = load_lab(path)
+    lab = Lab(spec, str(path))
+    started = time.monotonic()
+
+    def progress(subject: str, message: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{subject}[/bold] {message}")
+
+    lab.up(progress=progress, accel=accel, timeout=timeout)
+    if as_json:
+        out.print_json(json.dumps(lab.status()))
+    else:
+        _print_status(lab.status())
+        console.print(f"lab {spec.name} is up; `xenlab ssh {lab.hosts[0].name if lab.hosts else ''}` to get in, "
+                      f"`xenlab down {spec.name}` to stop it")
+
+
+@main.command()
+@click.argument("lab_name", required=False)
+@click.option("--all", "all_labs", is_flag=True, help="every lab of this user, and any stray process")
+def down(lab_name: str | None, all_labs: bool) -> None:
+    """Stop everything of a lab; nothing is left running."""
+    from .lab.lab import running_labs, stray_lab_dirs
+    from .lab.processes import sweep
+    from .lab.rundir import RunDir, runs_base
+
+    if all_labs:
+        names = running_labs()
+        for name in names:
+            _down_one(name)
+        for stray in stray_lab_dirs():
+            stopped = sweep(str(stray) + "/")
+            shutil.rmtree(stray, ignore_errors=True)
+            console.print(f"removed stray run directory {stray} ({len(stopped)} processes)")
+        leftover = sweep(str(runs_base()) + "/")
+        if leftover:
+            console.print(f"stopped {len(leftover)} stray processes")
+        if not names:
+            console.print("no lab was up")
+        return
+    if lab_name is None:
+        labs = running_labs()
+        if len(labs) != 1:
+            raise XenlabError("name the lab to stop (or --all); up: " + (", ".join(labs) or "none"))
+        lab_name = labs[0]
+    if not RunDir.for_lab(lab_name).root.exists():
+        raise XenlabError(f"lab {lab_name!r} is not up")
+    _down_one(lab_name)
+
+
+def _down_one(name: str) -> None:
+    from .lab.lab import attach_lab
+    from .lab.processes import sweep
+    from .lab.rundir import RunDir
+
+    run = RunDir.for_lab(name)
+    try:
+        stopped = attach_lab(name).down()
+    except XenlabError:
+        stopped = sweep(run.marker)  # damaged state: still stop what belongs to it
+        shutil.rmtree(run.root, ignore_errors=True)
+    console.print(f"lab {name} is down ({len(stopped)} processes stopped)")
+
+
+@main.command()
+@lab_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (schema xenlab.status/1)")
+def status(lab_name: str | None, as_json: bool) -> None:
+    """Hosts, state, accel, addresses, ports, uptime."""
+    from .lab import running_labs
+
+    if lab_name is None and not running_labs():
+        if as_json:
+            out.print_json(json.dumps({"schema": "xenlab.status/1", "labs": []}))
+        else:
+            out.print("no lab is up")
+        return
+    lab = _pick_lab(lab_name)
+    data = lab.status()
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        _print_status(data)
+
+
+def _print_status(data: dict) -> None:
+    out.print(f"lab [bold]{data['lab']}[/bold]  accel {data['accel']} (cpu {data['cpu']})  run dir {data['run_dir']}")
+    table = Table("host", "role", "state", "ssh", "addresses", "uptime", box=None)
+    for m in data["machines"]:
+        uptime = f"{m['uptime_seconds']:.0f}s" if m["uptime_seconds"] is not None else "-"
+        table.add_row(m["name"], m["role"], m["state"], f"127.0.0.1:{m['ssh']['port']}",
+                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime)
+    out.print(table)
+    if data["checkpoints"]:
+        out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))
+
+
+# -- access ---------------------------------------------------------------------------
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@lab_option
+@click.option("--timeout", default=600.0, show_default=True, help="seconds before the command is abandoned")
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(lab_name: str | None, timeout: float, host: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND on HOST (an interactive shell without one)."""
+    import shlex
+
+    lab = _pick_lab(lab_name)
+    machine = lab.host(host)
+    if not command:
+        keys = lab.run.root / "keys"
+        os.execvp("ssh", ["ssh", "-i", str(keys / "id_ed25519"), "-p", str(machine.ssh_port),
+                          "-o", f"UserKnownHostsFile={keys / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+                          "-o", "IdentitiesOnly=yes", "root@127.0.0.1"])
+    text = command[0] if len(command) == 1 else shlex.join(command)
+    result = machine.run(text, timeout=timeout)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    sys.exit(result.status)
+
+
+@main.command("console")
+@lab_option
+@click.argument("host")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines (Ctrl-C to stop)")
+@click.option("--lines", "-n", default=50, show_default=True, help="how many last lines")
+def console_(lab_name: str | None, host: str, follow: bool, lines: int) -> None:
+    """The host's serial log: Xen and dom0 (or the services node's kernel and systemd)."""
+    lab = _pick_lab(lab_name)
+    machine = lab.host(host)
+    sys.stdout.write(machine.serial_tail(lines) + "\n")
+    if follow:
+        import select
+
+        with open(machine.serial_log, "rb") as f:
+            f.seek(0, 2)
+            while True:
+                chunk = f.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode(errors="replace").replace("\r", ""))
+                    sys.stdout.flush()
+                else:
+                    select.select([], [], [], 0.3)  # a file is always "readable": wait a little
+
+
+
+# -- control --------------------------------------------------------------------------
+@main.command()
+@lab_option
+@click.argument("host")
+@click.argument("action", type=click.Choice(["off", "on", "reset", "freeze", "thaw"]))
+def power(lab_name: str | None, host: str, action: str) -> None:
+    """Power a host off (hard), on, reset it, freeze or thaw its vCPUs."""
+    lab = _pick_lab(lab_name)
+    lab.host(host).power(action)
+    console.print(f"{host}: power {action} done")
+
+
+@main.command()
+@lab_option
+@click.argument("host")
+@click.argument("network")
+@click.argument("state", type=click.Choice(["down", "up"]))
+def link(lab_name: str | None, host: str, network: str, state: str) -> None:
+    """Pull or plug the cable of HOST's NIC on NETWORK (carrier down/up)."""
+    lab = _pick_lab(lab_name)
+    lab.host(host).link(network, state == "up")
+    console.print(f"{host}: link {network} {state}")
+
+
+@main.group()
+def checkpoint() -> None:
+    """Whole-lab checkpoints: RAM and disks of every host, taken together."""
+
+
+@checkpoint.command("save")
+@lab_option
+@click.argument("tag")
+def checkpoint_save(lab_name: str | None, tag: str) -> None:
+    lab = _pick_lab(lab_name)
+    seconds = lab.checkpoint_save(tag)
+    console.print(f"checkpoint {tag} saved in {seconds:.2f}s")
+
+
+@checkpoint.command("restore")
+@lab_option
+@click.argument("tag")
+def checkpoint_restore(lab_name: str | None, tag: str) -> None:
+    lab = _pick_lab(lab_name)
+    seconds = lab.checkpoint_restore(tag)
+    console.print(f"lab {lab.name} restored to {tag} in {seconds:.2f}s (every host answers SSH)")
+
+
+@checkpoint.command("list")
+@lab_option
+@click.option("--json", "as_json", is_flag=True)
+def checkpoint_list(lab_name: str | None, as_json: bool) -> None:
+    lab = _pick_lab(lab_name)
+    rows = [{"tag": c.tag, "created_at": c.created_at, "save_seconds": c.save_seconds} for c in lab.state.checkpoints]
+    if as_json:
+        out.print_json(json.dumps({"schema": "xenlab.checkpoints/1", "lab": lab.name, "checkpoints": rows}))
+        return
+    if not rows:
+        out.print("no checkpoints")
+    for r in rows:
+        out.print(f"{r['tag']}  saved {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['created_at']))} "
+                  f"in {r['save_seconds']:.2f}s")
+
+
+@checkpoint.command("delete")
+@lab_option
+@click.argument("tag")
+def checkpoint_delete(lab_name: str | None, tag: str) -> None:
+    lab = _pick_lab(lab_name)
+    lab.checkpoint_delete(tag)
+    console.print(f"checkpoint {tag} deleted")
+
+
+# -- images ---------------------------------------------------------------------------
+@main.group()
+def images() -> None:
+    """Golden images built from the recipes in images/."""
+
+
+@images.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def images_list(as_json: bool) -> None:
+    from .images import ImageCache
+
+    cache = ImageCache()
+    rows = []
+    for name, digest, built, _ in cache.list():
+        rows.append({"name": name, "digest": digest, "built": built is not None,
+                     "path": str(built.directory) if built else None,
+                     "size_bytes": built.size_bytes() if built else None,
+                     "build_seconds": built.build_seconds if built else None})
+    if as_json:
+        out.print_json(json.dumps({"schema": "xenlab.images/1", "cache": str(cache.cache_dir), "images": rows}))
+        return
+    table = Table("image", "digest", "state", "size", "built in", box=None)
+    for r in rows:
+        size = f"{r['size_bytes'] / 2**20:.0f} MiB" if r["size_bytes"] else "-"
+        table.add_row(r["name"], r["digest"], "cached" if r["built"] else "not built", size,
+                      f"{r['build_seconds']:.0f}s" if r["build_seconds"] else "-")
+    out.print(table)
+    stale = cache.stale_entries()
+    if stale:
+        out.print(f"{len(stale)} stale cache entries; `xenlab images prune` removes them")
+
+
+@images.command("build")
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="rebuild even if the cached image is current")
+def images_build(names: tuple[str, ...], force: bool) -> None:
+    """Build NAMES (default: every recipe)."""
+    from .images import ImageCache
+
+    cache = ImageCache()
+    started = time.monotonic()
+    for name in names or sorted(cache.recipes):
+        image = cache.ensure(name, force=force,
+                             progress=lambda m: console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {m}"))
+        console.print(f"{name}: {image.directory}")
+
+
+@images.command("prune")
+def images_prune() -> None:
+    """Remove cached images whose recipe changed or is gone."""
+    from .images import ImageCache
+
+    removed = ImageCache().prune()
+    console.print(f"removed {len(removed)} stale images" + "".join(f"\n  {p}" for p in removed))
+
+
+# -- schema ---------------------------------------------------------------------------
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of lab files."""
+    from .spec import lab_json_schema
+
+    out.print(lab_json_schema(), markup=False, highlight=False)
+
+
+@main.command()
+@click.argument("lab_file")
+def validate(lab_file: str) -> None:
+    """Check a lab file without starting anything."""
+    from .spec import load_lab, resolve_lab_path
+
+    spec = load_lab(resolve_lab_path(lab_file))
+    console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)")
+
+
+# -- simulator ------------------------------------------------------------------------
+@main.group()
+def sim() -> None:
+    """The XAPI simulator."""
+
+
+@sim.command("serve")
+@click.option("--port", default=0, show_default=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
+@click.option("--hosts", default=3, show_default=True, help="simulated hosts")
+@click.option("--realtime", is_flag=True, help="run the clock in real time (for demos)")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="file holding root's password")
+def sim_serve(port: int, hosts: int, realtime: bool, password_file: str | None) -> None:
+    """Serve a simulated XAPI pool on 127.0.0.1 until interrupted."""
+    from .sim.server import serve_forever
+
+    serve_forever(port=port, hosts=hosts, realtime=realtime, password_file=password_file)
+
+
+if __name__ == "__main__":
+    main()

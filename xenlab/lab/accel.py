@@ -1,0 +1,69 @@
+"""Choosing between KVM and TCG: KVM only where nested virtualization really works.
+
+/dev/kvm can exist without the CPU exposing vmx/svm (a PVM-style module); Xen then dies
+under KVM with an emulation failure. So KVM needs the flag *and* a working probe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import XenlabError
+
+TCG_CPU = "qemu64"  # Xen's PV dom0 survives it under TCG; `max` crashes dom0 early
+KVM_CPU = "host"
+
+
+@dataclass(frozen=True)
+class AccelChoice:
+    accel: str  # "kvm" or "tcg"
+    cpu: str
+    reason: str
+
+
+def cpu_virt_flags(cpuinfo: str) -> set[str]:
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return flags & {"vmx", "svm"}
+
+
+def choose_accel(requested: str, virt_flags: set[str], kvm_usable: bool | None) -> AccelChoice:
+    """Pure decision: `requested` is auto|kvm|tcg; `kvm_usable` None means not probed."""
+    if requested == "tcg":
+        return AccelChoice("tcg", TCG_CPU, "TCG requested")
+    if not virt_flags:
+        if requested == "kvm":
+            raise XenlabError("KVM requested, but the CPU shows no vmx/svm flag: nested Xen cannot run under KVM here; use accel: tcg or auto")
+        return AccelChoice("tcg", TCG_CPU, "no vmx/svm CPU flag: nested virtualization unavailable, using TCG")
+    if not kvm_usable:
+        if requested == "kvm":
+            raise XenlabError("KVM requested, but /dev/kvm is missing or a KVM probe failed")
+        return AccelChoice("tcg", TCG_CPU, "vmx/svm present but the KVM probe failed, using TCG")
+    return AccelChoice("kvm", KVM_CPU, f"KVM with {'/'.join(sorted(virt_flags))}")
+
+
+def probe_kvm(qemu: str = "qemu-system-x86_64") -> bool:
+    """Does a KVM machine start at all? (Catches /dev/kvm nodes that cannot run guests.)"""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        proc = subprocess.run(
+            [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-nodefaults", "-display", "none",
+             "-no-user-config", "-m", "64", "-S", "-qmp", "stdio"],
+            input=b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n',
+            capture_output=True, timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def detect_accel(requested: str) -> AccelChoice:
+    flags = cpu_virt_flags(Path("/proc/cpuinfo").read_text())
+    probed = probe_kvm() if flags and requested != "tcg" else None
+    return choose_accel(requested, flags, probed)

@@ -1,0 +1,206 @@
+"""One lab machine (a nested Xen host or the services node) as the user sees it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CommandFailed, XenlabError
+from ..plan import MachinePlan
+from ..waiting import StopWaiting, wait_for
+from .processes import alive
+from .qemu import MachineFiles, Monitor
+from .ssh import CommandResult, SSHAccess
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+# What each role prints on its serial console early in every boot, whatever the log level.
+BOOT_MARKERS = {"xen": "Xen version", "services": "Welcome to"}
+FATAL_MARKERS = ("Panic on CPU", "Kernel panic", "Hardware Dom0 crashed", "FATAL TRAP")
+POWER_ACTIONS = ("off", "on", "reset", "freeze", "thaw")
+
+
+class Host:
+    """Run commands, read the console, and control power and links of one machine."""
+
+    def __init__(self, lab: "Lab", plan: MachinePlan):
+        self.lab = lab
+        self.plan = plan
+        self.name = plan.name
+        self.role = plan.role
+        self._ssh: SSHAccess | None = None
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} of lab {self.lab.name}>"
+
+    # -- files and state -------------------------------------------------------------
+    @property
+    def dir(self) -> Path:
+        return self.lab.run.machine_dir(self.name)
+
+    @property
+    def serial_log(self) -> Path:
+        return self.dir / "serial.log"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.dir / "qmp.sock"
+
+    def files(self, image_dir: Path) -> MachineFiles:
+        return MachineFiles(
+            overlay=self.dir / "root.qcow2", seed=self.dir / "seed.img", serial_log=self.serial_log,
+            qmp_socket=self.qmp_socket, pidfile=self.dir / "qemu.pid",
+            kernel=image_dir / "vmlinuz", initrd=image_dir / "initrd.img",
+            hypervisor=(image_dir / "xen.elf") if self.role == "xen" else None,
+            data_disks=tuple(self.dir / f"data-{name}.qcow2" for name, _ in self.plan.data_disks),
+        )
+
+    @property
+    def state(self):
+        return self.lab.state.machines[self.name]
+
+    @property
+    def ssh_port(self) -> int:
+        return self.state.ssh_port
+
+    def process_alive(self) -> bool:
+        return alive(self.state.pid, self.lab.run.marker)
+
+    def address(self, network: str | None = None) -> str:
+        network = network or self.plan.nics[0].network
+        return str(self.plan.address_on(network))
+
+    # -- console ---------------------------------------------------------------------
+    def serial_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.serial_log, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 64 * 1024))
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return "(no serial log yet)"
+        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+    def serial_contains(self, marker: str) -> bool:
+        try:
+            return marker.encode() in self.serial_log.read_bytes()
+        except FileNotFoundError:
+            return False
+
+    # -- commands --------------------------------------------------------------------
+    @property
+    def ssh(self) -> SSHAccess:
+        if self._ssh is None or self._ssh.port != self.ssh_port:
+            keys = self.lab.run.root / "keys"
+            self._ssh = SSHAccess(self.name, self.ssh_port, str(keys / "id_ed25519"),
+                                  (keys / f"host-{self.name}.pub").read_text().strip())
+        return self._ssh
+
+    def run(self, command: str, timeout: float = 60) -> CommandResult:
+        return self.ssh.run(command, timeout=timeout)
+
+    def succeed(self, command: str, timeout: float = 60) -> str:
+        """Run `command` and return its stdout; raise CommandFailed (with output) otherwise."""
+        return self.ssh.run(command, timeout=timeout, check=True).stdout
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        """Run `command` expecting a non-zero exit; return its output."""
+        result = self.ssh.run(command, timeout=timeout)
+        if result.ok:
+            raise CommandFailed(self.name, command, 0, result.stdout, "expected a failure but it succeeded")
+        return result.stdout + result.stderr
+
+    def forget_connections(self) -> None:
+        """Drop SSH connections (after reset, power cycle or checkpoint restore)."""
+        if self._ssh is not None:
+            self._ssh.close()
+
+    def close(self) -> None:
+        self.forget_connections()
+
+    # -- readiness -------------------------------------------------------------------
+    def _alive_or_stop(self) -> None:
+        if not self.process_alive():
+            raise StopWaiting(f"the QEMU process of {self.name} is gone (see {self.dir / 'qemu.log'})")
+        text = self.serial_tail(200)
+        for marker in FATAL_MARKERS:
+            if marker in text:
+                raise StopWaiting(f"{self.name} crashed at boot ({marker!r} on its console)")
+
+    def _evidence(self) -> str:
+        return f"{self.name}: last serial lines ({self.serial_log}):\n{self.serial_tail(15)}"
+
+    def wait_booted(self, timeout: float) -> None:
+        marker = BOOT_MARKERS[self.role]
+
+        def booted() -> bool:
+            self._alive_or_stop()
+            return self.serial_contains(marker)
+
+        wait_for(booted, f"{self.name}: stage boot ({marker!r} on the serial console)", timeout, 0.25, self._evidence)
+
+    def wait_ssh(self, timeout: float) -> None:
+        def answers() -> bool:
+            self._alive_or_stop()
+            return self.ssh.run("true", timeout=10).ok
+
+        wait_for(answers, f"{self.name}: stage ssh (127.0.0.1:{self.ssh_port})", timeout, 0.5, self._evidence)
+
+    def toolstack_check(self) -> str:
+        return "xl info" if self.role == "xen" else "systemctl is-active nfs-server"
+
+    def wait_toolstack(self, timeout: float) -> None:
+        check = self.toolstack_check()
+        last: list[str] = [""]
+
+        def works() -> bool:
+            self._alive_or_stop()
+            result = self.ssh.run(check, timeout=30)
+            last[0] = (result.stdout + result.stderr)[-800:]
+            return result.ok
+
+        wait_for(works, f"{self.name}: stage toolstack (`{check}`)", timeout, 1.0,
+                 lambda: self._evidence() + f"\nlast `{check}` output:\n{last[0]}")
+
+    def wait_ready(self, timeout: float = 300, progress=lambda host, stage: None) -> dict[str, float]:
+        """Layered readiness: console banner, SSH, toolstack. Returns seconds per stage."""
+        started = time.monotonic()
+        deadline = started + timeout
+        stages: dict[str, float] = {}
+        for stage, waiter in (("boot", self.wait_booted), ("ssh", self.wait_ssh), ("toolstack", self.wait_toolstack)):
+            progress(self.name, stage)
+            waiter(max(1.0, deadline - time.monotonic()))
+            stages[stage] = round(time.monotonic() - started, 2)
+        progress(self.name, "ready")
+        return stages
+
+    # -- control ---------------------------------------------------------------------
+    def monitor(self) -> Monitor:
+        return Monitor(self.name, self.qmp_socket, self.dir / "qmp-events.jsonl")
+
+    def power(self, action: str) -> None:
+        """off (hard, like pulling the plug), on, reset, freeze (pause vCPUs), thaw."""
+        if action not in POWER_ACTIONS:
+            raise XenlabError(f"unknown power action {action!r} (one of {', '.join(POWER_ACTIONS)})")
+        self.lab.power(self, action)
+
+    def link(self, network: str, up: bool) -> None:
+        """Carrier up/down on this machine's NIC on `network` (the guest sees a cable pulled)."""
+        if network not in (n.network for n in self.plan.nics) and network != "mgmt":
+            known = ", ".join([n.network for n in self.plan.nics] + ["mgmt"])
+            raise XenlabError(f"{self.name} has no nic on network {network!r} (nics: {known})")
+        with self.monitor() as qmp:
+            qmp.command("set_link", name=f"nic-{network}", up=up)
+
+    def run_state(self) -> str:
+        """running, paused, off, or dead (process gone without `power off`)."""
+        if not self.process_alive():
+            return "off" if not self.state.powered else "dead"
+        try:
+            with self.monitor() as qmp:
+                status = qmp.status()
+        except XenlabError:
+            return "unreachable"
+        return {"running": "running", "paused": "paused", "prelaunch": "paused"}.get(status, status)

@@ -1,0 +1,408 @@
+"""The Lab: from a validated spec to running machines and back to nothing.
+
+`up` either brings every machine to ready or stops everything it started; `down` stops
+every process of the run directory (recorded or found by sweeping /proc) and removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import XenlabError
+from ..images import ImageCache
+from ..images.identity import generate_keypair, write_seed_disk
+from ..plan import LabPlan, lab_number, plan_lab
+from ..spec import LabSpec
+from ..waiting import wait_for
+from .accel import AccelChoice, detect_accel
+from .host import Host
+from .network import start_switch
+from .processes import alive, spawn, sweep, terminate
+from .qemu import QEMU, qemu_argv
+from .rundir import CheckpointState, LabState, MachineState, RunDir, runs_base
+
+Progress = Callable[[str, str], None]  # (subject, message)
+REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "vde_switch": "vde2",
+                  "mkfs.ext4": "e2fsprogs"}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _parallel(items: Iterable, fn) -> list:
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
+class Lab:
+    """A lab of machines described by a LabSpec, living in its run directory."""
+
+    def __init__(self, spec: LabSpec, spec_path: str = "", run: RunDir | None = None):
+        self.spec = spec
+        self.spec_path = spec_path
+        self.name = spec.name
+        self.plan: LabPlan = plan_lab(spec)
+        self.run = run or RunDir.for_lab(spec.name)
+        self.machines: dict[str, Host] = {m.name: Host(self, m) for m in self.plan.machines}
+        self._state: LabState | None = None
+        self._switch_handles: list[subprocess.Popen] = []
+        self._qemu_handles: dict[str, subprocess.Popen] = {}
+        self.bringup_stages: dict[str, dict[str, float]] = {}
+
+    # -- lookup ----------------------------------------------------------------------
+    @property
+    def hosts(self) -> list[Host]:
+        """The Xen hosts (not the services node), in lab-file order."""
+        return [h for h in self.machines.values() if h.role == "xen"]
+
+    @property
+    def services(self) -> Host | None:
+        return next((h for h in self.machines.values() if h.role == "services"), None)
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.machines[name]
+        except KeyError:
+            raise XenlabError(f"no host {name!r} in lab {self.name} (hosts: {', '.join(self.machines)})") from None
+
+    @property
+    def state(self) -> LabState:
+        if self._state is None:
+            self._state = self.run.read_state()
+        return self._state
+
+    def _save(self) -> None:
+        assert self._state is not None
+        self.run.write_state(self._state)
+
+    # -- up --------------------------------------------------------------------------
+    def up(self, progress: Progress = lambda s, m: None, accel: str | None = None, tied: bool = False,
+           timeout: float = 600, images: ImageCache | None = None) -> dict[str, dict[str, float]]:
+        """Build missing images, start switches and machines, wait until all are ready.
+
+        tied: the lab's processes die with this process (for test sessions).
+        On any failure everything started is stopped again, and the error re-raised.
+        """
+        self._refuse_if_running()
+        missing = [f"{tool} (Debian package {pkg})" for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
+        if missing:
+            raise XenlabError("missing tools: " + ", ".join(missing) + "; run `xenlab doctor`")
+        choice = detect_accel(accel or self.spec.accel)
+        progress("lab", f"accel: {choice.accel} ({choice.reason})")
+        cache = images or ImageCache()
+        built = {}
+        for image in sorted({m.image for m in self.plan.machines}):
+            built[image] = cache.ensure(image, progress=lambda msg: progress("images", msg))
+        started = time.monotonic()
+        try:
+            self._start(choice, built, tied, progress)
+            deadline = started + timeout
+
+            def ready(host: Host) -> tuple[str, dict[str, float]]:
+                return host.name, host.wait_ready(max(1.0, deadline - time.monotonic()),
+                                                  lambda name, stage: progress(name, stage))
+
+            self.bringup_stages = dict(_parallel(self.machines.values(), ready))
+        except BaseException:
+            progress("lab", "bring-up failed: stopping everything that was started")
+            self._preserve_logs_on_failure()
+            self.down()
+            raise
+        self._state.ready_at = time.time()
+        self._save()
+        progress("lab", f"ready in {time.monotonic() - started:.1f}s")
+        return self.bringup_stages
+
+    def _refuse_if_running(self) -> None:
+        if self.run.exists():
+            state = self.run.read_state()
+            live = [n for n, m in state.machines.items() if alive(m.pid, self.run.marker)]
+            if live:
+                raise XenlabError(f"lab {self.name} is already up ({', '.join(live)} running); "
+                                  f"`xenlab down {self.name}` first")
+        # Anything left from a crashed run (recorded or not) goes before we start anew.
+        sweep(self.run.marker)
+        if self.run.root.exists():
+            shutil.rmtree(self.run.root)
+        for other in running_labs():
+            if other != self.name:
+                try:
+                    other_state = RunDir.for_lab(other).read_state()
+                except XenlabError:
+                    continue
+                if lab_number(other_state.lab) == self.plan.number:
+                    raise XenlabError(f"lab {self.name} shares its address plan with running lab {other}; rename one")
+
+    def _start(self, choice: AccelChoice, built: dict, tied: bool, progress: Progress) -> None:
+        self.run.create()
+        self._state = LabState(
+            lab=self.name, spec_path=self.spec_path, spec=json.loads(self.spec.model_dump_json()),
+            accel=choice.accel, cpu=choice.cpu, accel_reason=choice.reason, created_at=time.time(),
+            tied_to_pid=__import__("os").getpid() if tied else None,
+        )
+        keys = self.run.root / "keys"
+        client = generate_keypair(keys / "id_ed25519", f"xenlab-{self.name}")
+        known_hosts = []
+        for host in self.machines.values():
+            host_key = generate_keypair(keys / f"host-{host.name}", f"root@{host.name}")
+            port = free_port()
+            image = built[host.plan.image]
+            self._state.machines[host.name] = MachineState(ssh_port=port, image_dir=str(image.directory))
+            known_hosts.append(f"[127.0.0.1]:{port} {' '.join(host_key.public_line.split()[:2])}")
+            files = host.files(image.directory)
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.disk),
+                            str(files.overlay)], check=True, capture_output=True)
+            for (disk_name, size), path in zip(host.plan.data_disks, files.data_disks):
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size}G"], check=True,
+                               capture_output=True)
+            export = self.spec.services.nfs_export if (self.spec.services and host.role == "services") else None
+            write_seed_disk(files.seed, self.plan, host.plan, host_key, client, export)
+        (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
+        self._save()
+        for network in self.plan.networks:
+            sock = self.run.network_socket(network.name)
+            pid, handle = start_switch(sock, self.run.root / "logs" / f"switch-{network.name}.log", tied)
+            self._state.switches[network.name] = pid
+            if handle is not None:
+                self._switch_handles.append(handle)
+            self._save()
+        for host in self.machines.values():
+            progress(host.name, "starting QEMU")
+            self._spawn(host, tied)
+
+    def _spawn(self, host: Host, tied: bool | None = None, paused: bool = False) -> None:
+        state = self.state.machines[host.name]
+        files = host.files(Path(state.image_dir))
+        sockets = {n.name: self.run.network_socket(n.name) for n in self.plan.networks}
+        choice = AccelChoice(self.state.accel, self.state.cpu, self.state.accel_reason)
+        argv = qemu_argv(host.plan, files, choice, state.ssh_port, sockets, start_paused=paused)
+        files.qmp_socket.unlink(missing_ok=True)
+        files.pidfile.unlink(missing_ok=True)
+        tied = (self.state.tied_to_pid is not None) if tied is None else tied
+        proc = spawn(argv, host.dir / "qemu.log", tied=tied)
+        self._qemu_handles[host.name] = proc
+        state.pid, state.started_at, state.argv, state.powered = proc.pid, time.time(), argv, True
+        self._save()
+
+        def monitor_ready() -> bool:
+            if proc.poll() is not None:
+                from ..waiting import StopWaiting
+                log = (host.dir / "qemu.log").read_text(errors="replace")[-1500:]
+                raise StopWaiting(f"QEMU exited with {proc.returncode}: {log}")
+            return files.qmp_socket.exists()
+
+        wait_for(monitor_ready, f"{host.name}: QEMU monitor socket", 30, 0.05)
+
+    def _preserve_logs_on_failure(self) -> None:
+        """Copy serial and QEMU logs out of the run directory before it is removed."""
+        if not self.run.root.exists():
+            return
+        keep = runs_base() / f"{self.name}.failed-logs"
+        shutil.rmtree(keep, ignore_errors=True)
+        for host in self.machines.values():
+            for name in ("serial.log", "qemu.log"):
+                source = host.dir / name
+                if source.exists():
+                    (keep / host.name).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(source, keep / host.name / name)
+
+    # -- down ------------------------------------------------------------------------
+    def down(self) -> list[int]:
+        """Stop every process of this lab and remove its run directory."""
+        for host in self.machines.values():
+            host.close()
+        stopped: list[int] = []
+        if self.run.state_path.exists():
+            try:
+                state = self.run.read_state()
+                recorded = [m.pid for m in state.machines.values() if m.pid] + list(state.switches.values())
+                stopped += terminate(recorded, self.run.marker)
+            except XenlabError:
+                pass
+        for handle in self._switch_handles:
+            if handle.stdin:
+                handle.stdin.close()
+        stopped += sweep(self.run.marker)
+        for handle in [*self._switch_handles, *self._qemu_handles.values()]:
+            try:
+                handle.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                handle.kill()
+        self._switch_handles.clear()
+        self._qemu_handles.clear()
+        if self.run.root.exists():
+            shutil.rmtree(self.run.root, ignore_errors=True)
+        self._state = None
+        return sorted(set(stopped))
+
+    # -- power -----------------------------------------------------------------------
+    def power(self, host: Host, action: str) -> None:
+        if action == "on":
+            if host.process_alive():
+                raise XenlabError(f"{host.name} is already on")
+            self._spawn(host)
+            return
+        if not host.process_alive():
+            raise XenlabError(f"{host.name} is off; `xenlab power {host.name} on` first")
+        if action == "off":
+            host.forget_connections()
+            with host.monitor() as qmp:
+                try:
+                    qmp.command("quit")
+                except Exception:  # noqa: BLE001 - QEMU may close the socket before answering
+                    pass
+            wait_for(lambda: not host.process_alive(), f"{host.name}: QEMU to exit", 30, 0.05)
+            self._reap(host)
+            self.state.machines[host.name].powered = False
+            self._save()
+        elif action == "reset":
+            host.forget_connections()
+            with host.monitor() as qmp:
+                qmp.command("system_reset")
+        elif action == "freeze":
+            with host.monitor() as qmp:
+                qmp.command("stop")
+        elif action == "thaw":
+            with host.monitor() as qmp:
+                qmp.command("cont")
+
+    def _reap(self, host: Host) -> None:
+        handle = self._qemu_handles.pop(host.name, None)
+        if handle is not None:
+            handle.wait(timeout=10)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def checkpoint_save(self, tag: str) -> float:
+        """Pause every machine, snapshot RAM and disks of each (qcow2 internal), resume all."""
+        _check_tag(tag)
+        running = [h for h in self.machines.values() if h.process_alive()]
+        if len(running) != len(self.machines):
+            off = ", ".join(h.name for h in self.machines.values() if h not in running)
+            raise XenlabError(f"cannot checkpoint lab {self.name}: {off} is off")
+        started = time.monotonic()
+        was_paused = {h.name: h.run_state() == "paused" for h in running}
+        _parallel(running, lambda h: _monitor_do(h, "stop"))
+        try:
+            def save(host: Host) -> None:
+                with host.monitor() as qmp:
+                    out = qmp.hmp(f"savevm {tag}")
+                if out.strip():
+                    raise XenlabError(f"{host.name}: savevm {tag} failed: {out.strip()}")
+            _parallel(running, save)
+        finally:
+            _parallel([h for h in running if not was_paused[h.name]], lambda h: _monitor_do(h, "cont"))
+        seconds = time.monotonic() - started
+        self.state.checkpoints = [c for c in self.state.checkpoints if c.tag != tag]
+        self.state.checkpoints.append(CheckpointState(tag, time.time(), round(seconds, 3)))
+        self._save()
+        return seconds
+
+    def checkpoint_restore(self, tag: str, wait_ssh: bool = True, timeout: float = 60) -> float:
+        """Bring every machine back to checkpoint `tag` (powered-off ones are started)."""
+        if tag not in {c.tag for c in self.state.checkpoints}:
+            known = ", ".join(c.tag for c in self.state.checkpoints) or "none"
+            raise XenlabError(f"lab {self.name} has no checkpoint {tag!r} (checkpoints: {known})")
+        started = time.monotonic()
+        for host in self.machines.values():
+            host.forget_connections()
+            if not host.process_alive():
+                self._spawn(host, paused=True)
+        _parallel(self.machines.values(), lambda h: _monitor_do(h, "stop"))
+
+        def load(host: Host) -> None:
+            with host.monitor() as qmp:
+                out = qmp.hmp(f"loadvm {tag}")
+                if out.strip():
+                    raise XenlabError(f"{host.name}: loadvm {tag} failed: {out.strip()}")
+                qmp.command("cont")
+        _parallel(self.machines.values(), load)
+        if wait_ssh:
+            _parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))
+        return time.monotonic() - started
+
+    def checkpoint_delete(self, tag: str) -> None:
+        if tag not in {c.tag for c in self.state.checkpoints}:
+            raise XenlabError(f"lab {self.name} has no checkpoint {tag!r}")
+
+        def delete(host: Host) -> None:
+            with host.monitor() as qmp:
+                out = qmp.hmp(f"delvm {tag}")
+            if out.strip():
+                raise XenlabError(f"{host.name}: delvm {tag} failed: {out.strip()}")
+        _parallel([h for h in self.machines.values() if h.process_alive()], delete)
+        self.state.checkpoints = [c for c in self.state.checkpoints if c.tag != tag]
+        self._save()
+
+    # -- status ----------------------------------------------------------------------
+    def status(self) -> dict:
+        """Stable, documented shape (see docs/json-output.md)."""
+        state = self.state
+        now = time.time()
+        machines = []
+        for host in self.machines.values():
+            m = state.machines[host.name]
+            run_state = host.run_state()
+            machines.append({
+                "name": host.name, "role": host.role, "state": run_state,
+                "pid": m.pid if run_state not in ("off", "dead") else None,
+                "ssh": {"host": "127.0.0.1", "port": m.ssh_port},
+                "addresses": {n.network: str(n.address.ip) for n in host.plan.nics},
+                "macs": {n.network: n.mac for n in host.plan.nics},
+                "uptime_seconds": round(now - m.started_at, 1) if m.started_at and run_state in ("running", "paused") else None,
+                "memory_mib": host.plan.memory_mib, "vcpus": host.plan.vcpus,
+                "serial_log": str(host.serial_log),
+            })
+        return {
+            "schema": "xenlab.status/1", "lab": self.name, "run_dir": str(self.run.root),
+            "accel": state.accel, "cpu": state.cpu, "accel_reason": state.accel_reason,
+            "networks": [{"name": n.name, "subnet": str(n.subnet), "socket": str(self.run.network_socket(n.name))}
+                         for n in self.plan.networks],
+            "machines": machines,
+            "checkpoints": [{"tag": c.tag, "created_at": c.created_at, "save_seconds": c.save_seconds}
+                            for c in state.checkpoints],
+        }
+
+
+def _monitor_do(host: Host, command: str) -> None:
+    with host.monitor() as qmp:
+        qmp.command(command)
+
+
+def _check_tag(tag: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", tag):
+        raise XenlabError(f"invalid checkpoint name {tag!r}: letters, digits, '_', '.', '-' (at most 40)")
+
+
+def running_labs() -> list[str]:
+    """Names of labs that have a run directory with state (up, or crashed and not cleaned)."""
+    base = runs_base()
+    return sorted(p.name for p in base.iterdir() if (p / "state.json").exists())
+
+
+def attach_lab(name: str) -> Lab:
+    """The Lab object of a lab brought up earlier (by another xenlab process)."""
+    run = RunDir.for_lab(name)
+    state = run.read_state()
+    spec = LabSpec.model_validate(state.spec)
+    return Lab(spec, state.spec_path, run)
+
+
+def stray_lab_dirs() -> list[Path]:
+    """Run directories without state (a crash before the first state write)."""
+    base = runs_base()
+    return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "state.json").exists() and not p.name.endswith(".failed-logs"))

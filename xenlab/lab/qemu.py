@@ -1,0 +1,160 @@
+"""QEMU command lines for lab machines (pure), and QMP access to a running one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu.qmp import ExecuteError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from ..errors import XenlabError
+from ..plan import MachinePlan
+from .accel import AccelChoice
+
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class MachineFiles:
+    """Where one machine's files live in the run directory, and what it boots."""
+
+    overlay: Path
+    seed: Path
+    serial_log: Path
+    qmp_socket: Path
+    pidfile: Path
+    kernel: Path
+    initrd: Path
+    hypervisor: Path | None  # Xen ELF for xen hosts, None for plain Linux machines
+    data_disks: tuple[Path, ...] = ()
+
+
+def _escape_commas(text: str) -> str:
+    return text.replace(",", ",,")
+
+
+def dom0_cmdline(machine: MachinePlan) -> str:
+    return " ".join([
+        "root=LABEL=xlroot", "rw", "console=hvc0", "net.ifnames=0", "loglevel=4",
+        f"systemd.machine_id={machine.machine_id}", f"systemd.hostname={machine.name}",
+    ])
+
+
+def linux_cmdline(machine: MachinePlan) -> str:
+    return " ".join([
+        "root=LABEL=xlroot", "rw", "console=ttyS0,115200", "net.ifnames=0", "loglevel=4",
+        f"systemd.machine_id={machine.machine_id}", f"systemd.hostname={machine.name}",
+    ])
+
+
+def xen_cmdline(machine: MachinePlan) -> str:
+    dom0 = machine.dom0_memory_mib or 1024
+    return " ".join([
+        "console=com1", "com1=115200,8n1", f"dom0_mem={dom0}M,max:{dom0}M",
+        f"dom0_max_vcpus={machine.vcpus}", "loglvl=all", "guest_loglvl=all", "noreboot",
+    ])
+
+
+def qemu_argv(
+    machine: MachinePlan,
+    files: MachineFiles,
+    accel: AccelChoice,
+    ssh_port: int,
+    network_sockets: dict[str, Path],
+    start_paused: bool = False,
+) -> list[str]:
+    """The full QEMU command line of one lab machine.
+
+    Management NIC: user-mode, restricted (no route out), SSH forwarded from 127.0.0.1
+    only. Lab NICs: vde unix sockets in the run directory. Never inet/multicast sockets.
+    """
+    argv = [
+        QEMU, "-name", f"xenlab-{machine.name},debug-threads=on",
+        "-machine", "q35", "-accel", accel.accel + (",thread=multi" if accel.accel == "tcg" else ""),
+        "-cpu", accel.cpu, "-smp", str(machine.vcpus), "-m", str(machine.memory_mib),
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+        "-chardev", f"file,id=serial0,path={files.serial_log},append=on", "-serial", "chardev:serial0",
+        "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
+        "-pidfile", str(files.pidfile),
+    ]
+    if files.hypervisor is not None:
+        argv += [
+            "-kernel", str(files.hypervisor), "-append", xen_cmdline(machine),
+            "-initrd", f"{_escape_commas(str(files.kernel))} {dom0_cmdline(machine)},{_escape_commas(str(files.initrd))}",
+        ]
+    else:
+        argv += ["-kernel", str(files.kernel), "-append", linux_cmdline(machine), "-initrd", str(files.initrd)]
+    argv += [
+        "-drive", f"file={files.overlay},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
+        "-device", "virtio-blk-pci,drive=root",
+        "-drive", f"file={files.seed},if=none,id=seed,format=raw,readonly=on",
+        "-device", "virtio-blk-pci,drive=seed",
+    ]
+    for index, disk in enumerate(files.data_disks):
+        argv += ["-drive", f"file={disk},if=none,id=data{index},format=qcow2,cache=unsafe",
+                 "-device", f"virtio-blk-pci,drive=data{index}"]
+    argv += [
+        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={machine.mgmt_mac}",
+    ]
+    for nic in machine.nics:
+        argv += [
+            "-netdev", f"vde,id=net-{nic.network},sock={network_sockets[nic.network]}",
+            "-device", f"virtio-net-pci,netdev=net-{nic.network},id=nic-{nic.network},mac={nic.mac}",
+        ]
+    if start_paused:
+        argv.append("-S")
+    return argv
+
+
+class Monitor:
+    """A short-lived QMP connection to one machine (QEMU allows one client per socket)."""
+
+    def __init__(self, machine: str, socket_path: Path, events_log: Path | None = None):
+        self.machine = machine
+        self.socket_path = socket_path
+        self.events_log = events_log
+        self._qmp: QEMUMonitorProtocol | None = None
+
+    def __enter__(self) -> "Monitor":
+        qmp = QEMUMonitorProtocol(str(self.socket_path), nickname=self.machine)
+        try:
+            qmp.connect()
+        except Exception as exc:  # noqa: BLE001 - any connect failure means "not reachable"
+            raise XenlabError(f"{self.machine}: QMP not reachable at {self.socket_path}: {exc}") from None
+        qmp.settimeout(120)
+        self._qmp = qmp
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._flush_events()
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+
+    def _flush_events(self) -> None:
+        if self._qmp is None or self.events_log is None:
+            return
+        import json
+
+        events = self._qmp.get_events()
+        if events:
+            with open(self.events_log, "a") as log:
+                for event in events:
+                    log.write(json.dumps(event) + "\n")
+            self._qmp.clear_events()
+
+    def command(self, name: str, /, **arguments):
+        assert self._qmp is not None, "use Monitor as a context manager"
+        try:
+            return self._qmp.cmd(name, **arguments)
+        except ExecuteError as exc:
+            raise XenlabError(f"{self.machine}: QMP {name} failed: {exc.error.desc}") from None
+
+    def hmp(self, command_line: str) -> str:
+        """A human-monitor command; its output is returned (savevm/loadvm report errors there)."""
+        return str(self.command("human-monitor-command", **{"command-line": command_line}))
+
+    def status(self) -> str:
+        return str(self.command("query-status")["status"])

@@ -1,0 +1,112 @@
+"""The run directory of a lab (0700): state, keys, sockets, overlays and logs.
+
+`state.json` is the lab's memory between CLI commands: which machines run where, on
+which ports, with which pids and checkpoints. It is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import XenlabError
+
+
+def runs_base() -> Path:
+    env = os.environ.get("XENLAB_RUN_DIR")
+    base = Path(env) if env else Path(f"/tmp/xenlab-{os.getuid()}")
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(base, 0o700)
+    return base
+
+
+@dataclass
+class MachineState:
+    ssh_port: int
+    image_dir: str
+    pid: int | None = None
+    started_at: float | None = None
+    argv: list[str] = field(default_factory=list)
+    powered: bool = True
+
+
+@dataclass
+class CheckpointState:
+    tag: str
+    created_at: float
+    save_seconds: float
+
+
+@dataclass
+class LabState:
+    lab: str
+    spec_path: str
+    spec: dict
+    accel: str
+    cpu: str
+    accel_reason: str
+    created_at: float
+    tied_to_pid: int | None
+    machines: dict[str, MachineState] = field(default_factory=dict)
+    switches: dict[str, int] = field(default_factory=dict)
+    checkpoints: list[CheckpointState] = field(default_factory=list)
+    ready_at: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LabState":
+        data = dict(data)
+        data["machines"] = {k: MachineState(**v) for k, v in data.get("machines", {}).items()}
+        data["checkpoints"] = [CheckpointState(**c) for c in data.get("checkpoints", [])]
+        return cls(**data)
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = root
+
+    @classmethod
+    def for_lab(cls, lab: str, base: Path | None = None) -> "RunDir":
+        return cls((base or runs_base()) / lab)
+
+    def create(self) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        for sub in ("keys", "net", "machines", "logs"):
+            (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+
+    @property
+    def marker(self) -> str:
+        """A string present in the command line of every process this lab starts."""
+        return str(self.root) + "/"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def machine_dir(self, name: str) -> Path:
+        path = self.root / "machines" / name
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    def network_socket(self, network: str) -> Path:
+        return self.root / "net" / f"{network}.vde"
+
+    def exists(self) -> bool:
+        return self.state_path.exists()
+
+    def read_state(self) -> LabState:
+        try:
+            return LabState.from_json(json.loads(self.state_path.read_text()))
+        except FileNotFoundError:
+            raise XenlabError(f"lab {self.root.name!r} is not up (no {self.state_path})") from None
+        except (ValueError, TypeError) as exc:
+            raise XenlabError(f"{self.state_path} is damaged ({exc}); `xenlab down {self.root.name}` cleans it up") from None
+
+    def write_state(self, state: LabState) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(state), f, indent=2)
+        tmp.replace(self.state_path)

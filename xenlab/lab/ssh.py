@@ -1,0 +1,121 @@
+"""SSH to lab machines with paramiko: the lab's own key, pinned host keys, timeouts.
+
+One connection per machine is kept and reused; it is dropped and reopened when the
+machine was reset, powered off or restored from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from ..errors import CommandFailed, XenlabError
+
+# paramiko logs every refused connection attempt with a traceback while a machine boots;
+# our waits report failures themselves, with context.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    host: str
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class SSHAccess:
+    """Reusable, thread-safe SSH access to one machine forwarded on 127.0.0.1:port."""
+
+    def __init__(self, host: str, port: int, client_key_path: str, host_public_line: str):
+        self.host = host
+        self.port = port
+        self._pkey = paramiko.Ed25519Key.from_private_key_file(client_key_path)
+        key_type, key_b64 = host_public_line.split()[:2]
+        self._host_key = paramiko.PKey.from_type_string(key_type, __import__("base64").b64decode(key_b64))
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self, timeout: float) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        client.get_host_keys().add(f"[127.0.0.1]:{self.port}", self._host_key.get_name(), self._host_key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1", port=self.port, username="root", pkey=self._pkey,
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            allow_agent=False, look_for_keys=False,
+        )
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(15)
+        return client
+
+    def client(self, timeout: float = 10) -> paramiko.SSHClient:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                self.close_locked()
+                self._client = self._connect(timeout)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_locked()
+
+    def close_locked(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone
+                pass
+            self._client = None
+
+    def run(self, command: str, timeout: float = 60, check: bool = False) -> CommandResult:
+        """Run `command`; at `timeout` the channel is closed and CommandFailed (status None) raised."""
+        started = time.monotonic()
+        try:
+            transport = self.client(timeout=min(timeout, 15)).get_transport()
+            assert transport is not None
+            channel = transport.open_session(timeout=min(timeout, 15))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise XenlabError(f"{self.host}: SSH to 127.0.0.1:{self.port} failed: {exc}") from None
+        out, err = bytearray(), bytearray()
+        deadline = started + timeout
+        try:
+            channel.exec_command(command)
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommandFailed(self.host, command, None, out.decode(errors="replace"), err.decode(errors="replace"))
+                select.select([channel], [], [], min(remaining, 1.0))
+            status = channel.recv_exit_status()
+        except (paramiko.SSHException, socket.error, EOFError) as exc:
+            self.close()
+            raise XenlabError(f"{self.host}: SSH session broke during `{command}`: {exc}") from None
+        finally:
+            channel.close()
+        result = CommandResult(self.host, command, status, out.decode(errors="replace"),
+                               err.decode(errors="replace"), time.monotonic() - started)
+        if check and status != 0:
+            raise CommandFailed(self.host, command, status, result.stdout, result.stderr)
+        return result

@@ -1,0 +1,590 @@
+"""The simulated world: hosts, their pool databases, liveness, HA and faults.
+
+A ``Deployment`` owns N hosts.  Each host starts as the master of its own
+pool (own ``Database``); ``pool.join`` moves the joiner's host-local objects
+into the master's database.  Host liveness (killed / isolated / fenced) is
+tracked here, because it drives both the HTTP layer (a dead host stops
+answering) and HA (hosts are declared dead after the HA timeout).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import datamodel as dmod
+from .clock import Clock
+from .model import NULL_REF, ApiError, Database, Generation, new_ref, new_uuid
+
+GiB = 1024**3
+MiB = 1024**2
+
+DEFAULT_HOST_MEMORY = 256 * GiB
+DEFAULT_DOM0_MEMORY = 4 * GiB
+DEFAULT_HOST_CPUS = 16
+HA_DEFAULT_TIMEOUT = 60.0  # seconds; xapi's default HA timeout base
+HOST_ASSUMED_DEAD = 600.0  # seconds; without HA the master notices after 10 min
+
+API_VERSION = (2, 21)
+
+# Templates every fresh pool gets: (name, memory, vcpus, disk size or 0, hvm)
+TEMPLATES = [
+    ("Other install media", 1 * GiB, 1, 0, True),
+    ("Debian Bookworm 12", 1 * GiB, 1, 10 * GiB, False),
+    ("CentOS Stream 9", 2 * GiB, 2, 20 * GiB, True),
+]
+
+PROVISION_XML = '<provision><disk device="0" size="{size}" sr="" bootable="true" type="system"/></provision>'
+
+
+@dataclass
+class SimHost:
+    """One physical host: identity, hardware, and simulated process state."""
+
+    index: int
+    name: str
+    address: str
+    uuid: str
+    ref: str
+    memory_total: int
+    cpus: int
+    db: Database | None = None
+    alive: bool = True  # xapi process reachable at all
+    isolated: bool = False  # alive but cut from the other hosts
+    fenced: bool = False  # self-fenced by HA; down until healed
+    down_since: float | None = None
+    on_state_change: list[Callable[["SimHost"], None]] = field(default_factory=list)
+
+    @property
+    def serving(self) -> bool:
+        """Whether the host's HTTP endpoint answers."""
+        return self.alive and not self.fenced
+
+
+class Deployment:
+    """Shared state behind every host endpoint (one lock guards it all)."""
+
+    def __init__(
+        self,
+        hosts: int = 3,
+        password: str = "",
+        user: str = "root",
+        realtime: bool = False,
+        host_memory: int = DEFAULT_HOST_MEMORY,
+        host_cpus: int = DEFAULT_HOST_CPUS,
+        dm: dmod.Datamodel | None = None,
+        async_instant: bool = False,
+    ) -> None:
+        if hosts < 1:
+            raise ValueError("need at least one host")
+        self.dm = dm or dmod.get()
+        self.user = user
+        self._password = password
+        self.clock = Clock(realtime=realtime)
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.gen = Generation()
+        self.async_instant = async_instant
+        self.stopping = False
+        self.hosts: list[SimHost] = []
+        self._domid: dict[str, int] = {}
+        self.clock.on_tick(self._wake)
+        with self.lock:
+            for i in range(hosts):
+                h = SimHost(
+                    index=i,
+                    name=f"h{i + 1}",
+                    address=f"10.0.0.{i + 1}",
+                    uuid=new_uuid(),
+                    ref=new_ref(),
+                    memory_total=host_memory,
+                    cpus=host_cpus,
+                )
+                self.hosts.append(h)
+                self.boot_standalone(h)
+
+    # ------------------------------------------------------------------ utils
+    def _wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def new_db(self) -> Database:
+        return Database(self.dm, self.gen, on_change=self.cond.notify_all)
+
+    def check_password(self, user: str, pw: str) -> bool:
+        return user == self.user and pw == self._password
+
+    def now(self):
+        return self.clock.utcnow()
+
+    def host(self, key: int | str) -> SimHost:
+        """Find a host by index, name ("h2"), address, uuid or ref."""
+        if isinstance(key, int):
+            return self.hosts[key]
+        for h in self.hosts:
+            if key in (h.name, h.address, h.uuid, h.ref, str(h.index)):
+                return h
+        raise KeyError(f"no simulated host {key!r}")
+
+    def host_by_ref(self, ref: str) -> SimHost:
+        for h in self.hosts:
+            if h.ref == ref:
+                return h
+        raise ApiError("HANDLE_INVALID", "host", ref)
+
+    def pool_ref(self, db: Database) -> str:
+        return next(iter(db.all("pool")))
+
+    def pool(self, db: Database) -> dict[str, Any]:
+        return db.get(self.pool_ref(db), "pool")
+
+    def master_of(self, db: Database) -> SimHost:
+        return self.host_by_ref(self.pool(db)["master"])
+
+    def is_master(self, h: SimHost) -> bool:
+        return h.db is not None and self.pool(h.db)["master"] == h.ref
+
+    def members(self, db: Database) -> list[SimHost]:
+        return [h for h in self.hosts if h.db is db]
+
+    def reachable(self, a: SimHost, b: SimHost) -> bool:
+        """Can a talk to b over the management network?"""
+        if a is b:
+            return a.serving
+        return a.serving and b.serving and not a.isolated and not b.isolated
+
+    def host_live(self, db: Database, href: str) -> bool:
+        rec = db.get(href, "host")
+        m = rec["metrics"]
+        return db.exists(m) and db.get(m)["live"]
+
+    def next_domid(self, h: SimHost) -> int:
+        self._domid[h.ref] = self._domid.get(h.ref, 0) + 1
+        return self._domid[h.ref]
+
+    # ------------------------------------------------------------------ boot
+    def boot_standalone(self, h: SimHost) -> None:
+        """Fresh install: own pool, local SR, management network, dom0, templates."""
+        db = self.new_db()
+        h.db = db
+        now = self.now()
+        metrics = db.create(
+            "host_metrics", memory_total=h.memory_total, memory_free=h.memory_total, live=True, last_updated=now
+        )
+        host_fields = dict(
+            uuid=h.uuid,
+            name_label=h.name,
+            hostname=h.name,
+            address=h.address,
+            enabled=True,
+            API_version_major=API_VERSION[0],
+            API_version_minor=API_VERSION[1],
+            API_version_vendor="XenSource",
+            software_version={
+                "product_brand": "XCP-ng",
+                "product_version": "8.3.0",
+                "platform_name": "XCP",
+                "platform_version": "3.4.0",
+                "xapi": "24.19",
+                "hostname": h.name,
+                "xenlab_simulator": "true",
+            },
+            capabilities=["xen-3.0-x86_64", "hvm-3.0-x86_64"],
+            cpu_info={"cpu_count": str(h.cpus), "socket_count": "1", "vendor": "GenuineIntel"},
+            sched_policy="credit",
+            supported_bootloaders=["pygrub", "eliloader"],
+            metrics=metrics,
+            memory_overhead=0,
+        )
+        spec = self.dm.cls("host")
+        db.create("host", ref=h.ref, **{k: v for k, v in host_fields.items() if k in spec.fields})
+        for n in range(h.cpus):
+            db.create("host_cpu", host=h.ref, number=n, vendor="GenuineIntel", speed=2400, modelname="Simulated CPU")
+        net = db.create(
+            "network", name_label="Pool-wide network associated with eth0", bridge="xenbr0", MTU=1500, other_config={}
+        )
+        db.create(
+            "PIF",
+            device="eth0",
+            network=net,
+            host=h.ref,
+            MAC=self._mac(h.index, 0),
+            MTU=1500,
+            VLAN=-1,
+            physical=True,
+            currently_attached=True,
+            ip_configuration_mode="Static",
+            IP=h.address,
+            netmask="255.255.255.0",
+            management=True,
+        )
+        sr = db.create(
+            "SR",
+            name_label="Local storage",
+            type="ext",
+            content_type="user",
+            shared=False,
+            physical_size=1024 * GiB,
+            other_config={"i18n-key": "local-storage"},
+            sm_config={"devserial": "scsi-sim"},
+        )
+        db.create("PBD", host=h.ref, SR=sr, device_config={"device": "/dev/sda3"}, currently_attached=True)
+        dom0 = self._new_vm(
+            db,
+            name_label=f"Control domain on host: {h.name}",
+            is_control_domain=True,
+            memory=DEFAULT_DOM0_MEMORY,
+            vcpus=min(8, h.cpus),
+        )
+        db.set(dom0, power_state="Running", resident_on=h.ref, domid=0)
+        self.vm_metrics_running(db, dom0)
+        db.set(h.ref, control_domain=dom0) if "control_domain" in spec.fields else None
+        pool_fields = dict(master=h.ref, default_SR=sr, suspend_image_SR=sr, crash_dump_SR=sr, other_config={})
+        db.create("pool", **pool_fields)
+        for name, mem, vcpus, disk, hvm in TEMPLATES:
+            other = {"default_template": "true"}
+            if disk:
+                other["disks"] = PROVISION_XML.format(size=disk)
+            t = self._new_vm(db, name_label=name, memory=mem, vcpus=vcpus, template=True, other_config=other, hvm=hvm)
+            db.set(t, is_default_template=True)
+        self.refresh_memory(db, h.ref)
+
+    @staticmethod
+    def _mac(i: int, n: int) -> str:
+        return "02:00:%02x:%02x:%02x:%02x" % ((i >> 8) & 0xFF, i & 0xFF, n & 0xFF, 0)
+
+    def _new_vm(
+        self,
+        db: Database,
+        name_label: str,
+        memory: int,
+        vcpus: int,
+        is_control_domain: bool = False,
+        template: bool = False,
+        other_config: dict | None = None,
+        hvm: bool = True,
+    ) -> str:
+        metrics = db.create(
+            "VM_metrics", memory_actual=0, VCPUs_number=0, install_time=self.now(), last_updated=self.now()
+        )
+        fields = dict(
+            name_label=name_label,
+            is_control_domain=is_control_domain,
+            is_a_template=template,
+            power_state="Halted",
+            memory_static_max=memory,
+            memory_dynamic_max=memory,
+            memory_dynamic_min=memory,
+            memory_static_min=min(memory, 512 * MiB),
+            memory_target=memory,
+            VCPUs_max=vcpus,
+            VCPUs_at_startup=vcpus,
+            actions_after_shutdown="destroy",
+            actions_after_reboot="restart",
+            actions_after_crash="restart",
+            HVM_boot_policy="BIOS order" if hvm else "",
+            HVM_boot_params={"order": "cd"} if hvm else {},
+            PV_bootloader="" if hvm else "pygrub",
+            platform={"viridian": "false", "acpi": "1", "apic": "true", "pae": "true"},
+            other_config=other_config or {},
+            metrics=metrics,
+            domid=-1,
+            domain_type="hvm" if hvm else "pv",
+            user_version=1,
+        )
+        spec = self.dm.cls("VM")
+        return db.create("VM", **{k: v for k, v in fields.items() if k in spec.fields})
+
+    # ------------------------------------------------------------------ memory
+    def vm_memory_needed(self, rec: dict[str, Any]) -> int:
+        return int(rec["memory_static_max"]) + int(rec.get("memory_overhead") or 0)
+
+    def host_free_memory(self, db: Database, href: str) -> int:
+        h = self.host_by_ref(href)
+        used = int(db.get(href, "host")["memory_overhead"] or 0)
+        for vm in db.get(href, "host")["resident_VMs"]:
+            rec = db.get(vm, "VM")
+            if rec["power_state"] in ("Running", "Paused"):
+                used += self.vm_memory_needed(rec)
+        return h.memory_total - used
+
+    def refresh_memory(self, db: Database, href: str) -> None:
+        m = db.get(href, "host")["metrics"]
+        if db.exists(m):
+            db.set(m, memory_free=self.host_free_memory(db, href), last_updated=self.now())
+
+    def vm_metrics_running(self, db: Database, vm: str) -> None:
+        rec = db.get(vm, "VM")
+        if db.exists(rec["metrics"]):
+            db.set(
+                rec["metrics"],
+                memory_actual=int(rec["memory_static_max"]),
+                VCPUs_number=int(rec["VCPUs_at_startup"]),
+                start_time=self.now(),
+                last_updated=self.now(),
+                state=["running"],
+                current_domain_type=rec.get("domain_type") or "hvm",
+            )
+
+    def vm_metrics_halted(self, db: Database, vm: str) -> None:
+        rec = db.get(vm, "VM")
+        if db.exists(rec["metrics"]):
+            db.set(rec["metrics"], memory_actual=0, VCPUs_number=0, last_updated=self.now(), state=[])
+
+    # ------------------------------------------------------------------ messages
+    def add_message(self, db: Database, name: str, priority: int, cls: str, obj_uuid: str, body: str) -> str:
+        return db.create(
+            "message", name=name, priority=priority, cls=cls, obj_uuid=obj_uuid, timestamp=self.now(), body=body
+        )
+
+    # ------------------------------------------------------------------ faults
+    def kill_host(self, key: int | str) -> None:
+        """The host loses power: endpoint stops answering, its domains die."""
+        with self.lock:
+            h = self.host(key)
+            if not h.alive:
+                return
+            h.alive = False
+            h.down_since = self.clock.now()
+            self._schedule_failure_detection(h)
+        self._fire(h)
+
+    def isolate_host(self, key: int | str) -> None:
+        """The host keeps running but cannot reach (or be reached by) its peers."""
+        with self.lock:
+            h = self.host(key)
+            if h.isolated:
+                return
+            h.isolated = True
+            h.down_since = self.clock.now()
+            self._schedule_failure_detection(h)
+        self._fire(h)
+
+    def heal(self, key: int | str | None = None) -> None:
+        """Undo kill/isolate for one host (or all): it boots back and rejoins."""
+        with self.lock:
+            targets = self.hosts if key is None else [self.host(key)]
+            for h in targets:
+                was_down = (not h.alive) or h.fenced
+                h.alive, h.isolated, h.fenced, h.down_since = True, False, False, None
+                db = h.db
+                if db is None:
+                    continue
+                if was_down:
+                    # a rebooted host runs nothing but dom0
+                    for vm in list(db.get(h.ref, "host")["resident_VMs"]):
+                        rec = db.get(vm, "VM")
+                        if not rec["is_control_domain"]:
+                            self.force_halt(db, vm)
+                m = db.get(h.ref, "host")["metrics"]
+                if db.exists(m):
+                    db.set(m, live=True, last_updated=self.now())
+                if was_down:
+                    db.set(h.ref, enabled=True)
+                self.refresh_memory(db, h.ref)
+        for h in targets:
+            self._fire(h)
+
+    def _fire(self, h: SimHost) -> None:
+        for fn in list(h.on_state_change):
+            fn(h)
+
+    def _schedule_failure_detection(self, h: SimHost) -> None:
+        db = h.db
+        if db is None:
+            return
+        ha = self.pool(db)["ha_enabled"]
+        if ha:
+            timeout = self.ha_timeout(db)
+            self.clock.call_later(timeout, lambda: self._ha_tick(db))
+        else:
+            self.clock.call_later(HOST_ASSUMED_DEAD, lambda: self._heartbeat_tick(db))
+
+    def ha_timeout(self, db: Database) -> float:
+        cfg = self.pool(db)["ha_configuration"]
+        try:
+            return float(cfg.get("timeout", HA_DEFAULT_TIMEOUT))
+        except ValueError:
+            return HA_DEFAULT_TIMEOUT
+
+    def force_halt(self, db: Database, vm: str) -> None:
+        rec = db.get(vm, "VM")
+        host = rec["resident_on"]
+        db.set(vm, power_state="Halted", resident_on=NULL_REF, domid=-1, scheduled_to_be_resident_on=NULL_REF)
+        self.vm_metrics_halted(db, vm)
+        if db.exists(host, "host"):
+            self.refresh_memory(db, host)
+
+    def _heartbeat_tick(self, db: Database) -> None:
+        """Without HA the master marks silent hosts not-live after 10 minutes."""
+        with self.lock:
+            if self.pool(db)["ha_enabled"]:
+                return
+            master = self.master_of(db)
+            now = self.clock.now()
+            for h in self.members(db):
+                if h is master or h.down_since is None or now - h.down_since < HOST_ASSUMED_DEAD - 1e-6:
+                    continue
+                if self.reachable(master, h):
+                    continue
+                if not self.reachable(master, master):
+                    continue
+                m = db.get(h.ref, "host")["metrics"]
+                if db.exists(m):
+                    db.set(m, live=False)
+
+    def _ha_tick(self, db: Database) -> None:
+        """HA: declare unreachable hosts dead, fence, elect, restart protected VMs."""
+        with self.lock:
+            pool_ref = self.pool_ref(db)
+            pool = db.get(pool_ref)
+            if not pool["ha_enabled"]:
+                return
+            timeout = self.ha_timeout(db)
+            now = self.clock.now()
+            members = self.members(db)
+            failed = [
+                h
+                for h in members
+                if h.down_since is not None
+                and now - h.down_since >= timeout - 1e-6
+                and (not h.alive or h.isolated)
+                and self.host_live(db, h.ref)
+            ]
+            survivors = [h for h in members if h.alive and not h.isolated and not h.fenced]
+            if not failed or not survivors:
+                return
+            for h in failed:
+                if h.alive and h.isolated:
+                    h.fenced = True  # xHA: the isolated node kills itself
+                hrec = db.get(h.ref, "host")
+                self.add_message(db, "HA_HOST_FAILED", 3, "Host", hrec["uuid"], f"Server '{hrec['name_label']}' has failed")
+                db.set(hrec["metrics"], live=False)
+                db.set(h.ref, enabled=False)
+            reset: list[str] = []
+            for h in failed:
+                for vm in list(db.get(h.ref, "host")["resident_VMs"]):
+                    rec = db.get(vm, "VM")
+                    if rec["is_control_domain"]:
+                        continue
+                    self.force_halt(db, vm)
+                    reset.append(vm)
+            master = self.master_of(db)
+            if master in failed:
+                new = min(survivors, key=lambda x: x.index)
+                db.set(pool_ref, master=new.ref)
+            self._ha_restart(db, reset)
+        for h in failed:
+            self._fire(h)
+
+    def _ha_restart(self, db: Database, reset: list[str]) -> None:
+        protected = [
+            r
+            for r, rec in db.iter_records("VM")
+            if rec["ha_restart_priority"] == "restart"
+            and rec["ha_always_run"]
+            and rec["power_state"] == "Halted"
+            and not rec["is_a_template"]
+            and not rec["is_control_domain"]
+        ]
+        best_effort = [r for r in reset if db.get(r, "VM")["ha_restart_priority"] == "best-effort"]
+
+        def key(vm: str):
+            rec = db.get(vm, "VM")
+            return (int(rec["order"] or 0), rec["name_label"], vm)
+
+        for vm in sorted(protected, key=key) + sorted(best_effort, key=key):
+            rec = db.get(vm, "VM")
+            if rec["power_state"] != "Halted":
+                continue
+            target = self.pick_host(db, vm)
+            if target is None:
+                if vm in protected:
+                    self.add_message(
+                        db, "HA_PROTECTED_VM_RESTART_FAILED", 2, "VM", rec["uuid"], f"VM '{rec['name_label']}' could not be restarted"
+                    )
+                continue
+            self.boot_vm(db, vm, target, paused=False)
+
+    # ------------------------------------------------------------------ placement
+    def usable_hosts(self, db: Database, exclude: str | None = None) -> list[str]:
+        master = self.master_of(db)
+        out = []
+        for h in self.members(db):
+            if h.ref == exclude:
+                continue
+            rec = db.get(h.ref, "host")
+            if not rec["enabled"] or not self.host_live(db, h.ref) or not self.reachable(master, h):
+                continue
+            out.append(h.ref)
+        return out
+
+    def vm_srs(self, db: Database, vm: str) -> list[str]:
+        srs = []
+        for vbd in db.get(vm, "VM")["VBDs"]:
+            v = db.get(vbd, "VBD")
+            if v["empty"] or not db.exists(v["VDI"], "VDI"):
+                continue
+            sr = db.get(v["VDI"], "VDI")["SR"]
+            if sr not in srs:
+                srs.append(sr)
+        return srs
+
+    def host_sees_sr(self, db: Database, href: str, sr: str) -> bool:
+        return any(db.get(p, "PBD")["SR"] == sr and db.get(p, "PBD")["currently_attached"] for p in db.get(href, "host")["PBDs"])
+
+    def check_can_boot(self, db: Database, vm: str, href: str, memory: bool = True) -> None:
+        h = self.host_by_ref(href)
+        master = self.master_of(db)
+        if not self.host_live(db, href):
+            raise ApiError("HOST_NOT_LIVE")
+        if not self.reachable(master, h):
+            raise ApiError("CANNOT_CONTACT_HOST", href)
+        if not db.get(href, "host")["enabled"]:
+            raise ApiError("HOST_DISABLED", href)
+        for sr in self.vm_srs(db, vm):
+            if not self.host_sees_sr(db, href, sr):
+                raise ApiError("VM_REQUIRES_SR", vm, sr)
+        if memory:
+            need = self.vm_memory_needed(db.get(vm, "VM"))
+            free = self.host_free_memory(db, href)
+            if free < need:
+                raise ApiError("HOST_NOT_ENOUGH_FREE_MEMORY", need, free)
+
+    def pick_host(self, db: Database, vm: str, exclude: str | None = None) -> str | None:
+        """Most-free-memory placement among hosts that can boot the VM."""
+        best, best_free = None, -1
+        affinity = db.get(vm, "VM")["affinity"]
+        for href in self.usable_hosts(db, exclude=exclude):
+            try:
+                self.check_can_boot(db, vm, href)
+            except ApiError:
+                continue
+            free = self.host_free_memory(db, href)
+            if href == affinity:
+                return href
+            if free > best_free:
+                best, best_free = href, free
+        return best
+
+    def boot_vm(self, db: Database, vm: str, href: str, paused: bool) -> None:
+        rec = db.get(vm, "VM")
+        db.set(
+            vm,
+            power_state="Paused" if paused else "Running",
+            resident_on=href,
+            domid=self.next_domid(self.host_by_ref(href)),
+            scheduled_to_be_resident_on=NULL_REF,
+            ha_always_run=rec["ha_restart_priority"] == "restart",
+            last_booted_record="",
+        )
+        self.vm_metrics_running(db, vm)
+        self.refresh_memory(db, href)
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            self.cond.notify_all()
+        self.clock.stop()

@@ -1,0 +1,349 @@
+"""XAPI call dispatch: name resolution, arity, session checks, Async, registry.
+
+The order of checks mirrors xapi's generated server: resolve the wire name
+(``Class.msg`` or the alternative ``Class_msg``, optional ``Async.`` prefix),
+match the parameter count, check the session, then run the implementation.
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .datamodel import Datamodel, MessageSpec, Type
+from .deployment import Deployment, SimHost
+from .model import NULL_REF, ApiError, Database
+from .wire import JSON, XML, DecodeError, decode, encode
+
+Handler = Callable[..., Any]
+
+
+@dataclass
+class Impl:
+    fn: Handler
+    duration: Callable[["Ctx", tuple], float] | float = 0.0
+
+
+# wire name -> implementation, filled by semantics.py (custom) and generic().
+CUSTOM: dict[str, Impl] = {}
+
+# Trailing parameters xapi declares with defaults (facts from xapi's IDL,
+# not present in the JSON export).  Only used when the export lists them.
+OPTIONAL_TRAILING: dict[str, tuple[str, ...]] = {
+    "session.login_with_password": ("version", "originator"),
+    "host.evacuate": ("network", "evacuate_batch_size"),
+    "host.disable": ("auto_enable",),
+    "VM.snapshot": ("ignore_vdis",),
+}
+
+# Implicit message families answered generically for every class.
+GENERIC_PREFIXES = ("get_", "set_", "add_to_", "remove_from_", "add_", "remove_")
+HIDDEN_GENERIC = ("get_all_records_where",)  # hidden from the export, accepted by xapi
+
+
+def api(name: str, duration: Callable[["Ctx", tuple], float] | float = 0.0):
+    """Register a custom implementation for a datamodel message."""
+
+    def deco(fn: Handler) -> Handler:
+        CUSTOM[name] = Impl(fn, duration)
+        return fn
+
+    return deco
+
+
+@dataclass
+class Ctx:
+    dep: Deployment
+    host: SimHost
+    db: Database
+    session: str | None
+    msg: MessageSpec
+    task: str | None = None
+
+    @property
+    def dm(self) -> Datamodel:
+        return self.dep.dm
+
+
+class Outcome:
+    """What the transport should send: success value or failure list."""
+
+    __slots__ = ("ok", "value", "error", "fault")
+
+    def __init__(self, ok: bool, value: Any = None, error: list[str] | None = None, fault: str | None = None):
+        self.ok, self.value, self.error, self.fault = ok, value, error, fault
+
+
+# ---------------------------------------------------------------------------- generic
+
+
+def _field_for(dm: Datamodel, cls: str, msg: str, prefix: str) -> str | None:
+    name = msg[len(prefix) :]
+    return name if name in dm.cls(cls).fields else None
+
+
+def generic_impl(dm: Datamodel, m: MessageSpec) -> Handler | None:
+    """Implementation for an implicit accessor/constructor message, if any."""
+    from . import generic  # late import: generic imports this module
+
+    return generic.make(dm, m)
+
+
+def resolve(dm: Datamodel, name: str) -> tuple[str | None, MessageSpec | None, bool]:
+    """Map a wire name to (canonical name, spec, is_async)."""
+    is_async = False
+    if name.startswith("Async."):
+        is_async, name = True, name[len("Async.") :]
+    if "." in name:
+        cls, _, msg = name.partition(".")
+        m = dm.message(cls, msg)
+        if m is None and msg in HIDDEN_GENERIC and cls in dm.classes:
+            m = hidden_message(dm, cls, msg)
+        return name, m, is_async
+    if not is_async:
+        # xapi also answers the alternative "Class_msg" spelling (sync only)
+        for cls in sorted(dm.classes, key=len, reverse=True):
+            if name.startswith(cls + "_"):
+                msg = name[len(cls) + 1 :]
+                m = dm.message(cls, msg)
+                if m is None and msg in HIDDEN_GENERIC:
+                    m = hidden_message(dm, cls, msg)
+                if m is not None:
+                    return name, m, False
+    return name, None, is_async
+
+
+_HIDDEN_CACHE: dict[tuple[int, str, str], MessageSpec] = {}
+
+
+def hidden_message(dm: Datamodel, cls: str, msg: str) -> MessageSpec:
+    """Synthesise ``get_all_records_where`` for classes whose export omits it."""
+    key = (id(dm), cls, msg)
+    if key not in _HIDDEN_CACHE:
+        from .datamodel import ParamSpec, parse_type
+
+        _HIDDEN_CACHE[key] = MessageSpec(
+            cls=cls,
+            name=msg,
+            params=(ParamSpec("session_id", Type("ref", name="session")), ParamSpec("expr", Type("string"))),
+            result=parse_type(f"({cls} ref -> {cls} record) map"),
+            result_text=f"({cls} ref -> {cls} record) map",
+            errors=(),
+            implicit=True,
+            state="Published_s",
+        )
+    return _HIDDEN_CACHE[key]
+
+
+def implementation(dm: Datamodel, m: MessageSpec) -> Impl | None:
+    impl = CUSTOM.get(m.wire_name)
+    if impl is not None:
+        return impl
+    fn = generic_impl(dm, m)
+    return Impl(fn) if fn else None
+
+
+def has_async(m: MessageSpec) -> bool:
+    """Accessors have no Async form in xapi; custom calls and ctors/dtors do."""
+    if m.implicit and m.name not in ("create", "destroy"):
+        return False
+    return m.cls not in ("session", "event") or m.name not in ("login_with_password", "from", "next")
+
+
+def implemented_messages(dm: Datamodel) -> list[str]:
+    out = set()
+    for cname, c in dm.classes.items():
+        for m in c.messages.values():
+            if m.removed:
+                continue
+            if implementation(dm, m) is not None:
+                out.add(m.wire_name)
+        for msg in HIDDEN_GENERIC:
+            if msg not in c.messages:
+                out.add(f"{cname}.{msg}")
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+
+def check_session(dep: Deployment, host: SimHost, sref: Any) -> None:
+    db = host.db
+    if not isinstance(sref, str) or db is None or not db.exists(sref, "session"):
+        raise ApiError("SESSION_INVALID", sref if isinstance(sref, str) else str(sref))
+    s = db.get(sref, "session")
+    if not s["pool"] and not dep.is_master(host):
+        master = dep.master_of(db)
+        raise ApiError("HOST_IS_SLAVE", db.get(master.ref, "host")["address"])
+    s["last_active"] = dep.now()  # not an event: xapi throttles this write too
+
+
+def dispatch(dep: Deployment, host: SimHost, name: str, params: list[Any], proto: str) -> Outcome:
+    try:
+        return _dispatch(dep, host, name, params, proto)
+    except ApiError as e:
+        return Outcome(False, error=e.description)
+    except Exception as e:  # noqa: BLE001 - xapi maps stray exceptions to INTERNAL_ERROR
+        import traceback
+
+        traceback.print_exc()
+        return Outcome(False, error=["INTERNAL_ERROR", f"{type(e).__name__}: {e}"])
+
+
+def _dispatch(dep: Deployment, host: SimHost, name: str, params: list[Any], proto: str) -> Outcome:
+    dm = dep.dm
+    if name == "system.listMethods":
+        return Outcome(True, value=implemented_messages(dm))
+    if name.startswith("system.isAlive:"):
+        return Outcome(True, value=params[0] if params else "")
+    call, m, is_async = resolve(dm, name)
+    if m is None:
+        if params:
+            with dep.lock:
+                check_session(dep, host, params[0])
+        raise ApiError("MESSAGE_METHOD_UNKNOWN", call)
+    n_all = len(m.args)
+    opt = [p for p in OPTIONAL_TRAILING.get(m.wire_name, ()) if p in {a.name for a in m.args}]
+    n_req = n_all - len(opt)
+    received = len(params) - (1 if m.has_session else 0)
+    if not (n_req <= received <= n_all):
+        raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", call, n_req, received)
+    if m.removed:
+        if m.has_session:
+            with dep.lock:
+                check_session(dep, host, params[0])
+        raise ApiError("MESSAGE_REMOVED")
+    args_in = params[1:] if m.has_session else params
+    args = []
+    for spec, raw in zip(m.args, args_in):
+        if spec.type.kind == "record" and m.name == "create":
+            args.append(raw if isinstance(raw, dict) else _type_error(spec.name))
+            continue
+        try:
+            args.append(decode(dm, raw, spec.type))
+        except DecodeError:
+            raise ApiError("FIELD_TYPE_ERROR", spec.name) from None
+    impl = implementation(dm, m)
+    if is_async and not has_async(m):
+        return Outcome(False, error=["Fault", f"No async mode for this operation (rpc: {call})"])
+    with dep.lock:
+        if dep.stopping:
+            raise ApiError("INTERNAL_ERROR", "simulator stopping")
+        session = None
+        if m.has_session:
+            check_session(dep, host, params[0])
+            session = params[0]
+        if impl is None:
+            # In the datamodel but not simulated: xapi's own stubs answer so.
+            raise ApiError("NOT_IMPLEMENTED", m.wire_name)
+        ctx = Ctx(dep, host, host.db, session, m)  # type: ignore[arg-type]
+        if is_async:
+            task = start_async(ctx, impl, tuple(args), proto)
+            return Outcome(True, value=task)
+        result = impl.fn(ctx, *args)
+        value = encode(dm, result, m.result, proto)
+        delay = _duration(impl, ctx, tuple(args)) if dep.clock.realtime else 0.0
+    if delay > 0:
+        time.sleep(delay)
+    return Outcome(True, value=value)
+
+
+def _type_error(name: str):
+    raise ApiError("FIELD_TYPE_ERROR", name)
+
+
+def _duration(impl: Impl, ctx: Ctx, args: tuple) -> float:
+    d = impl.duration
+    try:
+        return float(d(ctx, args)) if callable(d) else float(d)
+    except ApiError:
+        return 0.0
+    except Exception:
+        return 0.0
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+def xml_value(v: Any) -> str:
+    """xapi stores task results as the XML-RPC encoding of the return value."""
+    if isinstance(v, str):
+        return "<value>" + xmlrpc.client.escape(v) + "</value>"
+    body = xmlrpc.client.dumps((v,), allow_none=True)
+    # dumps wraps in <params><param>...; keep just the <value> element
+    start = body.index("<value>")
+    end = body.rindex("</value>") + len("</value>")
+    return body[start:end]
+
+
+def new_task(ctx: Ctx, label: str, description: str = "", cancellable: bool = False) -> str:
+    dep, db = ctx.dep, ctx.db
+    t = db.create(
+        "task",
+        name_label=label,
+        name_description=description,
+        status="pending",
+        progress=0.0,
+        created=dep.now(),
+        finished=dep.now().replace(year=1970, month=1, day=1, hour=0, minute=0, second=0),
+        resident_on=ctx.host.ref,
+        allowed_operations=["cancel"] if cancellable else [],
+        error_info=[],
+        result="",
+        type="<none/>",
+    )
+    if ctx.session and db.exists(ctx.session, "session"):
+        srec = db.get(ctx.session, "session")
+        if "tasks" in srec and t not in srec["tasks"]:
+            srec["tasks"].append(t)
+    return t
+
+
+def start_async(ctx: Ctx, impl: Impl, args: tuple, proto: str) -> str:
+    dep = ctx.dep
+    task = new_task(ctx, f"Async.{ctx.msg.wire_name}", cancellable=True)
+    duration = 0.0 if dep.async_instant else _duration(impl, ctx, args)
+    db = ctx.db
+
+    def run() -> None:
+        with dep.lock:
+            if not db.exists(task, "task"):
+                return
+            trec = db.get(task, "task")
+            if trec["status"] != "pending":
+                return
+            sub = Ctx(dep, ctx.host, db, ctx.session, ctx.msg, task)
+            try:
+                if ctx.session is not None and not db.exists(ctx.session, "session"):
+                    raise ApiError("SESSION_INVALID", ctx.session)
+                result = impl.fn(sub, *args)
+                value = encode(dep.dm, result, ctx.msg.result, XML)
+                db.set(task, status="success", progress=1.0, finished=dep.now(), result=xml_value(value), allowed_operations=[])
+            except ApiError as e:
+                db.set(task, status="failure", progress=1.0, finished=dep.now(), error_info=e.description, allowed_operations=[])
+            except Exception as e:  # noqa: BLE001 - surfaced like xapi does
+                db.set(
+                    task,
+                    status="failure",
+                    progress=1.0,
+                    finished=dep.now(),
+                    error_info=["INTERNAL_ERROR", repr(e)],
+                    allowed_operations=[],
+                )
+
+    if duration <= 0 and not dep.clock.realtime:
+        # run after the response is built but without waiting for the clock
+        dep.clock.call_at(dep.clock.now(), run)
+        _kick(dep)
+    else:
+        dep.clock.call_later(duration, run)
+    return task
+
+
+def _kick(dep: Deployment) -> None:
+    """Run zero-duration timers now, on a helper thread (we hold the lock)."""
+    import threading
+
+    threading.Thread(target=dep.clock.advance, args=(0.0,), daemon=True).start()

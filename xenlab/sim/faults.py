@@ -1,0 +1,75 @@
+"""Fault injection and clock control, in-process and as JSON over HTTP.
+
+Kept apart from the XAPI surface on purpose: nothing here is reachable
+through XML-RPC/JSON-RPC method names, only via ``/_sim/<action>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .deployment import Deployment
+
+
+class Control:
+    """Operator/test hooks: kill, isolate, heal hosts and move the clock."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+
+    def kill_host(self, host: int | str) -> None:
+        """Power the host off: its endpoint refuses connections, its VMs die."""
+        self.deployment.kill_host(host)
+
+    def isolate_host(self, host: int | str) -> None:
+        """Cut the host from its peers; it keeps running and answering clients."""
+        self.deployment.isolate_host(host)
+
+    def heal(self, host: int | str | None = None) -> None:
+        """Bring a killed/isolated/fenced host (or all hosts) back."""
+        self.deployment.heal(host)
+
+    def advance(self, seconds: float) -> float:
+        """Move simulated time forward (fires HA timeouts, task completions)."""
+        return self.deployment.clock.advance(float(seconds))
+
+    def now(self) -> float:
+        return self.deployment.clock.now()
+
+    def status(self) -> dict[str, Any]:
+        d = self.deployment
+        with d.lock:
+            return {
+                "now": d.clock.now(),
+                "realtime": d.clock.realtime,
+                "hosts": [
+                    {
+                        "name": h.name,
+                        "address": h.address,
+                        "alive": h.alive,
+                        "isolated": h.isolated,
+                        "fenced": h.fenced,
+                        "master": d.is_master(h),
+                    }
+                    for h in d.hosts
+                ],
+            }
+
+    def call(self, action: str, args: dict[str, Any]) -> Any:
+        """Entry point for ``/_sim/<action>`` JSON requests."""
+        if action == "kill_host":
+            return self.kill_host(_host_arg(args))
+        if action == "isolate_host":
+            return self.isolate_host(_host_arg(args))
+        if action == "heal":
+            return self.heal(_host_arg(args) if "host" in args else None)
+        if action == "advance":
+            return self.advance(float(args["seconds"]))
+        if action in ("now", "status"):
+            return getattr(self, action)()
+        raise KeyError(f"unknown control action {action!r}")
+
+
+def _host_arg(args: dict[str, Any]) -> int | str:
+    h = args["host"]
+    return int(h) if isinstance(h, int) else str(h)

@@ -1,0 +1,325 @@
+"""HTTP front end: one XML-RPC/JSON-RPC listener per simulated host.
+
+Routing decision: every host gets its own 127.0.0.1 port, so a killed host
+really refuses connections (its listener closes and open keep-alive
+connections are cut), exactly what a client of a dead xapi sees.  A separate
+control listener serves the fault-injection API under ``/_sim/`` and also
+forwards ``/host/<name>[/jsonrpc]`` to a host, for single-port setups.
+
+Paths on a host port: ``/`` (POST, XML-RPC), ``/jsonrpc`` (POST, JSON-RPC 1.0
+or 2.0), ``/_sim/<action>`` (control, JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import tempfile
+import threading
+import xmlrpc.client
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from . import semantics as _semantics  # noqa: F401  (registers handlers)
+from .deployment import Deployment, SimHost
+from .dispatch import Outcome, dispatch
+from .faults import Control
+from .wire import JSON, XML
+
+BIND = "127.0.0.1"
+
+
+class _Drop(Exception):
+    """Close the connection without answering (the host is down)."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, addr, handler, sim: "SimServer", host: SimHost | None):
+        self.sim = sim
+        self.host = host
+        self.conns: set[socket.socket] = set()
+        self.conns_lock = threading.Lock()
+        super().__init__(addr, handler)
+
+    def cut_connections(self) -> None:
+        with self.conns_lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # requests carry passwords: never log
+        return
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.conns_lock:
+            self.server.conns.add(self.connection)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def finish(self) -> None:
+        with self.server.conns_lock:
+            self.server.conns.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ routing
+    def _route(self) -> tuple[SimHost | None, str]:
+        path = self.path.split("?", 1)[0]
+        host = self.server.host
+        if host is None and path.startswith("/host/"):
+            rest = path[len("/host/") :]
+            name, _, sub = rest.partition("/")
+            try:
+                host = self.server.sim.deployment.host(name)
+            except KeyError:
+                return None, "/__unknown_host__"
+            path = "/" + sub
+        return host, path
+
+    def do_GET(self) -> None:
+        host, path = self._route()
+        if path.startswith("/_sim/"):
+            return self._control(path, {})
+        self._reply(200, b"xenlab XAPI simulator\n", "text/plain")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        host, path = self._route()
+        try:
+            if path.startswith("/_sim/"):
+                return self._control(path, json.loads(body or b"{}"))
+            if host is None:
+                return self._reply(404, b"no such host\n", "text/plain")
+            if not host.serving:
+                raise _Drop
+            if path.rstrip("/") == "/jsonrpc":
+                self._jsonrpc(host, body)
+            elif path in ("/", "", "/RPC2"):
+                self._xmlrpc(host, body)
+            else:
+                self._reply(404, b"not found\n", "text/plain")
+        except _Drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ protocols
+    def _call(self, host: SimHost, method: str, params: list, proto: str) -> Outcome:
+        out = dispatch(self.server.sim.deployment, host, method, params, proto)
+        if not host.serving:
+            raise _Drop  # died while we were working on it
+        return out
+
+    def _xmlrpc(self, host: SimHost, body: bytes) -> None:
+        try:
+            params, method = xmlrpc.client.loads(body, use_builtin_types=False)
+        except Exception:
+            return self._reply(400, b"malformed XML-RPC request\n", "text/plain")
+        out = self._call(host, method or "", list(params), XML)
+        if out.ok:
+            resp = {"Status": "Success", "Value": out.value}
+        else:
+            resp = {"Status": "Failure", "ErrorDescription": out.error}
+        data = xmlrpc.client.dumps((resp,), methodresponse=True, allow_none=False)
+        self._reply(200, data.encode("utf-8"), "text/xml")
+
+    def _jsonrpc(self, host: SimHost, body: bytes) -> None:
+        try:
+            req = json.loads(body)
+            method = req["method"]
+            params = req.get("params", [])
+            if not isinstance(params, list):
+                raise ValueError
+        except Exception:
+            return self._reply(400, b"malformed JSON-RPC request\n", "application/json")
+        v2 = req.get("jsonrpc") == "2.0"
+        rid = req.get("id")
+        out = self._call(host, method, params, JSON)
+        if v2:
+            if out.ok:
+                resp = {"jsonrpc": "2.0", "result": out.value, "id": rid}
+            else:
+                err = out.error or [""]
+                resp = {"jsonrpc": "2.0", "error": {"code": 1, "message": err[0], "data": err[1:]}, "id": rid}
+        else:
+            resp = {"result": out.value if out.ok else None, "error": None if out.ok else out.error, "id": rid}
+        self._reply(200, json.dumps(resp).encode(), "application/json")
+
+    def _control(self, path: str, args: dict) -> None:
+        action = path[len("/_sim/") :].strip("/")
+        try:
+            result = self.server.sim.control.call(action, args)
+            self._reply(200, json.dumps({"ok": True, "result": result}).encode(), "application/json")
+        except (KeyError, ValueError, TypeError) as e:
+            self._reply(400, json.dumps({"ok": False, "error": str(e)}).encode(), "application/json")
+
+    def _reply(self, code: int, data: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _shutdown(srv: _Server) -> None:
+    """Stop accepting, close the listening socket, cut open connections."""
+    srv.shutdown()
+    srv.server_close()
+    srv.cut_connections()
+
+
+class SimServer:
+    """A running simulator: N host endpoints + a control endpoint on 127.0.0.1.
+
+    ``port=0`` picks free ports; otherwise control is on ``port`` and host i on
+    ``port + 1 + i``.  Use as a context manager or call ``start``/``stop``.
+    """
+
+    def __init__(
+        self,
+        hosts: int = 3,
+        *,
+        password: str,
+        port: int = 0,
+        realtime: bool = False,
+        user: str = "root",
+        **options: Any,
+    ) -> None:
+        self.deployment = Deployment(hosts=hosts, password=password, user=user, realtime=realtime, **options)
+        self.base_port = port
+        self.control = Control(self.deployment)
+        self._servers: dict[int, _Server] = {}
+        self._ports: dict[int, int] = {}
+        self._control_server: _Server | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        for h in self.deployment.hosts:
+            h.on_state_change.append(self._host_changed)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "SimServer":
+        if self._started:
+            return self
+        cport = self.base_port if self.base_port else 0
+        self._control_server = self._listen(cport, None)
+        for h in self.deployment.hosts:
+            p = self.base_port + 1 + h.index if self.base_port else 0
+            self._open_host(h, p)
+        self._started = True
+        return self
+
+    def _listen(self, port: int, host: SimHost | None) -> _Server:
+        srv = _Server((BIND, port), _Handler, self, host)
+        t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        t.name = f"sim-http-{host.name if host else 'control'}"
+        t.start()
+        return srv
+
+    def _open_host(self, h: SimHost, port: int) -> None:
+        srv = self._listen(port, h)
+        self._servers[h.index] = srv
+        self._ports[h.index] = srv.server_address[1]
+
+    def _close_host(self, h: SimHost) -> None:
+        srv = self._servers.pop(h.index, None)
+        if srv is not None:
+            _shutdown(srv)
+
+    def _host_changed(self, h: SimHost) -> None:
+        if not self._started:
+            return
+        with self._lock:
+            if h.serving and h.index not in self._servers:
+                self._open_host(h, self._ports[h.index])
+            elif not h.serving and h.index in self._servers:
+                self._close_host(h)
+
+    def stop(self) -> None:
+        self.deployment.stop()
+        with self._lock:
+            servers = list(self._servers.values())
+            self._servers.clear()
+            if self._control_server:
+                servers.append(self._control_server)
+                self._control_server = None
+            # shut listeners down in parallel: each waits for its poll loop
+            threads = [threading.Thread(target=_shutdown, args=(srv,), daemon=True) for srv in servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(5)
+        self._started = False
+
+    def __enter__(self) -> "SimServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ addressing
+    def url_for(self, host: int | str) -> str:
+        """XML-RPC URL of a host given its index, name ("h1"), address or uuid."""
+        h = self.deployment.host(host)
+        return f"http://{BIND}:{self._ports[h.index]}/"
+
+    def jsonrpc_url_for(self, host: int | str) -> str:
+        return self.url_for(host) + "jsonrpc"
+
+    @property
+    def control_url(self) -> str:
+        assert self._control_server is not None
+        return f"http://{BIND}:{self._control_server.server_address[1]}/_sim/"
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url_for(h.index) for h in self.deployment.hosts]
+
+
+def serve_forever(port: int, hosts: int, realtime: bool, password_file: str | None) -> None:
+    """Run a simulator until interrupted (for ``xenlab sim serve``); prints URLs."""
+    if password_file:
+        with open(password_file) as f:
+            password = f.read().strip()
+    else:
+        password = secrets.token_urlsafe(12)
+        fd, path = tempfile.mkstemp(prefix="xenlab-sim-", suffix=".pw")
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        os.chmod(path, 0o600)
+        password_file = path
+    sim = SimServer(hosts=hosts, password=password, port=port, realtime=realtime)
+    sim.start()
+    user = sim.deployment.user
+    print(f"xenlab XAPI simulator: {hosts} hosts, {'real-time' if realtime else 'virtual'} clock", flush=True)
+    print(f"  login: user {user!r}, password in {password_file}")
+    for h in sim.deployment.hosts:
+        print(f"  {h.name} ({h.address}): {sim.url_for(h.index)}  jsonrpc: {sim.jsonrpc_url_for(h.index)}")
+    print(f"  control: {sim.control_url}  (POST kill_host/isolate_host/heal/advance/status)", flush=True)
+    stop = threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        print("simulator stopped", file=sys.stderr)
