@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import XenAPI  # noqa: E402
+import XenAPI
 
-from xenlab.sim.server import SimServer  # noqa: E402
+from xenlab.sim.server import SimServer
 
 GiB = 1024**3
 MiB = 1024**2
@@ -61,20 +61,39 @@ class _TimedClass:
 def vm_record(name: str, memory: int) -> dict:
     m = str(memory)
     return {
-        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
-        "affinity": "OpaqueRef:NULL", "memory_static_max": m, "memory_dynamic_max": m,
-        "memory_dynamic_min": m, "memory_static_min": str(256 * MiB), "VCPUs_params": {},
-        "VCPUs_max": "1", "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "restart", "PV_bootloader": "",
-        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
-        "PV_legacy_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "cd"},
-        "platform": {}, "PCI_bus": "", "other_config": {}, "recommendations": "",
+        "name_label": name,
+        "name_description": "",
+        "user_version": "1",
+        "is_a_template": False,
+        "affinity": "OpaqueRef:NULL",
+        "memory_static_max": m,
+        "memory_dynamic_max": m,
+        "memory_dynamic_min": m,
+        "memory_static_min": str(256 * MiB),
+        "VCPUs_params": {},
+        "VCPUs_max": "1",
+        "VCPUs_at_startup": "1",
+        "actions_after_shutdown": "destroy",
+        "actions_after_reboot": "restart",
+        "actions_after_crash": "restart",
+        "PV_bootloader": "",
+        "PV_kernel": "",
+        "PV_ramdisk": "",
+        "PV_args": "",
+        "PV_bootloader_args": "",
+        "PV_legacy_args": "",
+        "HVM_boot_policy": "BIOS order",
+        "HVM_boot_params": {"order": "cd"},
+        "platform": {},
+        "PCI_bus": "",
+        "other_config": {},
+        "recommendations": "",
     }
 
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100.0 * (len(xs) - 1)))]
 
 
 def main() -> None:
@@ -88,6 +107,7 @@ def main() -> None:
     samples: list[float] = []
     t_all = time.perf_counter()
     with SimServer(args.hosts, password=pw) as sim:
+
         def login(i: int) -> Timed:
             s = XenAPI.Session(sim.url_for(i))
             t = time.perf_counter()
@@ -105,17 +125,40 @@ def main() -> None:
         assert len(hosts) == args.hosts
 
         master = x.pool.get_master(x.pool.get_all()[0])
-        sr = x.SR.create(master, {"server": "nfs.bench", "serverpath": "/vms"}, "0", "bench-nfs", "", "nfs", "user", True, {})
+        sr = x.SR.create(
+            master, {"server": "nfs.bench", "serverpath": "/vms"}, "0", "bench-nfs", "", "nfs", "user", True, {}
+        )
 
         # -- create and start VMs (each with a disk on the shared SR)
         t0 = time.perf_counter()
         vms = []
         for n in range(args.vms):
             vm = x.VM.create(vm_record(f"bench-{n:04d}", args.vm_memory_mib * MiB))
-            vdi = x.VDI.create({"name_label": f"d{n}", "SR": sr, "virtual_size": str(GiB), "type": "user",
-                                "sharable": False, "read_only": False, "other_config": {}})
-            x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
-                          "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+            vdi = x.VDI.create(
+                {
+                    "name_label": f"d{n}",
+                    "SR": sr,
+                    "virtual_size": str(GiB),
+                    "type": "user",
+                    "sharable": False,
+                    "read_only": False,
+                    "other_config": {},
+                }
+            )
+            x.VBD.create(
+                {
+                    "VM": vm,
+                    "VDI": vdi,
+                    "userdevice": "0",
+                    "bootable": True,
+                    "mode": "RW",
+                    "type": "Disk",
+                    "empty": False,
+                    "other_config": {},
+                    "qos_algorithm_type": "",
+                    "qos_algorithm_params": {},
+                }
+            )
             vms.append(vm)
         t_create = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -146,10 +189,14 @@ def main() -> None:
     print(f"start {args.vms} VMs:                      {t_start:8.3f} s")
     print(f"evacuate all {args.hosts} hosts ({moved} VM moves): {t_evac:8.3f} s")
     print(f"VMs running at the end:                {running}")
-    print(f"XenAPI call latency, all {len(samples)} calls:  p50 {pct(samples, 50) * 1e3:6.3f} ms  "
-          f"p99 {pct(samples, 99) * 1e3:6.3f} ms  mean {statistics.fmean(samples) * 1e3:6.3f} ms")
-    print(f"XenAPI call latency, VM.get_power_state:  p50 {pct(read_samples, 50) * 1e3:6.3f} ms  "
-          f"p99 {pct(read_samples, 99) * 1e3:6.3f} ms")
+    print(
+        f"XenAPI call latency, all {len(samples)} calls:  p50 {pct(samples, 50) * 1e3:6.3f} ms  "
+        f"p99 {pct(samples, 99) * 1e3:6.3f} ms  mean {statistics.fmean(samples) * 1e3:6.3f} ms"
+    )
+    print(
+        f"XenAPI call latency, VM.get_power_state:  p50 {pct(read_samples, 50) * 1e3:6.3f} ms  "
+        f"p99 {pct(read_samples, 99) * 1e3:6.3f} ms"
+    )
     print(f"total wall time:                       {time.perf_counter() - t_all:8.3f} s")
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import XenAPI  # noqa: E402
+import XenAPI
 
 PW = "s3cret-test-pw"
 GiB = 1024**3
@@ -25,12 +25,9 @@ def connect(sim, host=0) -> XenAPI.Session:
     return s
 
 
-
-
 def host_ref(x, name: str) -> str:
     (ref,) = x.host.get_by_name_label(name)
     return ref
-
 
 
 def vm_record(name: str, memory: int = 1 * GiB, vcpus: int = 1) -> dict:
@@ -67,7 +64,6 @@ def vm_record(name: str, memory: int = 1 * GiB, vcpus: int = 1) -> dict:
     }
 
 
-
 def make_vm(x, name: str, memory: int = 1 * GiB, sr: str | None = None) -> str:
     vm = x.VM.create(vm_record(name, memory))
     if sr:
@@ -99,7 +95,6 @@ def make_vm(x, name: str, memory: int = 1 * GiB, sr: str | None = None) -> str:
     return vm
 
 
-
 def make_nfs_sr(x, name: str = "nfs-sr") -> str:
     master = x.pool.get_master(x.pool.get_all()[0])
     return x.SR.create(
@@ -113,7 +108,6 @@ def make_nfs_sr(x, name: str = "nfs-sr") -> str:
         True,
         {},
     )
-
 
 
 def failure(fn, *args) -> list[str]:

@@ -24,9 +24,9 @@ def messages_named(x, name):
 
 
 def test_enable_ha_requires_shared_storage(pool):
-    sim, x = pool
+    _sim, x = pool
     h1 = host_ref(x, "h1")
-    local = [x.PBD.get_SR(p) for p in x.host.get_PBDs(h1)][0]
+    local = next(x.PBD.get_SR(p) for p in x.host.get_PBDs(h1))
     assert failure(x.pool.enable_ha, [local], {}) == ["SR_HAS_NO_PBDS", local]
     assert failure(x.pool.enable_ha, [], {}) == ["CANNOT_CREATE_STATE_FILE"]
     sr = make_nfs_sr(x)
@@ -43,7 +43,7 @@ def test_enable_ha_requires_shared_storage(pool):
 
 
 def test_ha_restart_priority_validation(pool):
-    sim, x = pool
+    _sim, x = pool
     vm = make_vm(x, "p")
     for v in ("restart", "best-effort", ""):
         x.VM.set_ha_restart_priority(vm, v)
@@ -56,7 +56,7 @@ def test_ha_restart_priority_validation(pool):
 
 
 def test_killed_host_stops_answering(pool):
-    sim, x = pool
+    sim, _x = pool
     assert not refused(sim, 1)
     s = XenAPI.Session(sim.url_for(1))
     sim.control.kill_host("h2")
@@ -98,9 +98,9 @@ def test_ha_restart_order_and_memory(pool):
     # survivors keep only ~4 GiB free each (16 GiB hosts, 4 GiB dom0)
     for h in (h1, h2):
         x.VM.start_on(make_vm(x, f"filler-{h[-4:]}", 8 * GiB, sr=sr), h, False, False)
-    first = make_vm(x, "c-first", 4 * GiB, sr=sr)
-    second = make_vm(x, "b-second", 4 * GiB, sr=sr)
-    third = make_vm(x, "a-third", 3 * GiB, sr=sr)
+    first = make_vm(x, "c-first", 3 * GiB, sr=sr)
+    second = make_vm(x, "b-second", 3 * GiB, sr=sr)
+    third = make_vm(x, "a-third", 2 * GiB, sr=sr)
     for vm, order in ((first, 1), (second, 2), (third, 3)):
         x.VM.set_ha_restart_priority(vm, "restart")
         x.VM.set_order(vm, str(order))
@@ -124,18 +124,27 @@ def test_master_reelection_after_master_death(pool):
     sim.control.kill_host("h1")
     assert refused(sim, 0)
     # before the timeout the slaves still follow the dead master
-    assert failure(XenAPI.Session(sim.url_for(1)).xenapi.login_with_password, "root", PW) == ["HOST_IS_SLAVE", "10.0.0.1"]
+    assert failure(XenAPI.Session(sim.url_for(1)).xenapi.login_with_password, "root", PW) == [
+        "HOST_IS_SLAVE",
+        "10.0.0.1",
+    ]
     sim.control.advance(61)
     x2 = connect(sim, 1).xenapi  # h2, lowest surviving index, is the new master
     p = x2.pool.get_all()[0]
     assert x2.pool.get_master(p) == h2
     assert x2.host_metrics.get_live(x2.host.get_metrics(host_ref(x2, "h1"))) is False
-    assert failure(XenAPI.Session(sim.url_for(2)).xenapi.login_with_password, "root", PW) == ["HOST_IS_SLAVE", "10.0.0.2"]
+    assert failure(XenAPI.Session(sim.url_for(2)).xenapi.login_with_password, "root", PW) == [
+        "HOST_IS_SLAVE",
+        "10.0.0.2",
+    ]
     (msg,) = messages_named(x2, "HA_HOST_FAILED")
     assert msg["obj_uuid"] == x2.host.get_uuid(host_ref(x2, "h1"))
     # the old master boots back as a slave of the new one
     sim.control.heal("h1")
-    assert failure(XenAPI.Session(sim.url_for(0)).xenapi.login_with_password, "root", PW) == ["HOST_IS_SLAVE", "10.0.0.2"]
+    assert failure(XenAPI.Session(sim.url_for(0)).xenapi.login_with_password, "root", PW) == [
+        "HOST_IS_SLAVE",
+        "10.0.0.2",
+    ]
     assert x2.host_metrics.get_live(x2.host.get_metrics(host_ref(x2, "h1"))) is True
 
 

@@ -18,7 +18,7 @@ def test_each_host_starts_as_its_own_master(sim):
 
 
 def test_three_hosts_form_one_pool(pool):
-    sim, x = pool
+    _sim, x = pool
     records = x.pool.get_all_records()
     assert len(records) == 1
     (prec,) = records.values()
@@ -35,7 +35,7 @@ def test_three_hosts_form_one_pool(pool):
 
 
 def test_login_on_slave_gets_host_is_slave(pool):
-    sim, x = pool
+    sim, _x = pool
     s = XenAPI.Session(sim.url_for(2))
     assert failure(s.xenapi.login_with_password, "root", PW) == ["HOST_IS_SLAVE", "10.0.0.1"]
 
@@ -54,7 +54,10 @@ def test_join_errors(sim):
         "root",
         "Authentication failure",
     ]
-    assert failure(x2.pool.join, "10.0.0.2", "root", PW) == ["OPERATION_NOT_ALLOWED", "Host cannot become slave of itself"]
+    assert failure(x2.pool.join, "10.0.0.2", "root", PW) == [
+        "OPERATION_NOT_ALLOWED",
+        "Host cannot become slave of itself",
+    ]
     assert failure(x2.pool.join, "10.9.9.9", "root", PW) == ["JOINING_HOST_CONNECTION_FAILED"]
     # a host with a shared SR may not join
     make_nfs_sr(x2)
@@ -76,7 +79,7 @@ def test_join_refused_with_running_vm(sim):
 
 
 def test_nfs_sr_is_shared_with_pbds_on_every_host(pool):
-    sim, x = pool
+    _sim, x = pool
     sr = make_nfs_sr(x)
     rec = x.SR.get_record(sr)
     assert rec["shared"] is True and rec["type"] == "nfs" and rec["content_type"] == "user"
@@ -89,7 +92,7 @@ def test_nfs_sr_is_shared_with_pbds_on_every_host(pool):
 
 
 def test_nfs_sr_requires_server(pool):
-    sim, x = pool
+    _sim, x = pool
     master = host_ref(x, "h1")
     d = failure(x.SR.create, master, {"serverpath": "/x"}, "0", "n", "", "nfs", "user", True, {})
     assert d[0] == "SR_BACKEND_FAILURE_102"
@@ -101,7 +104,10 @@ def test_designate_new_master_and_eject(pool):
     h2, h3 = host_ref(x, "h2"), host_ref(x, "h3")
     x.pool.designate_new_master(h2)
     # the old master is now a slave
-    assert failure(XenAPI.Session(sim.url_for(0)).xenapi.login_with_password, "root", PW) == ["HOST_IS_SLAVE", "10.0.0.2"]
+    assert failure(XenAPI.Session(sim.url_for(0)).xenapi.login_with_password, "root", PW) == [
+        "HOST_IS_SLAVE",
+        "10.0.0.2",
+    ]
     x2 = connect(sim, 1).xenapi
     assert x2.pool.get_master(x2.pool.get_all()[0]) == h2
     x2.pool.eject(h3)

@@ -6,9 +6,7 @@ import json
 import urllib.request
 import xmlrpc.client
 
-import pytest
 import XenAPI
-
 from sim_helpers import PW, GiB, connect, failure, make_vm
 
 
@@ -137,7 +135,9 @@ def test_get_all_records_where(sim):
     assert set(running) == {a}
     either = x.VM.get_all_records_where('field "name__label"="alpha" or field "name_label"="beta"')
     assert set(either) == {a, b}
-    not_templates = x.VM.get_all_records_where('not (field "is_a_template"="true") and not field "is_control_domain"="true"')
+    not_templates = x.VM.get_all_records_where(
+        'not (field "is_a_template"="true") and not field "is_control_domain"="true"'
+    )
     assert set(not_templates) == {a, b}
     assert x.VM.get_all_records_where("true").keys() == x.VM.get_all_records().keys()
     assert x.VM.get_all_records_where("false") == {}
@@ -152,15 +152,23 @@ def _post_json(url, payload):
 
 def test_jsonrpc_v2_and_v1(sim):
     url = sim.jsonrpc_url_for(0)
-    r = _post_json(url, {"jsonrpc": "2.0", "method": "session.login_with_password", "params": ["root", PW, "2.21", "j"], "id": 7})
+    r = _post_json(
+        url, {"jsonrpc": "2.0", "method": "session.login_with_password", "params": ["root", PW, "2.21", "j"], "id": 7}
+    )
     assert r["jsonrpc"] == "2.0" and r["id"] == 7 and r["result"].startswith("OpaqueRef:")
     sess = r["result"]
     host = _post_json(url, {"jsonrpc": "2.0", "method": "host.get_all", "params": [sess], "id": 8})["result"][0]
     rec = _post_json(url, {"jsonrpc": "2.0", "method": "host.get_record", "params": [sess, host], "id": 9})["result"]
     assert isinstance(rec["API_version_major"], int)  # JSON-RPC carries ints as numbers
     assert isinstance(rec["enabled"], bool)
-    err = _post_json(url, {"jsonrpc": "2.0", "method": "session.login_with_password", "params": ["root", "bad", "", ""], "id": 10})
-    assert err["error"] == {"code": 1, "message": "SESSION_AUTHENTICATION_FAILED", "data": ["root", "Authentication failure"]}
+    err = _post_json(
+        url, {"jsonrpc": "2.0", "method": "session.login_with_password", "params": ["root", "bad", "", ""], "id": 10}
+    )
+    assert err["error"] == {
+        "code": 1,
+        "message": "SESSION_AUTHENTICATION_FAILED",
+        "data": ["root", "Authentication failure"],
+    }
     assert "result" not in err
     v1 = _post_json(url, {"method": "VM.get_all", "params": ["OpaqueRef:bad"], "id": "a"})
     assert v1 == {"result": None, "error": ["SESSION_INVALID", "OpaqueRef:bad"], "id": "a"}

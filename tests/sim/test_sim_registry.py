@@ -54,7 +54,9 @@ def test_every_raised_code_is_known():
     codes = set(re.findall(r'ApiError\(\s*"([A-Z][A-Z0-9_]+)"', src))
     codes |= set(re.findall(r'\(\s*"([A-Z][A-Z0-9_]+)",\s*\[', src))  # planner tuples
     assert "VM_BAD_POWER_STATE" in codes and "SESSION_INVALID" in codes
-    unknown = {c for c in codes if c not in dm.error_codes and c not in XAPI_CORE_CODES and not c.startswith(SR_BACKEND_PREFIX)}
+    unknown = {
+        c for c in codes if c not in dm.error_codes and c not in XAPI_CORE_CODES and not c.startswith(SR_BACKEND_PREFIX)
+    }
     assert unknown == set()
 
 

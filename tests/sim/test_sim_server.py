@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import XenAPI
-from sim_helpers import PW, GiB, ROOT, connect, failure, host_ref, make_nfs_sr, make_vm
+from sim_helpers import PW, ROOT, GiB, connect, failure, host_ref, make_nfs_sr, make_vm
 
 from xenlab.sim.server import SimServer
 
@@ -48,9 +47,9 @@ def test_serve_forever_cli(tmp_path):
     pwfile = tmp_path / "pw"
     pwfile.write_text("cli-secret\n")
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from xenlab.sim.server import serve_forever\n"
-        "serve_forever(0, 2, False, %r)\n" % (str(ROOT), str(pwfile))
+        f"serve_forever(0, 2, False, {str(pwfile)!r})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -60,7 +59,13 @@ def test_serve_forever_cli(tmp_path):
             lines.append(proc.stdout.readline())
         out = "".join(lines)
         assert "cli-secret" not in out  # passwords are never printed
-        urls = [w for l in lines if l.strip().startswith(("h1", "h2")) for w in l.split() if w.startswith("http") and not w.endswith("jsonrpc")]
+        urls = [
+            w
+            for l in lines
+            if l.strip().startswith(("h1", "h2"))
+            for w in l.split()
+            if w.startswith("http") and not w.endswith("jsonrpc")
+        ]
         assert len(urls) == 2
         s = XenAPI.Session(urls[1])
         assert failure(s.xenapi.login_with_password, "root", "wrong")[0] == "SESSION_AUTHENTICATION_FAILED"
@@ -98,15 +103,36 @@ def test_event_register_next_and_alternative_name(sim):
 
 
 def test_vifs_vbds_and_backrefs(pool):
-    sim, x = pool
+    _sim, x = pool
     net = x.PIF.get_network(x.host.get_PIFs(host_ref(x, "h1"))[0])
     vm = make_vm(x, "nics", sr=make_nfs_sr(x))
-    vif = x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500", "other_config": {},
-                        "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    vif = x.VIF.create(
+        {
+            "device": "0",
+            "network": net,
+            "VM": vm,
+            "MAC": "",
+            "MTU": "1500",
+            "other_config": {},
+            "qos_algorithm_type": "",
+            "qos_algorithm_params": {},
+        }
+    )
     assert x.VM.get_VIFs(vm) == [vif] and vif in x.network.get_VIFs(net)
     assert len(x.VIF.get_MAC(vif)) == 17
-    assert failure(x.VIF.create, {"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500", "other_config": {},
-                                  "qos_algorithm_type": "", "qos_algorithm_params": {}}) == ["DEVICE_ALREADY_EXISTS", "0"]
+    assert failure(
+        x.VIF.create,
+        {
+            "device": "0",
+            "network": net,
+            "VM": vm,
+            "MAC": "",
+            "MTU": "1500",
+            "other_config": {},
+            "qos_algorithm_type": "",
+            "qos_algorithm_params": {},
+        },
+    ) == ["DEVICE_ALREADY_EXISTS", "0"]
     (vbd,) = x.VM.get_VBDs(vm)
     vdi = x.VBD.get_VDI(vbd)
     assert x.VDI.get_VBDs(vdi) == [vbd] and vdi in x.SR.get_VDIs(x.VDI.get_SR(vdi))

@@ -56,7 +56,7 @@ def test_power_cycle_and_bad_power_state_parameters(sim):
 
 
 def test_start_on_and_memory_check(pool):
-    sim, x = pool
+    _sim, x = pool
     h2 = host_ref(x, "h2")
     vm = make_vm(x, "on-h2")
     x.VM.start_on(vm, h2, False, False)
@@ -72,12 +72,14 @@ def test_start_on_and_memory_check(pool):
 
 
 def test_host_memory_free_tracks_vms(pool):
-    sim, x = pool
+    _sim, x = pool
     h3 = host_ref(x, "h3")
     before = int(x.host.compute_free_memory(h3))
     vm = make_vm(x, "mem", 3 * GiB)
+    overhead = int(x.VM.get_memory_overhead(vm))
+    assert 0 < overhead < 100 * 1024 * 1024  # shadow/p2m pages: MiBs for a 3 GiB VM
     x.VM.start_on(vm, h3, False, False)
-    assert int(x.host.compute_free_memory(h3)) == before - 3 * GiB
+    assert int(x.host.compute_free_memory(h3)) == before - 3 * GiB - overhead
     x.VM.hard_shutdown(vm)
     assert int(x.host.compute_free_memory(h3)) == before
     # the removed host_metrics.memory_free is neither readable nor in records
@@ -86,7 +88,7 @@ def test_host_memory_free_tracks_vms(pool):
 
 
 def test_vm_on_local_storage_cannot_start_elsewhere(pool):
-    sim, x = pool
+    _sim, x = pool
     h1, h2 = host_ref(x, "h1"), host_ref(x, "h2")
     (pbd,) = [p for p in x.host.get_PBDs(h1) if not x.SR.get_shared(x.PBD.get_SR(p))]
     local = x.PBD.get_SR(pbd)
@@ -96,7 +98,7 @@ def test_vm_on_local_storage_cannot_start_elsewhere(pool):
 
 
 def test_pool_migrate(pool):
-    sim, x = pool
+    _sim, x = pool
     h1, h2 = host_ref(x, "h1"), host_ref(x, "h2")
     sr = make_nfs_sr(x)
     vm = make_vm(x, "mover", 2 * GiB, sr=sr)
@@ -122,7 +124,7 @@ def test_pool_migrate(pool):
 
 
 def test_disable_and_evacuate(pool):
-    sim, x = pool
+    _sim, x = pool
     h1, h2, h3 = (host_ref(x, n) for n in ("h1", "h2", "h3"))
     sr = make_nfs_sr(x)
     vms = [make_vm(x, f"ev{i}", 2 * GiB, sr=sr) for i in range(4)]
@@ -147,7 +149,7 @@ def test_disable_and_evacuate(pool):
 
 
 def test_evacuate_reports_memory_shortfall(pool):
-    sim, x = pool
+    _sim, x = pool
     h1, h2, h3 = (host_ref(x, n) for n in ("h1", "h2", "h3"))
     sr = make_nfs_sr(x)
     big = make_vm(x, "big", 10 * GiB, sr=sr)
@@ -156,3 +158,39 @@ def test_evacuate_reports_memory_shortfall(pool):
         x.VM.start_on(make_vm(x, f"fill-{h[-4:]}", 9 * GiB, sr=sr), h, False, False)
     assert x.host.get_vms_which_prevent_evacuation(h1) == {big: ["HOST_NOT_ENOUGH_FREE_MEMORY", big]}
     assert failure(x.host.assert_can_evacuate, h1) == ["CANNOT_EVACUATE_HOST", f"HOST_NOT_ENOUGH_FREE_MEMORY,{big}"]
+
+
+def test_allowed_operations_follow_power_state(sim):
+    x = connect(sim).xenapi
+    vm = make_vm(x, "ops")
+    halted = set(x.VM.get_allowed_operations(vm))
+    assert {"start", "start_on", "clone", "destroy"} <= halted and "clean_shutdown" not in halted
+    x.VM.start(vm, False, False)
+    running = set(x.VM.get_allowed_operations(vm))
+    assert {"clean_shutdown", "hard_shutdown", "pool_migrate", "pause", "snapshot"} <= running
+    assert "start" not in running and "destroy" not in running
+    (tpl,) = x.VM.get_by_name_label("Other install media")
+    assert "start" not in x.VM.get_allowed_operations(tpl) and "clone" in x.VM.get_allowed_operations(tpl)
+
+
+def test_snapshot_and_revert(sim):
+    x = connect(sim).xenapi
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vm = make_vm(x, "snappy", 2 * GiB, sr=sr)
+    x.VM.start(vm, False, False)
+    snap = x.VM.snapshot(vm, "before")
+    srec = x.VM.get_record(snap)
+    assert srec["is_a_snapshot"] and srec["is_a_template"] and srec["snapshot_of"] == vm
+    assert x.VM.get_snapshots(vm) == [snap]
+    (svbd,) = srec["VBDs"]
+    svdi = x.VBD.get_VDI(svbd)
+    (orig_vbd,) = x.VM.get_VBDs(vm)
+    orig_vdi = x.VBD.get_VDI(orig_vbd)
+    assert x.VDI.get_snapshot_of(svdi) == orig_vdi and x.VDI.get_is_a_snapshot(svdi)
+    x.VM.set_memory_dynamic_range(vm, str(GiB), str(GiB))
+    x.VM.revert(snap)
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Halted" and rec["memory_dynamic_max"] == str(2 * GiB)
+    (new_vbd,) = rec["VBDs"]
+    assert x.VBD.get_VDI(new_vbd) not in (svdi, orig_vdi)  # a fresh clone of the snapshot disk
+    assert failure(x.VBD.get_record, orig_vbd)[0] == "HANDLE_INVALID"

@@ -5,7 +5,7 @@ import subprocess
 import paramiko
 import pytest
 
-from xenlab.images.identity import exports_for, generate_keypair, hosts_file, interfaces_for, write_seed_disk
+from xenlab.images.identity import exports_for, generate_keypair, hosts_file, network_files_for, write_seed_disk
 from xenlab.plan import plan_lab
 from xenlab.spec import parse_lab
 
@@ -28,18 +28,20 @@ def test_generated_keys_are_openssh_ed25519_and_private(tmp_path):
 
 def test_xen_host_bridges_its_first_nic_with_its_own_mac(plan):
     h1 = plan.machine("h1")
-    text = interfaces_for(h1)
+    files = network_files_for(h1)
     lab, storage = h1.nics
-    assert f"iface xenbr0 inet static\n    address {lab.address}" in text
-    assert f"bridge_ports {lab.device}" in text and f"bridge_hw {lab.mac}" in text
-    assert f"iface {storage.device} inet static\n    address {storage.address}" in text
-    assert interfaces_for(plan.machine("h2")).count("bridge_hw") == 1
-    assert "bridge_hw " + plan.machine("h2").nics[0].mac in interfaces_for(plan.machine("h2"))
+    assert sorted(files) == ["20-eth1.network", "20-eth2.network", "20-xenbr0.netdev", "21-xenbr0.network"]
+    assert f"Kind=bridge\nMACAddress={lab.mac}" in files["20-xenbr0.netdev"]
+    assert "Name=eth1\n\n[Network]\nBridge=xenbr0" in files["20-eth1.network"]
+    assert f"Address={lab.address}" in files["21-xenbr0.network"]
+    assert f"Name=eth2\n\n[Network]\nAddress={storage.address}" in files["20-eth2.network"]
+    h2_netdev = network_files_for(plan.machine("h2"))["20-xenbr0.netdev"]
+    assert f"MACAddress={plan.machine('h2').nics[0].mac}" in h2_netdev and lab.mac not in h2_netdev
 
 
 def test_services_node_has_plain_addresses_and_exports(plan):
     svc = plan.services
-    assert "xenbr0" not in interfaces_for(svc)
+    assert list(network_files_for(svc)) == ["20-eth1.network"]
     subnet = plan.networks[0].subnet
     assert exports_for(plan, svc, "/srv/x") == f"/srv/x {subnet}(rw,sync,no_root_squash,no_subtree_check)\n"
 
@@ -50,6 +52,10 @@ def test_hosts_file_names_every_machine(plan):
         assert f"{m.nics[0].address.ip} {m.name}" in text
 
 
+def debugfs(disk, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(disk)], capture_output=True, text=True).stdout
+
+
 def test_seed_disk_is_a_real_ext4_with_the_identity(tmp_path, plan):
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -58,11 +64,21 @@ def test_seed_disk_is_a_real_ext4_with_the_identity(tmp_path, plan):
     disk = write_seed_disk(tmp_path / "seed.img", plan, plan.machine("h1"), host_key, client)
     label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(disk)], capture_output=True, text=True).stdout
     assert label.strip() == "XLSEED"
-    listing = subprocess.run(["debugfs", "-R", "ls -l /", str(disk)], capture_output=True, text=True).stdout
-    for name in ("hostname", "hosts", "authorized_keys", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "interfaces"):
-        assert name in listing
-    hostname = subprocess.run(["debugfs", "-R", "cat /hostname", str(disk)], capture_output=True, text=True).stdout
-    assert hostname == "h1\n"
-    auth = subprocess.run(["debugfs", "-R", "cat /authorized_keys", str(disk)], capture_output=True, text=True).stdout
-    assert auth.strip() == client.public_line
+    overlay = "/root-overlay"
+    assert debugfs(disk, f"cat {overlay}/etc/hostname") == "h1\n"
+    assert debugfs(disk, f"cat {overlay}/root/.ssh/authorized_keys").strip() == client.public_line
+    assert debugfs(disk, f"cat {overlay}/etc/ssh/ssh_host_ed25519_key.pub").strip() == host_key.public_line
+    assert "20-xenbr0.netdev" in debugfs(disk, f"ls {overlay}/etc/systemd/network")
+    # sshd refuses keys readable by others: modes must survive the trip
+    assert "Mode:  0600" in debugfs(disk, f"stat {overlay}/etc/ssh/ssh_host_ed25519_key")
+    assert "Mode:  0700" in debugfs(disk, f"stat {overlay}/root/.ssh")
     assert disk.stat().st_mode & 0o777 == 0o600
+
+
+def test_services_seed_carries_exports_and_the_export_dir(tmp_path, plan):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    disk = write_seed_disk(tmp_path / "seed.img", plan, plan.services, generate_keypair(keys / "h", "h"),
+                           generate_keypair(keys / "c", "c"), "/srv/xenlab")
+    assert "/srv/xenlab " in debugfs(disk, "cat /root-overlay/etc/exports.d/xenlab.exports")
+    assert "xenlab" in debugfs(disk, "ls /root-overlay/srv")

@@ -3,7 +3,7 @@
 Clones of one golden image must never share a machine-id, hostname, SSH host key or
 bridge MAC (a shared machine-id gave two hosts the same xenbr0 MAC). The machine-id and
 hostname go on the kernel command line; the rest is on an ext4 seed disk labelled
-XLSEED that `xenlab-seed.service` applies before the network starts.
+XLSEED that `xenlab-seed.service` copies over / before the network starts.
 """
 
 from __future__ import annotations
@@ -48,20 +48,27 @@ def generate_keypair(path: Path, comment: str) -> KeyPair:
     return KeyPair(path, line)
 
 
-def interfaces_for(machine: MachinePlan) -> str:
-    """ifupdown stanzas for the lab NICs: Xen hosts bridge the first one as xenbr0."""
-    out = [f"# lab networks of {machine.name}, written by xenlab"]
+def network_files_for(machine: MachinePlan) -> dict[str, str]:
+    """systemd-networkd files for the lab NICs: Xen hosts bridge the first one as xenbr0
+    with that NIC's planned MAC (never one derived from a shared machine-id)."""
+    files: dict[str, str] = {}
+    common = "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
     for position, nic in enumerate(machine.nics):
         if machine.role == "xen" and position == 0:
-            out += [
-                f"auto {nic.device}", f"iface {nic.device} inet manual", "",
-                "auto xenbr0", "iface xenbr0 inet static", f"    address {nic.address}",
-                f"    bridge_ports {nic.device}", f"    bridge_hw {nic.mac}",
-                "    bridge_stp off", "    bridge_fd 0", "    bridge_maxwait 0", "",
-            ]
+            files["20-xenbr0.netdev"] = (
+                f"[NetDev]\nName=xenbr0\nKind=bridge\nMACAddress={nic.mac}\n\n[Bridge]\nSTP=no\nForwardDelaySec=0\n"
+            )
+            files[f"20-{nic.device}.network"] = (
+                f"[Match]\nName={nic.device}\n\n[Network]\nBridge=xenbr0\n{common}"
+            )
+            files["21-xenbr0.network"] = (
+                f"[Match]\nName=xenbr0\n\n[Network]\nAddress={nic.address}\n{common}"
+            )
         else:
-            out += [f"auto {nic.device}", f"iface {nic.device} inet static", f"    address {nic.address}", ""]
-    return "\n".join(out) + "\n"
+            files[f"20-{nic.device}.network"] = (
+                f"[Match]\nName={nic.device}\n\n[Network]\nAddress={nic.address}\n{common}"
+            )
+    return files
 
 
 def hosts_file(plan: LabPlan) -> str:
@@ -85,22 +92,38 @@ def write_seed_disk(
     target: Path, plan: LabPlan, machine: MachinePlan, host_key: KeyPair, authorized: KeyPair,
     nfs_export: str | None = None,
 ) -> Path:
-    """Create the machine's seed disk (a small raw ext4 image) at `target`."""
+    """Create the machine's seed disk (a small raw ext4 image) at `target`.
+
+    The disk holds a tree (`/root-overlay`) laid out like the machine's root file system,
+    with modes set; the machine copies it over / in one command at boot (fast under TCG).
+    """
     if not shutil.which("mkfs.ext4"):
         raise XenlabError("mkfs.ext4 is not installed (Debian package e2fsprogs)")
     with tempfile.TemporaryDirectory(prefix="xenlab-seed-") as work:
-        root = Path(work)
-        (root / "hostname").write_text(machine.name + "\n")
-        (root / "hosts").write_text(hosts_file(plan))
-        (root / "authorized_keys").write_text(authorized.public_line + "\n")
-        shutil.copy(host_key.private_path, root / "ssh_host_ed25519_key")
-        (root / "ssh_host_ed25519_key.pub").write_text(host_key.public_line + "\n")
-        (root / "interfaces").write_text(interfaces_for(machine))
+        tree = Path(work) / "root-overlay"
+
+        def put(path: str, content: str, mode: int = 0o644) -> None:
+            file = tree / path
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(content)
+            file.chmod(mode)
+
+        put("etc/hostname", machine.name + "\n")
+        put("etc/hosts", hosts_file(plan))
+        put("root/.ssh/authorized_keys", authorized.public_line + "\n", 0o600)
+        (tree / "root/.ssh").chmod(0o700)
+        (tree / "root").chmod(0o700)
+        put("etc/ssh/ssh_host_ed25519_key", host_key.private_path.read_text(), 0o600)
+        put("etc/ssh/ssh_host_ed25519_key.pub", host_key.public_line + "\n")
+        for name, content in network_files_for(machine).items():
+            put(f"etc/systemd/network/{name}", content)
         if machine.role == "services" and nfs_export:
-            (root / "exports").write_text(exports_for(plan, machine, nfs_export))
+            put("etc/exports.d/xenlab.exports", exports_for(plan, machine, nfs_export))
+            (tree / nfs_export.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        tree.chmod(0o755)
         target.unlink(missing_ok=True)
         proc = subprocess.run(
-            ["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", str(root), str(target), "4M"],
+            ["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", work, str(target), "4M"],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:

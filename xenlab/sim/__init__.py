@@ -23,4 +23,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["implemented_messages", "SimServer", "serve_forever"]
+__all__ = ["SimServer", "implemented_messages", "serve_forever"]

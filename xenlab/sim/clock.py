@@ -11,8 +11,8 @@ import heapq
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(order=True)
@@ -57,7 +57,7 @@ class Clock:
         return self._virtual_now
 
     def utcnow(self) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(int(self.now()), tz=_dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(int(self.now()), tz=_dt.UTC)
 
     # ------------------------------------------------------------------ timers
     def call_at(self, at: float, fn: Callable[[], None]) -> _Timer:
@@ -112,7 +112,7 @@ class Clock:
     def _run(self, t: _Timer) -> None:
         try:
             t.fn()
-        except Exception:  # a failing timer must not stop the clock
+        except Exception:  # noqa: BLE001 - a failing timer must not stop the clock
             import traceback
 
             traceback.print_exc()

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ ENV_VAR = "XENLAB_XENAPI_JSON"
 REL_PATH = Path("shared") / "reference" / "xenapi.json"
 
 NULL_REF = "OpaqueRef:NULL"
-EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 
 class DatamodelNotFound(FileNotFoundError):
@@ -59,8 +59,8 @@ class Type:
 
     kind: str  # string|int|float|bool|datetime|ref|enum|set|map|record|option|void|opaque
     name: str = ""  # class for ref/record, enum name for enum
-    elem: "Type | None" = None  # set/option element, map value
-    key: "Type | None" = None  # map key
+    elem: Type | None = None  # set/option element, map value
+    key: Type | None = None  # map key
 
     def __str__(self) -> str:  # pragma: no cover - debugging aid
         if self.kind in ("ref", "record"):
@@ -96,7 +96,7 @@ def _split_top(s: str, sep: str) -> list[str]:
     return parts
 
 
-@lru_cache(maxsize=None)
+@cache
 def parse_type(text: str) -> Type:
     """Parse the datamodel's textual type syntax."""
     s = text.strip()
@@ -295,12 +295,12 @@ def parse_datetime(s: str) -> _dt.datetime:
     s = s.strip()
     for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S"):
         try:
-            return _dt.datetime.strptime(s, fmt).replace(tzinfo=_dt.timezone.utc)
+            return _dt.datetime.strptime(s, fmt).replace(tzinfo=_dt.UTC)
         except ValueError:
             continue
     try:
-        d = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-        return d if d.tzinfo else d.replace(tzinfo=_dt.timezone.utc)
+        d = _dt.datetime.fromisoformat(s)
+        return d if d.tzinfo else d.replace(tzinfo=_dt.UTC)
     except ValueError:
         return EPOCH
 

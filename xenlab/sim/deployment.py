@@ -10,8 +10,9 @@ answering) and HA (hosts are declared dead after the HA timeout).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import datamodel as dmod
 from .clock import Clock
@@ -38,6 +39,76 @@ TEMPLATES = [
 PROVISION_XML = '<provision><disk device="0" size="{size}" sr="" bootable="true" type="system"/></provision>'
 
 
+# Power states in which xapi allows each VM operation (its lifecycle table).
+_ALL = ("Halted", "Paused", "Running", "Suspended")
+VM_OP_STATES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("changing_VCPUs", "changing_static_range", "changing_memory_limits", "changing_shadow_memory"), ("Halted",)
+    ),
+    **dict.fromkeys(("changing_NVRAM", "make_into_template", "provision", "start", "start_on"), ("Halted",)),
+    "create_vtpm": ("Halted",),
+    "unpause": ("Paused",),
+    **dict.fromkeys(("csvm", "resume", "resume_on"), ("Suspended",)),
+    **dict.fromkeys(
+        (
+            "awaiting_memory_live",
+            "call_plugin",
+            "clean_reboot",
+            "clean_shutdown",
+            "changing_memory_live",
+            "changing_shadow_memory_live",
+            "changing_VCPUs_live",
+            "data_source_op",
+            "pause",
+            "pool_migrate",
+            "send_sysrq",
+            "send_trigger",
+            "snapshot_with_quiesce",
+            "suspend",
+        ),
+        ("Running",),
+    ),
+    "changing_dynamic_range": ("Halted", "Running"),
+    "clone": ("Halted",),
+    "copy": ("Halted",),
+    **dict.fromkeys(("create_template", "destroy", "export"), ("Halted", "Suspended")),
+    "hard_reboot": ("Paused", "Running"),
+    **dict.fromkeys(("checkpoint", "get_boot_record", "shutdown", "hard_shutdown"), ("Paused", "Suspended", "Running")),
+    "migrate_send": ("Halted", "Suspended", "Running"),
+    **dict.fromkeys(
+        (
+            "assert_operation_valid",
+            "metadata_export",
+            "power_state_reset",
+            "revert",
+            "reverting",
+            "snapshot",
+            "update_allowed_operations",
+            "query_services",
+        ),
+        _ALL,
+    ),
+}
+_TEMPLATE_OPS = {"clone", "copy", "export", "provision", "destroy", "metadata_export", "create_vtpm"}
+_CONTROL_DOMAIN_OPS = {"clean_reboot", "clean_shutdown", "hard_reboot", "hard_shutdown", "query_services"}
+# operations the advisory list leaves out (xapi only lists user-facing ones)
+_NOT_ADVERTISED = {"assert_operation_valid", "update_allowed_operations", "reverting", "awaiting_memory_live", "csvm"}
+
+
+def vm_allowed_operations(dm: dmod.Datamodel, rec: dict[str, Any]) -> list[str]:
+    ops = []
+    for op in dm.enums.get("vm_operations", ()):
+        states = VM_OP_STATES.get(op)
+        if not states or op in _NOT_ADVERTISED or rec["power_state"] not in states:
+            continue
+        if rec["is_a_template"] and op not in _TEMPLATE_OPS:
+            continue
+        if rec["is_control_domain"] and op not in _CONTROL_DOMAIN_OPS:
+            continue
+        ops.append(op)
+    return ops
+
+
 @dataclass
 class SimHost:
     """One physical host: identity, hardware, and simulated process state."""
@@ -54,7 +125,7 @@ class SimHost:
     isolated: bool = False  # alive but cut from the other hosts
     fenced: bool = False  # self-fenced by HA; down until healed
     down_since: float | None = None
-    on_state_change: list[Callable[["SimHost"], None]] = field(default_factory=list)
+    on_state_change: list[Callable[[SimHost], None]] = field(default_factory=list)
 
     @property
     def serving(self) -> bool:
@@ -75,6 +146,7 @@ class Deployment:
         host_cpus: int = DEFAULT_HOST_CPUS,
         dm: dmod.Datamodel | None = None,
         async_instant: bool = False,
+        time_scale: float = 1.0,
     ) -> None:
         if hosts < 1:
             raise ValueError("need at least one host")
@@ -85,7 +157,8 @@ class Deployment:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.gen = Generation()
-        self.async_instant = async_instant
+        self.async_instant = async_instant  # Async tasks finish without advancing the clock
+        self.time_scale = time_scale  # real-time mode: multiply simulated durations by this
         self.stopping = False
         self.hosts: list[SimHost] = []
         self._domid: dict[str, int] = {}
@@ -110,7 +183,13 @@ class Deployment:
             self.cond.notify_all()
 
     def new_db(self) -> Database:
-        return Database(self.dm, self.gen, on_change=self.cond.notify_all)
+        return Database(self.dm, self.gen, on_change=self.cond.notify_all, derive=self._derive)
+
+    def _derive(self, db: Database, cls: str, ref: str, fields: set[str]) -> None:
+        """Keep computed fields (VM.allowed_operations) in step with their inputs."""
+        if cls == "VM" and fields & {"power_state", "is_a_template", "is_control_domain"}:
+            rec = db.tables["VM"][ref]
+            rec["allowed_operations"] = vm_allowed_operations(self.dm, rec)
 
     def check_password(self, user: str, pw: str) -> bool:
         return user == self.user and pw == self._password
@@ -172,16 +251,16 @@ class Deployment:
         metrics = db.create(
             "host_metrics", memory_total=h.memory_total, memory_free=h.memory_total, live=True, last_updated=now
         )
-        host_fields = dict(
-            uuid=h.uuid,
-            name_label=h.name,
-            hostname=h.name,
-            address=h.address,
-            enabled=True,
-            API_version_major=API_VERSION[0],
-            API_version_minor=API_VERSION[1],
-            API_version_vendor="XenSource",
-            software_version={
+        host_fields = {
+            "uuid": h.uuid,
+            "name_label": h.name,
+            "hostname": h.name,
+            "address": h.address,
+            "enabled": True,
+            "API_version_major": API_VERSION[0],
+            "API_version_minor": API_VERSION[1],
+            "API_version_vendor": "XenSource",
+            "software_version": {
                 "product_brand": "XCP-ng",
                 "product_version": "8.3.0",
                 "platform_name": "XCP",
@@ -190,13 +269,18 @@ class Deployment:
                 "hostname": h.name,
                 "xenlab_simulator": "true",
             },
-            capabilities=["xen-3.0-x86_64", "hvm-3.0-x86_64"],
-            cpu_info={"cpu_count": str(h.cpus), "socket_count": "1", "vendor": "GenuineIntel"},
-            sched_policy="credit",
-            supported_bootloaders=["pygrub", "eliloader"],
-            metrics=metrics,
-            memory_overhead=0,
-        )
+            "capabilities": ["xen-3.0-x86_64", "hvm-3.0-x86_64"],
+            "cpu_info": {"cpu_count": str(h.cpus), "socket_count": "1", "vendor": "GenuineIntel"},
+            "sched_policy": "credit",
+            "supported_bootloaders": ["pygrub", "eliloader"],
+            "metrics": metrics,
+            "memory_overhead": 0,
+            "allowed_operations": [
+                op
+                for op in self.dm.enums.get("host_allowed_operations", ())
+                if op in ("provision", "evacuate", "shutdown", "reboot", "vm_start", "vm_resume", "vm_migrate")
+            ],
+        }
         spec = self.dm.cls("host")
         db.create("host", ref=h.ref, **{k: v for k, v in host_fields.items() if k in spec.fields})
         for n in range(h.cpus):
@@ -239,8 +323,15 @@ class Deployment:
         )
         db.set(dom0, power_state="Running", resident_on=h.ref, domid=0)
         self.vm_metrics_running(db, dom0)
-        db.set(h.ref, control_domain=dom0) if "control_domain" in spec.fields else None
-        pool_fields = dict(master=h.ref, default_SR=sr, suspend_image_SR=sr, crash_dump_SR=sr, other_config={})
+        if "control_domain" in spec.fields:
+            db.set(h.ref, control_domain=dom0)
+        pool_fields = {
+            "master": h.ref,
+            "default_SR": sr,
+            "suspend_image_SR": sr,
+            "crash_dump_SR": sr,
+            "other_config": {},
+        }
         db.create("pool", **pool_fields)
         for name, mem, vcpus, disk, hvm in TEMPLATES:
             other = {"default_template": "true"}
@@ -252,7 +343,7 @@ class Deployment:
 
     @staticmethod
     def _mac(i: int, n: int) -> str:
-        return "02:00:%02x:%02x:%02x:%02x" % ((i >> 8) & 0xFF, i & 0xFF, n & 0xFF, 0)
+        return f"02:00:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}:{n & 0xFF:02x}:{0:02x}"
 
     def _new_vm(
         self,
@@ -268,35 +359,62 @@ class Deployment:
         metrics = db.create(
             "VM_metrics", memory_actual=0, VCPUs_number=0, install_time=self.now(), last_updated=self.now()
         )
-        fields = dict(
-            name_label=name_label,
-            is_control_domain=is_control_domain,
-            is_a_template=template,
-            power_state="Halted",
-            memory_static_max=memory,
-            memory_dynamic_max=memory,
-            memory_dynamic_min=memory,
-            memory_static_min=min(memory, 512 * MiB),
-            memory_target=memory,
-            VCPUs_max=vcpus,
-            VCPUs_at_startup=vcpus,
-            actions_after_shutdown="destroy",
-            actions_after_reboot="restart",
-            actions_after_crash="restart",
-            HVM_boot_policy="BIOS order" if hvm else "",
-            HVM_boot_params={"order": "cd"} if hvm else {},
-            PV_bootloader="" if hvm else "pygrub",
-            platform={"viridian": "false", "acpi": "1", "apic": "true", "pae": "true"},
-            other_config=other_config or {},
-            metrics=metrics,
-            domid=-1,
-            domain_type="hvm" if hvm else "pv",
-            user_version=1,
-        )
+        fields = {
+            "name_label": name_label,
+            "is_control_domain": is_control_domain,
+            "is_a_template": template,
+            "power_state": "Halted",
+            "memory_static_max": memory,
+            "memory_dynamic_max": memory,
+            "memory_dynamic_min": memory,
+            "memory_static_min": min(memory, 512 * MiB),
+            "memory_target": memory,
+            "VCPUs_max": vcpus,
+            "VCPUs_at_startup": vcpus,
+            "actions_after_shutdown": "destroy",
+            "actions_after_reboot": "restart",
+            "actions_after_crash": "restart",
+            "HVM_boot_policy": "BIOS order" if hvm else "",
+            "HVM_boot_params": {"order": "cd"} if hvm else {},
+            "PV_bootloader": "" if hvm else "pygrub",
+            "platform": {"viridian": "false", "acpi": "1", "apic": "true", "pae": "true"},
+            "other_config": other_config or {},
+            "metrics": metrics,
+            "domid": -1,
+            "domain_type": "hvm" if hvm else "pv",
+            "user_version": 1,
+        }
         spec = self.dm.cls("VM")
-        return db.create("VM", **{k: v for k, v in fields.items() if k in spec.fields})
+        vm = db.create("VM", **{k: v for k, v in fields.items() if k in spec.fields})
+        self.update_overhead(db, vm)
+        return vm
 
     # ------------------------------------------------------------------ memory
+    @staticmethod
+    def memory_overhead(rec: dict[str, Any]) -> int:
+        """Per-domain overhead in bytes, following xenopsd's memory model.
+
+        Shadow/p2m pages scale with static_max and vCPUs (times the shadow
+        multiplier), plus a little per vCPU and a PVH shim for pv_in_pvh.
+        """
+
+        def mib_of_pages(pages: int) -> int:
+            return -(-pages // 256)  # 4 KiB pages, rounded up
+
+        static_max_mib = -(-int(rec["memory_static_max"]) // MiB)
+        vcpus = int(rec["VCPUs_max"] or 1)
+        kind = rec.get("domain_type") or "hvm"
+        mult = float(rec.get("HVM_shadow_multiplier") or 1.0) if kind != "pv" else 1.0
+        shadow = max(1, int(mib_of_pages(256 * vcpus + 2 * static_max_mib) * mult))
+        internal = 0 if kind == "pv" else 1
+        shim = 23 + static_max_mib // 90 if kind == "pv_in_pvh" else 0
+        return (internal + 1 + shadow + mib_of_pages(38 * vcpus) + shim) * MiB
+
+    def update_overhead(self, db: Database, vm: str) -> None:
+        rec = db.get(vm, "VM")
+        if not rec["is_control_domain"]:
+            db.set(vm, memory_overhead=self.memory_overhead(rec))
+
     def vm_memory_needed(self, rec: dict[str, Any]) -> int:
         return int(rec["memory_static_max"]) + int(rec.get("memory_overhead") or 0)
 
@@ -459,7 +577,9 @@ class Deployment:
                 if h.alive and h.isolated:
                     h.fenced = True  # xHA: the isolated node kills itself
                 hrec = db.get(h.ref, "host")
-                self.add_message(db, "HA_HOST_FAILED", 3, "Host", hrec["uuid"], f"Server '{hrec['name_label']}' has failed")
+                self.add_message(
+                    db, "HA_HOST_FAILED", 3, "Host", hrec["uuid"], f"Server '{hrec['name_label']}' has failed"
+                )
                 db.set(hrec["metrics"], live=False)
                 db.set(h.ref, enabled=False)
             reset: list[str] = []
@@ -502,7 +622,12 @@ class Deployment:
             if target is None:
                 if vm in protected:
                     self.add_message(
-                        db, "HA_PROTECTED_VM_RESTART_FAILED", 2, "VM", rec["uuid"], f"VM '{rec['name_label']}' could not be restarted"
+                        db,
+                        "HA_PROTECTED_VM_RESTART_FAILED",
+                        2,
+                        "VM",
+                        rec["uuid"],
+                        f"VM '{rec['name_label']}' could not be restarted",
                     )
                 continue
             self.boot_vm(db, vm, target, paused=False)
@@ -532,7 +657,10 @@ class Deployment:
         return srs
 
     def host_sees_sr(self, db: Database, href: str, sr: str) -> bool:
-        return any(db.get(p, "PBD")["SR"] == sr and db.get(p, "PBD")["currently_attached"] for p in db.get(href, "host")["PBDs"])
+        return any(
+            db.get(p, "PBD")["SR"] == sr and db.get(p, "PBD")["currently_attached"]
+            for p in db.get(href, "host")["PBDs"]
+        )
 
     def check_can_boot(self, db: Database, vm: str, href: str, memory: bool = True) -> None:
         h = self.host_by_ref(href)

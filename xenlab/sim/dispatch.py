@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 import xmlrpc.client
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from .datamodel import Datamodel, MessageSpec, Type
+from .datamodel import EPOCH, Datamodel, MessageSpec, Type
 from .deployment import Deployment, SimHost
-from .model import NULL_REF, ApiError, Database
-from .wire import JSON, XML, DecodeError, decode, encode
+from .model import ApiError, Database
+from .wire import XML, DecodeError, decode, encode
 
 Handler = Callable[..., Any]
 
@@ -23,7 +24,7 @@ Handler = Callable[..., Any]
 @dataclass
 class Impl:
     fn: Handler
-    duration: Callable[["Ctx", tuple], float] | float = 0.0
+    duration: Callable[[Ctx, tuple], float] | float = 0.0
 
 
 # wire name -> implementation, filled by semantics.py (custom) and generic().
@@ -43,7 +44,7 @@ GENERIC_PREFIXES = ("get_", "set_", "add_to_", "remove_from_", "add_", "remove_"
 HIDDEN_GENERIC = ("get_all_records_where",)  # hidden from the export, accepted by xapi
 
 
-def api(name: str, duration: Callable[["Ctx", tuple], float] | float = 0.0):
+def api(name: str, duration: Callable[[Ctx, tuple], float] | float = 0.0):
     """Register a custom implementation for a datamodel message."""
 
     def deco(fn: Handler) -> Handler:
@@ -70,18 +71,13 @@ class Ctx:
 class Outcome:
     """What the transport should send: success value or failure list."""
 
-    __slots__ = ("ok", "value", "error", "fault")
+    __slots__ = ("error", "fault", "ok", "value")
 
     def __init__(self, ok: bool, value: Any = None, error: list[str] | None = None, fault: str | None = None):
         self.ok, self.value, self.error, self.fault = ok, value, error, fault
 
 
 # ---------------------------------------------------------------------------- generic
-
-
-def _field_for(dm: Datamodel, cls: str, msg: str, prefix: str) -> str | None:
-    name = msg[len(prefix) :]
-    return name if name in dm.cls(cls).fields else None
 
 
 def generic_impl(dm: Datamodel, m: MessageSpec) -> Handler | None:
@@ -137,12 +133,20 @@ def hidden_message(dm: Datamodel, cls: str, msg: str) -> MessageSpec:
     return _HIDDEN_CACHE[key]
 
 
+_IMPL_CACHE: dict[tuple[int, str], Impl | None] = {}
+
+
 def implementation(dm: Datamodel, m: MessageSpec) -> Impl | None:
-    impl = CUSTOM.get(m.wire_name)
-    if impl is not None:
-        return impl
-    fn = generic_impl(dm, m)
-    return Impl(fn) if fn else None
+    from . import semantics  # noqa: F401  (registers CUSTOM before anything is cached)
+
+    key = (id(dm), m.wire_name)
+    if key not in _IMPL_CACHE:
+        impl = CUSTOM.get(m.wire_name)
+        if impl is None:
+            fn = generic_impl(dm, m)
+            impl = Impl(fn) if fn else None
+        _IMPL_CACHE[key] = impl
+    return _IMPL_CACHE[key]
 
 
 def has_async(m: MessageSpec) -> bool:
@@ -242,9 +246,9 @@ def _dispatch(dep: Deployment, host: SimHost, name: str, params: list[Any], prot
         if is_async:
             task = start_async(ctx, impl, tuple(args), proto)
             return Outcome(True, value=task)
+        delay = _duration(impl, ctx, tuple(args)) * dep.time_scale if dep.clock.realtime else 0.0
         result = impl.fn(ctx, *args)
         value = encode(dm, result, m.result, proto)
-        delay = _duration(impl, ctx, tuple(args)) if dep.clock.realtime else 0.0
     if delay > 0:
         time.sleep(delay)
     return Outcome(True, value=value)
@@ -258,9 +262,7 @@ def _duration(impl: Impl, ctx: Ctx, args: tuple) -> float:
     d = impl.duration
     try:
         return float(d(ctx, args)) if callable(d) else float(d)
-    except ApiError:
-        return 0.0
-    except Exception:
+    except Exception:  # noqa: BLE001 - a duration estimate must never fail the call
         return 0.0
 
 
@@ -287,7 +289,7 @@ def new_task(ctx: Ctx, label: str, description: str = "", cancellable: bool = Fa
         status="pending",
         progress=0.0,
         created=dep.now(),
-        finished=dep.now().replace(year=1970, month=1, day=1, hour=0, minute=0, second=0),
+        finished=EPOCH,
         resident_on=ctx.host.ref,
         allowed_operations=["cancel"] if cancellable else [],
         error_info=[],
@@ -305,6 +307,8 @@ def start_async(ctx: Ctx, impl: Impl, args: tuple, proto: str) -> str:
     dep = ctx.dep
     task = new_task(ctx, f"Async.{ctx.msg.wire_name}", cancellable=True)
     duration = 0.0 if dep.async_instant else _duration(impl, ctx, args)
+    if dep.clock.realtime:
+        duration *= dep.time_scale
     db = ctx.db
 
     def run() -> None:
@@ -320,9 +324,23 @@ def start_async(ctx: Ctx, impl: Impl, args: tuple, proto: str) -> str:
                     raise ApiError("SESSION_INVALID", ctx.session)
                 result = impl.fn(sub, *args)
                 value = encode(dep.dm, result, ctx.msg.result, XML)
-                db.set(task, status="success", progress=1.0, finished=dep.now(), result=xml_value(value), allowed_operations=[])
+                db.set(
+                    task,
+                    status="success",
+                    progress=1.0,
+                    finished=dep.now(),
+                    result=xml_value(value),
+                    allowed_operations=[],
+                )
             except ApiError as e:
-                db.set(task, status="failure", progress=1.0, finished=dep.now(), error_info=e.description, allowed_operations=[])
+                db.set(
+                    task,
+                    status="failure",
+                    progress=1.0,
+                    finished=dep.now(),
+                    error_info=e.description,
+                    allowed_operations=[],
+                )
             except Exception as e:  # noqa: BLE001 - surfaced like xapi does
                 db.set(
                     task,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .datamodel import Datamodel, MessageSpec
 from .model import ApiError
@@ -114,9 +115,9 @@ def db_string(v: Any) -> str:
     if isinstance(v, _dt.datetime):
         return fmt_datetime(v)
     if isinstance(v, list):
-        return "(" + " ".join("'%s'" % db_string(x) for x in v) + ")"
+        return "(" + " ".join(f"'{db_string(x)}'" for x in v) + ")"
     if isinstance(v, dict):
-        return "(" + " ".join("('%s' '%s')" % (db_string(k), db_string(x)) for k, x in v.items()) + ")"
+        return "(" + " ".join(f"('{db_string(k)}' '{db_string(x)}')" for k, x in v.items()) + ")"
     return str(v)
 
 

@@ -14,22 +14,23 @@ import copy
 import itertools
 import threading
 import uuid as _uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from . import datamodel as dmod
-from .datamodel import NULL_REF, Datamodel, load, get as get_datamodel  # re-exported
+from .datamodel import NULL_REF, Datamodel, load  # re-exported
+from .datamodel import get as get_datamodel
 
 __all__ = [
-    "Database",
-    "ApiError",
-    "Generation",
     "NULL_REF",
     "RELATIONS",
+    "ApiError",
+    "Database",
+    "Generation",
+    "get_datamodel",
+    "load",
     "new_ref",
     "new_uuid",
-    "load",
-    "get_datamodel",
 ]
 
 
@@ -115,7 +116,7 @@ class Change:
 class Database:
     """One pool's view of the world (callers hold the deployment lock)."""
 
-    def __init__(self, dm: Datamodel, gen: Generation, on_change=None) -> None:
+    def __init__(self, dm: Datamodel, gen: Generation, on_change=None, derive=None) -> None:
         self.dm = dm
         self.gen = gen
         self.id = new_uuid()
@@ -129,6 +130,7 @@ class Database:
         for (c, f), (tc, tf) in self._relations.items():
             self._back.setdefault(c, []).append((f, tc, tf))
         self._on_change = on_change
+        self._derive = derive  # (db, cls, ref, changed field names) -> None, updates in place
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ bookkeeping
@@ -196,6 +198,8 @@ class Database:
         ref = ref or new_ref()
         self.tables[cls][ref] = rec
         self.cls_of[ref] = cls
+        if self._derive:
+            self._derive(self, cls, ref, set(rec))
         self._record(cls, ref, "add")
         for f, tc, tf in self._back.get(cls, []):
             self._link(rec.get(f), tc, tf, ref)
@@ -240,6 +244,8 @@ class Database:
                 self._unlink(old, rel[0], rel[1], ref)
                 self._link(value, rel[0], rel[1], ref)
         if changed:
+            if self._derive:
+                self._derive(self, cls, ref, set(fields))
             self._record(cls, ref, "mod")
 
     def touch(self, ref: str) -> None:

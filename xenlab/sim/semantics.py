@@ -11,8 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from .datamodel import EPOCH
-from .deployment import GiB, Deployment, SimHost
+from .deployment import VM_OP_STATES, Deployment, GiB, SimHost
 from .dispatch import Ctx, api, new_task
 from .generic import ctor_fields
 from .model import NULL_REF, ApiError, Database, new_uuid
@@ -20,26 +19,8 @@ from .wire import Lazy, encode_record
 
 LOWER = {"Halted": "halted", "Paused": "paused", "Running": "running", "Suspended": "suspended"}
 
-# xapi's allowed power states per VM operation (Xapi_vm_lifecycle), in order.
-ALLOWED_STATES = {
-    "start": ["Halted"],
-    "start_on": ["Halted"],
-    "provision": ["Halted"],
-    "unpause": ["Paused"],
-    "resume": ["Suspended"],
-    "resume_on": ["Suspended"],
-    "clean_reboot": ["Running"],
-    "clean_shutdown": ["Running"],
-    "pause": ["Running"],
-    "pool_migrate": ["Running"],
-    "suspend": ["Running"],
-    "hard_reboot": ["Paused", "Running"],
-    "shutdown": ["Paused", "Suspended", "Running"],
-    "hard_shutdown": ["Paused", "Suspended", "Running"],
-    "clone": ["Halted"],
-    "copy": ["Halted"],
-    "destroy": ["Halted", "Suspended"],
-}
+# xapi's allowed power states per VM operation, in the order it reports them.
+ALLOWED_STATES = {op: list(states) for op, states in VM_OP_STATES.items()}
 
 SR_TYPES = {"nfs", "ext", "lvm", "lvmoiscsi", "lvmohba", "iso", "udev", "smb", "file", "dummy", "xfs", "zfs"}
 SHARED_SR_TYPES = {"nfs", "lvmoiscsi", "lvmohba", "iso", "smb"}
@@ -50,7 +31,7 @@ SHARED_SR_TYPES = {"nfs", "lvmoiscsi", "lvmohba", "iso", "smb"}
 
 def vm_op_check(ctx: Ctx, vm: str, op: str) -> dict[str, Any]:
     rec = ctx.db.get(vm, "VM")
-    if rec["is_a_template"] and op not in ("clone", "copy", "provision", "destroy"):
+    if rec["is_a_template"] and op not in ("clone", "copy", "provision", "destroy", "revert"):
         raise ApiError("VM_IS_TEMPLATE", vm, op)
     if rec["is_control_domain"] and op not in ("clean_reboot", "clean_shutdown", "hard_reboot", "hard_shutdown"):
         raise ApiError("OPERATION_NOT_ALLOWED", f"Operation {op} not allowed on a control domain")
@@ -216,7 +197,15 @@ def collect_events(ctx: Ctx, subs, since: int) -> tuple[list[dict], int, int]:
         if op == "del" or not db.exists(ref):
             if ref in created_in_window:
                 continue  # born and died inside the window: nothing to report
-            events.append({"id": "0" if cls == "message" else str(gen), "timestamp": "0.0", "class": cls.lower(), "operation": "del", "ref": ref})
+            events.append(
+                {
+                    "id": "0" if cls == "message" else str(gen),
+                    "timestamp": "0.0",
+                    "class": cls.lower(),
+                    "operation": "del",
+                    "ref": ref,
+                }
+            )
             continue
         ev_op = "add" if ref in created_in_window else "mod"
         rec = copy.deepcopy(db.get(ref))
@@ -253,7 +242,7 @@ def event_from(ctx: Ctx, classes: list[str], token: str, timeout: float) -> dict
         wait = min(1.0, max(0.01, deadline - dep.clock.now())) if dep.clock.realtime else 1.0
         dep.cond.wait(wait)
     counts = {c.lower(): n for c, n in ctx.db.counts().items()}
-    token_out = "%020d,%020d" % (last, max(msg_gen, msg_since))
+    token_out = f"{last:020d},{max(msg_gen, msg_since):020d}"
     return {"events": events, "valid_ref_counts": counts, "token": token_out}
 
 
@@ -301,7 +290,7 @@ def event_inject(ctx: Ctx, cls: str, ref: str) -> str:
     if real is None or not ctx.db.exists(ref, real):
         raise ApiError("HANDLE_INVALID", cls, ref)
     ctx.db.touch(ref)
-    return "%020d,%020d" % (ctx.dep.gen.value, 0)
+    return f"{ctx.dep.gen.value:020d},{0:020d}"
 
 
 # =========================================================================== message
@@ -620,7 +609,8 @@ def evacuation_plan(ctx: Ctx, host: str) -> dict[str, tuple[str, list[str]] | st
     for v in sorted(vms, key=lambda v: -dep.vm_memory_needed(db.get(v, "VM"))):
         rec = db.get(v, "VM")
         if ha and not (rec["ha_restart_priority"] == "restart" and rec["ha_always_run"]):
-            plan[v] = ("HOST_EVACUATE_VM_NOT_HA_PROTECTED", [v])  # hypothetical; see below
+            # xapi: with HA on, only protected VMs may be evacuated
+            plan[v] = ("HOST_EVACUATE_VM_NOT_HA_PROTECTED", [v])
             continue
         srs = dep.vm_srs(db, v)
         visible = [t for t in targets if all(dep.host_sees_sr(db, t, s) for s in srs)]
@@ -835,7 +825,9 @@ def _sr_alloc(ctx: Ctx, sr: str, size: int) -> None:
     rec = ctx.db.get(sr, "SR")
     if rec["type"] in ("lvm", "lvmoiscsi", "lvmohba") and rec["physical_utilisation"] + size > rec["physical_size"]:
         raise ApiError("SR_FULL", rec["physical_size"] - rec["physical_utilisation"], size)
-    ctx.db.set(sr, virtual_allocation=rec["virtual_allocation"] + size, physical_utilisation=rec["physical_utilisation"] + size)
+    ctx.db.set(
+        sr, virtual_allocation=rec["virtual_allocation"] + size, physical_utilisation=rec["physical_utilisation"] + size
+    )
 
 
 @api("VDI.create", duration=1.0)
@@ -855,7 +847,11 @@ def vdi_destroy(ctx: Ctx, vdi: str) -> None:
         if ctx.db.get(vbd, "VBD")["currently_attached"]:
             raise ApiError("VDI_IN_USE", vdi, "destroy")
     sr = ctx.db.get(rec["SR"], "SR")
-    ctx.db.set(rec["SR"], virtual_allocation=max(0, sr["virtual_allocation"] - rec["virtual_size"]), physical_utilisation=max(0, sr["physical_utilisation"] - rec["virtual_size"]))
+    ctx.db.set(
+        rec["SR"],
+        virtual_allocation=max(0, sr["virtual_allocation"] - rec["virtual_size"]),
+        physical_utilisation=max(0, sr["physical_utilisation"] - rec["virtual_size"]),
+    )
     for vbd in list(rec["VBDs"]):
         ctx.db.set(vbd, VDI=NULL_REF, empty=True)
     ctx.db.destroy(vdi)
@@ -865,7 +861,11 @@ def _clone_vdi(ctx: Ctx, vdi: str, sr: str | None = None) -> str:
     rec = copy.deepcopy(ctx.db.get(vdi, "VDI"))
     target = sr if sr and sr != NULL_REF else rec["SR"]
     _sr_alloc(ctx, target, int(rec["virtual_size"]))
-    keep = {k: v for k, v in rec.items() if k not in ("uuid", "VBDs", "snapshots", "crash_dumps", "SR", "location", "current_operations")}
+    keep = {
+        k: v
+        for k, v in rec.items()
+        if k not in ("uuid", "VBDs", "snapshots", "crash_dumps", "SR", "location", "current_operations")
+    }
     return ctx.db.create("VDI", SR=target, location=new_uuid(), **keep)
 
 
@@ -963,7 +963,7 @@ def vif_destroy(ctx: Ctx, vif: str) -> None:
 def network_create(ctx: Ctx, record: dict[str, Any]) -> str:
     f = ctor_fields(ctx.dm, "network", record)
     if not f.get("bridge"):
-        f["bridge"] = "xapi%d" % len(ctx.db.refs("network"))
+        f["bridge"] = f"xapi{len(ctx.db.refs('network'))}"
     return ctx.db.create("network", **f)
 
 
@@ -988,7 +988,9 @@ def vm_create(ctx: Ctx, record: dict[str, Any]) -> str:
     f.update(metrics=metrics, power_state="Halted", domid=-1)
     if not f.get("memory_target"):
         f["memory_target"] = f["memory_dynamic_max"]
-    return db.create("VM", **{k: v for k, v in f.items() if k in ctx.dm.cls("VM").fields})
+    vm = db.create("VM", **{k: v for k, v in f.items() if k in ctx.dm.cls("VM").fields})
+    dep.update_overhead(db, vm)
+    return vm
 
 
 @api("VM.destroy")
@@ -1008,30 +1010,60 @@ def vm_destroy(ctx: Ctx, vm: str) -> None:
     db.destroy(vm)
 
 
-def _copy_vm(ctx: Ctx, vm: str, new_name: str, sr: str | None, full: bool) -> str:
+def _copy_vm(
+    ctx: Ctx, vm: str, new_name: str, sr: str | None, full: bool, vbds: list[str] | None = None, vdi_fn=None
+) -> str:
     dep, db = ctx.dep, ctx.db
     rec = copy.deepcopy(db.get(vm, "VM"))
     skip = {
-        "uuid", "VBDs", "VIFs", "consoles", "VUSBs", "crash_dumps", "VTPMs", "metrics", "guest_metrics",
-        "snapshots", "children", "resident_on", "scheduled_to_be_resident_on", "current_operations",
-        "allowed_operations", "VGPUs", "attached_PCIs", "blobs", "snapshot_of", "parent",
+        "uuid",
+        "VBDs",
+        "VIFs",
+        "consoles",
+        "VUSBs",
+        "crash_dumps",
+        "VTPMs",
+        "metrics",
+        "guest_metrics",
+        "snapshots",
+        "children",
+        "resident_on",
+        "scheduled_to_be_resident_on",
+        "current_operations",
+        "allowed_operations",
+        "VGPUs",
+        "attached_PCIs",
+        "blobs",
+        "snapshot_of",
+        "parent",
     }
     fields = {k: v for k, v in rec.items() if k not in skip}
     metrics = db.create("VM_metrics", install_time=dep.now(), last_updated=dep.now())
     fields.update(name_label=new_name, metrics=metrics, power_state="Halted", domid=-1, is_default_template=False)
     new = db.create("VM", **fields, parent=vm if not full else NULL_REF)
-    for vbd in rec["VBDs"]:
+    dep.update_overhead(db, new)
+    for vbd in rec["VBDs"] if vbds is None else vbds:
         v = copy.deepcopy(db.get(vbd, "VBD"))
         vdi = v["VDI"]
         if not v["empty"] and db.exists(vdi, "VDI") and v["type"] == "Disk":
-            vdi = _clone_vdi(ctx, vdi, sr if full else None)
-        keep = {k: x for k, x in v.items() if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")}
+            vdi = vdi_fn(ctx, vdi) if vdi_fn else _clone_vdi(ctx, vdi, sr if full else None)
+        keep = {
+            k: x
+            for k, x in v.items()
+            if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
+        }
         db.create("VBD", VM=new, VDI=vdi, currently_attached=False, **keep)
     for vif in rec["VIFs"]:
         v = copy.deepcopy(db.get(vif, "VIF"))
-        keep = {k: x for k, x in v.items() if k not in ("uuid", "VM", "currently_attached", "current_operations", "MAC", "metrics")}
+        keep = {
+            k: x
+            for k, x in v.items()
+            if k not in ("uuid", "VM", "currently_attached", "current_operations", "MAC", "metrics")
+        }
         u = new_uuid().replace("-", "")
-        db.create("VIF", VM=new, MAC="02:" + ":".join(u[i : i + 2] for i in range(0, 10, 2)), currently_attached=False, **keep)
+        db.create(
+            "VIF", VM=new, MAC="02:" + ":".join(u[i : i + 2] for i in range(0, 10, 2)), currently_attached=False, **keep
+        )
     return new
 
 
@@ -1143,7 +1175,8 @@ def _halt(ctx: Ctx, vm: str, op: str, state: str = "Halted") -> None:
     dep.force_halt(db, vm)
     if state != "Halted":
         db.set(vm, power_state=state)
-    db.set(vm, ha_always_run=False) if state == "Halted" else None
+    if state == "Halted":
+        db.set(vm, ha_always_run=False)  # a user shutdown ends HA protection of the run
 
 
 @api("VM.clean_shutdown", duration=vm_duration)
@@ -1190,7 +1223,8 @@ def vm_pause(ctx: Ctx, vm: str) -> None:
     rec = vm_op_check(ctx, vm, "pause")
     assert_contact(ctx, rec["resident_on"])
     ctx.db.set(vm, power_state="Paused")
-    ctx.db.set(rec["metrics"], state=["paused"]) if ctx.db.exists(rec["metrics"]) else None
+    if ctx.db.exists(rec["metrics"]):
+        ctx.db.set(rec["metrics"], state=["paused"])
 
 
 @api("VM.unpause", duration=0.2)
@@ -1198,7 +1232,8 @@ def vm_unpause(ctx: Ctx, vm: str) -> None:
     rec = vm_op_check(ctx, vm, "unpause")
     assert_contact(ctx, rec["resident_on"])
     ctx.db.set(vm, power_state="Running")
-    ctx.db.set(rec["metrics"], state=["running"]) if ctx.db.exists(rec["metrics"]) else None
+    if ctx.db.exists(rec["metrics"]):
+        ctx.db.set(rec["metrics"], state=["running"])
 
 
 @api("VM.power_state_reset")
@@ -1206,9 +1241,13 @@ def vm_power_state_reset(ctx: Ctx, vm: str) -> None:
     dep, db = ctx.dep, ctx.db
     rec = db.get(vm, "VM")
     host = rec["resident_on"]
-    if host != NULL_REF and rec["power_state"] in ("Running", "Paused"):
-        if dep.reachable(dep.master_of(db), dep.host_by_ref(host)) and dep.host_live(db, host):
-            raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+    if (
+        host != NULL_REF
+        and rec["power_state"] in ("Running", "Paused")
+        and dep.reachable(dep.master_of(db), dep.host_by_ref(host))
+        and dep.host_live(db, host)
+    ):
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     dep.force_halt(db, vm)
 
 
@@ -1295,6 +1334,8 @@ def _vm_setter(field: str, halted_only: bool = False):
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise ApiError("INVALID_VALUE", field, value)
         ctx.db.set(vm, **{field: value})
+        if field.startswith(("memory_", "VCPUs_", "HVM_shadow", "domain_type")):
+            ctx.dep.update_overhead(ctx.db, vm)
 
     return fn
 
@@ -1329,16 +1370,21 @@ def vm_set_memory(ctx: Ctx, vm: str, value: int) -> None:
     if rec["power_state"] != "Halted":
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, memory_static_max=value, memory_dynamic_max=value, memory_dynamic_min=value, memory_target=value)
+    ctx.dep.update_overhead(ctx.db, vm)
 
 
 @api("VM.set_memory_limits")
 def vm_set_memory_limits(ctx: Ctx, vm: str, smin: int, smax: int, dmin: int, dmax: int) -> None:
     rec = ctx.db.get(vm, "VM")
     if not (smin <= dmin <= dmax <= smax):
-        raise ApiError("MEMORY_CONSTRAINT_VIOLATION", "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max")
+        raise ApiError(
+            "MEMORY_CONSTRAINT_VIOLATION",
+            "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max",
+        )
     if rec["power_state"] != "Halted":
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, memory_static_min=smin, memory_static_max=smax, memory_dynamic_min=dmin, memory_dynamic_max=dmax)
+    ctx.dep.update_overhead(ctx.db, vm)
 
 
 @api("VM.set_memory_dynamic_range")
@@ -1353,6 +1399,7 @@ def vm_set_memory_static_range(ctx: Ctx, vm: str, lo: int, hi: int) -> None:
     if rec["power_state"] != "Halted":
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, memory_static_min=lo, memory_static_max=hi)
+    ctx.dep.update_overhead(ctx.db, vm)
 
 
 @api("VM.set_is_a_template")
@@ -1361,3 +1408,67 @@ def vm_set_is_a_template(ctx: Ctx, vm: str, value: bool) -> None:
     if value and rec["power_state"] != "Halted":
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, is_a_template=value)
+
+
+@api("VDI.snapshot", duration=1.0)
+def vdi_snapshot(ctx: Ctx, vdi: str, driver_params: dict | None = None) -> str:
+    snap = _clone_vdi(ctx, vdi)
+    ctx.db.set(snap, is_a_snapshot=True, snapshot_of=vdi, snapshot_time=ctx.dep.now(), read_only=True)
+    return snap
+
+
+@api("VM.snapshot", duration=2.0)
+def vm_snapshot(ctx: Ctx, vm: str, new_name: str, ignore_vdis: list[str] | None = None) -> str:
+    """Disk-only snapshot: a halted template marked is_a_snapshot, VDIs snapshotted."""
+    db = ctx.db
+    rec = vm_op_check(ctx, vm, "snapshot")
+    ignore = set(ignore_vdis or [])
+    keep_vbds = [v for v in rec["VBDs"] if db.get(v, "VBD")["VDI"] not in ignore]
+    snap = _copy_vm(ctx, vm, new_name, None, full=False, vbds=keep_vbds, vdi_fn=vdi_snapshot)
+    db.set(
+        snap,
+        is_a_snapshot=True,
+        is_a_template=True,
+        snapshot_of=vm,
+        snapshot_time=ctx.dep.now(),
+        parent=NULL_REF,
+        ha_always_run=False,
+        ha_restart_priority="",
+    )
+    return snap
+
+
+@api("VM.revert", duration=2.0)
+def vm_revert(ctx: Ctx, snapshot: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    srec = db.get(snapshot, "VM")
+    vm = srec["snapshot_of"]
+    if not srec["is_a_snapshot"] or not db.exists(vm, "VM"):
+        raise ApiError("VM_REVERT_FAILED", snapshot, vm)
+    if db.get(vm, "VM")["power_state"] != "Halted":
+        dep.force_halt(db, vm)
+    for vbd in list(db.get(vm, "VM")["VBDs"]):
+        if db.get(vbd, "VBD")["type"] == "Disk":
+            db.destroy(vbd)
+    for vbd in srec["VBDs"]:
+        v = copy.deepcopy(db.get(vbd, "VBD"))
+        vdi = _clone_vdi(ctx, v["VDI"]) if db.exists(v["VDI"], "VDI") else v["VDI"]
+        if db.exists(vdi, "VDI"):
+            db.set(vdi, is_a_snapshot=False, snapshot_of=NULL_REF, read_only=False)
+        keep = {
+            k: x
+            for k, x in v.items()
+            if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
+        }
+        db.create("VBD", VM=vm, VDI=vdi, currently_attached=False, **keep)
+    for field in (
+        "memory_static_max",
+        "memory_dynamic_max",
+        "memory_dynamic_min",
+        "memory_static_min",
+        "VCPUs_max",
+        "VCPUs_at_startup",
+        "platform",
+    ):
+        db.set(vm, **{field: copy.deepcopy(srec[field])})
+    dep.update_overhead(db, vm)

@@ -21,7 +21,8 @@ import tempfile
 import threading
 import xmlrpc.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
+from xml.parsers.expat import ExpatError
 
 from . import semantics as _semantics  # noqa: F401  (registers handlers)
 from .deployment import Deployment, SimHost
@@ -41,7 +42,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, handler, sim: "SimServer", host: SimHost | None):
+    def __init__(self, addr, handler, sim: SimServer, host: SimHost | None):
         self.sim = sim
         self.host = host
         self.conns: set[socket.socket] = set()
@@ -94,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         return host, path
 
     def do_GET(self) -> None:
-        host, path = self._route()
+        _host, path = self._route()
         if path.startswith("/_sim/"):
             return self._control(path, {})
         self._reply(200, b"xenlab XAPI simulator\n", "text/plain")
@@ -133,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _xmlrpc(self, host: SimHost, body: bytes) -> None:
         try:
             params, method = xmlrpc.client.loads(body, use_builtin_types=False)
-        except Exception:
+        except (ExpatError, ValueError, TypeError, IndexError, xmlrpc.client.ResponseError):
             return self._reply(400, b"malformed XML-RPC request\n", "text/plain")
         out = self._call(host, method or "", list(params), XML)
         if out.ok:
@@ -149,8 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             method = req["method"]
             params = req.get("params", [])
             if not isinstance(params, list):
-                raise ValueError
-        except Exception:
+                raise TypeError("params must be a list")
+        except (ValueError, KeyError, TypeError):
             return self._reply(400, b"malformed JSON-RPC request\n", "application/json")
         v2 = req.get("jsonrpc") == "2.0"
         rid = req.get("id")
@@ -193,18 +194,23 @@ class SimServer:
 
     ``port=0`` picks free ports; otherwise control is on ``port`` and host i on
     ``port + 1 + i``.  Use as a context manager or call ``start``/``stop``.
+    Extra options go to ``Deployment``: ``host_memory`` (bytes, default 256 GiB),
+    ``host_cpus``, ``async_instant`` (Async tasks finish without advancing the
+    virtual clock) and ``time_scale`` (real-time mode duration multiplier).
     """
 
     def __init__(
         self,
         hosts: int = 3,
-        *,
-        password: str,
+        password: str | None = None,
         port: int = 0,
         realtime: bool = False,
+        *,
         user: str = "root",
         **options: Any,
     ) -> None:
+        if password is None:
+            raise TypeError("SimServer needs the password clients must log in with")
         self.deployment = Deployment(hosts=hosts, password=password, user=user, realtime=realtime, **options)
         self.base_port = port
         self.control = Control(self.deployment)
@@ -217,7 +223,7 @@ class SimServer:
             h.on_state_change.append(self._host_changed)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "SimServer":
+    def start(self) -> SimServer:
         if self._started:
             return self
         cport = self.base_port if self.base_port else 0
@@ -270,10 +276,10 @@ class SimServer:
                 t.join(5)
         self._started = False
 
-    def __enter__(self) -> "SimServer":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ addressing

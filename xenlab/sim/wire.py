@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import xmlrpc.client
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .datamodel import Datamodel, Type, parse_datetime
 from .model import ApiError
@@ -27,7 +28,7 @@ class Lazy:
 
 
 def fmt_datetime(d: _dt.datetime) -> str:
-    return d.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H:%M:%SZ")
+    return d.astimezone(_dt.UTC).strftime("%Y%m%dT%H:%M:%SZ")
 
 
 def _key(v: Any) -> str:
@@ -86,7 +87,7 @@ def encode_record(dm: Datamodel, cls: str, rec: dict[str, Any], proto: str) -> d
 def encode_untyped(value: Any, proto: str) -> Any:
     if isinstance(value, Lazy):
         return value.fn(proto)
-    if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
+    if isinstance(value, (bool, float, str)):
         return value
     if isinstance(value, int):
         return value
@@ -159,7 +160,7 @@ def decode(dm: Datamodel, value: Any, t: Type) -> Any:
         if isinstance(value, str):
             return parse_datetime(value)
         if isinstance(value, _dt.datetime):
-            return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+            return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
         raise DecodeError
     if k == "set":
         if not isinstance(value, (list, tuple)):
