@@ -1,0 +1,160 @@
+"""Bring-up benchmark: xenlab against the same images started by hand with plain QEMU.
+
+Run (root, after ./setup.sh; images are built first if missing and not timed):
+
+    python3 bench/bringup.py [--lab labs/xen-pool2.yaml] [--rounds 1]
+
+Prints, per round and as medians:
+- raw: the lab's machines started by hand (plain qemu-system-x86_64 command lines, one
+  vde_switch, overlays and seed disks prepared beforehand), timed from the first QEMU
+  start until every machine's sshd sends its banner on the forwarded port;
+- cold bring-up: `Lab.up` with cached images, until every host passed SSH login and its
+  toolstack check (`xl info`, or nfs-server on the services node), with stage times;
+- checkpoint save and restore (restore until every machine answers SSH again);
+- the framework/raw ratio.
+Targets on a 2-core TCG machine: bring-up <= 75 s, restore <= 3 s, ratio <= 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xenlab.images import ImageCache  # noqa: E402
+from xenlab.images.identity import generate_keypair, write_seed_disk  # noqa: E402
+from xenlab.lab import Lab  # noqa: E402
+from xenlab.lab.lab import free_port  # noqa: E402
+from xenlab.lab.qemu import dom0_cmdline, linux_cmdline, xen_cmdline  # noqa: E402
+from xenlab.plan import plan_lab  # noqa: E402
+from xenlab.spec import load_lab  # noqa: E402
+
+
+def ssh_banner(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.settimeout(3)
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def raw_boot(spec, images: dict, work: Path) -> float:
+    """Start every machine of the lab by hand; seconds until all sshd banners answer."""
+    plan = plan_lab(spec)
+    client = generate_keypair(work / "id", "bench")
+    switch_dir = work / "lab.vde"
+    switch = subprocess.Popen(["vde_switch", "--hub", "--sock", str(switch_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs: list[subprocess.Popen] = []
+    ports: dict[str, int] = {}
+    try:
+        while not (switch_dir / "ctl").exists():
+            time.sleep(0.02)
+        commands = []
+        for m in plan.machines:
+            image = images[m.image].directory
+            overlay, seed = work / f"{m.name}.qcow2", work / f"{m.name}-seed.img"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                            str(image / "disk.qcow2"), str(overlay)], check=True)
+            write_seed_disk(seed, plan, m, generate_keypair(work / f"host-{m.name}", m.name), client,
+                            spec.services.nfs_export if m.role == "services" else None)
+            ports[m.name] = port = free_port()
+            argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "qemu64",
+                    "-smp", str(m.vcpus), "-m", str(m.memory_mib), "-nodefaults", "-display", "none",
+                    "-serial", f"file:{work / m.name}.log"]
+            if m.role == "xen":
+                argv += ["-kernel", str(image / "xen.elf"), "-append", xen_cmdline(m),
+                         "-initrd", f"{image / 'vmlinuz'} {dom0_cmdline(m)},{image / 'initrd.img'}"]
+            else:
+                argv += ["-kernel", str(image / "vmlinuz"), "-append", linux_cmdline(m),
+                         "-initrd", str(image / "initrd.img")]
+            argv += ["-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
+                     "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
+                     "-netdev", f"user,id=m,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+                     "-device", f"virtio-net-pci,netdev=m,mac={m.mgmt_mac}"]
+            for nic in m.nics:
+                argv += ["-netdev", f"vde,id=n{nic.network},sock={switch_dir}",
+                         "-device", f"virtio-net-pci,netdev=n{nic.network},mac={nic.mac}"]
+            commands.append(argv)
+        started = time.monotonic()
+        for argv in commands:
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        pending = set(ports)
+        deadline = started + 600
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                if ssh_banner(ports[name]):
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.25)  # a benchmark poll, like a person watching for the banner
+        if pending:
+            raise SystemExit(f"raw boot: no SSH banner from {', '.join(sorted(pending))} within 600 s")
+        return time.monotonic() - started
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        switch.stdin.close()
+        switch.wait(timeout=10)
+
+
+def framework_round(spec, spec_path: str, images: ImageCache) -> dict[str, float]:
+    lab = Lab(spec, spec_path)
+    try:
+        started = time.monotonic()
+        stages = lab.up(accel="tcg", tied=True, images=images)
+        bringup = time.monotonic() - started
+        save = lab.checkpoint_save("bench")
+        restore = lab.checkpoint_restore("bench")
+        slowest = max(stages.values(), key=lambda s: s["toolstack"])
+        return {"bringup": bringup, "save": save, "restore": restore,
+                "ssh": max(s["ssh"] for s in stages.values()), "toolstack": slowest["toolstack"]}
+    finally:
+        lab.down()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", default="labs/xen-pool2.yaml")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("XENLAB_RUN_DIR", tempfile.mkdtemp(prefix="xenlab-bench-"))
+    spec = load_lab(args.lab)
+    cache = ImageCache()
+    images = {name: cache.ensure(name, progress=lambda m: print("  image:", m)) for name in
+              {m.image for m in plan_lab(spec).machines}}
+    raws, rounds = [], []
+    for i in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="xenlab-raw-") as work:
+            raws.append(raw_boot(spec, images, Path(work)))
+        rounds.append(framework_round(spec, args.lab, cache))
+        r = rounds[-1]
+        print(f"round {i + 1}: raw boot-to-SSH {raws[-1]:.1f}s | xenlab bring-up {r['bringup']:.1f}s "
+              f"(ssh {r['ssh']:.1f}s, toolstack {r['toolstack']:.1f}s) | save {r['save']:.2f}s "
+              f"restore {r['restore']:.2f}s", flush=True)
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    raw = statistics.median(raws)
+    print()
+    print(f"lab {spec.name}: {len(plan_lab(spec).machines)} machines, TCG, {os.cpu_count()} cores, {args.rounds} round(s), medians")
+    print(f"  raw QEMU boot-to-SSH (by hand)        {raw:7.1f} s")
+    print(f"  xenlab cold bring-up (images cached)  {med['bringup']:7.1f} s   target <= 75 s")
+    print(f"    of which until SSH login            {med['ssh']:7.1f} s")
+    print(f"  checkpoint save (all machines)        {med['save']:7.2f} s")
+    print(f"  checkpoint restore (until SSH)        {med['restore']:7.2f} s   target <= 3 s")
+    print(f"  ratio bring-up / raw                  {med['bringup'] / raw:7.2f}     target <= 1.2")
+    print(f"  ratio to SSH login / raw              {med['ssh'] / raw:7.2f}")
+    shutil.rmtree(os.environ["XENLAB_RUN_DIR"], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
