@@ -424,5 +424,143 @@ def sim_serve(port: int, hosts: int, realtime: bool, password_file: str | None) 
     serve_forever(port=port, hosts=hosts, realtime=realtime, password_file=password_file)
 
 
+# -- scenarios ------------------------------------------------------------------------
+@main.command()
+@click.argument("scenario_file")
+@click.option("--lab", "lab_ref", help="lab name or lab file (default: the scenario's lab)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (schema xenlab.results/1)")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False),
+              help="where to write the results JSON (default: results/<scenario>-<timestamp>.json)")
+def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None) -> None:
+    """Run a scenario on a lab (started if it is not up) and check its expectations."""
+    from rich.markup import escape
+
+    from .scenario.session import default_results_path, execute, plan_run, start_lab
+
+    plan = plan_run(scenario_file, lab_ref)
+    steps = len(plan.scenario.steps)
+    console.print(f"scenario [bold]{plan.scenario.name}[/bold] ({steps} steps) on lab [bold]{plan.lab_name}[/bold]")
+    started = time.monotonic()
+
+    def stamp() -> str:
+        return f"[dim]{time.monotonic() - started:7.1f}s[/dim]"
+
+    if plan.lab is None:
+        console.print(f"lab {plan.lab_name} is not up: bringing it up (it stays up; "
+                      f"`xenlab down {plan.lab_name}` stops it)")
+        start_lab(plan, lambda subject, message: console.print(f"{stamp()} [bold]{escape(subject)}[/bold] "
+                                                               f"{escape(message)}"))
+    colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "start": "cyan",
+               "info": "dim"}
+
+    def on_event(index: int, name: str, phase: str, message: str) -> None:
+        colour = colours.get(phase, "white")
+        text = f" {escape(message)}" if message else ""
+        where = f"{index + 1}/{steps}" if index < steps else "end"
+        console.print(f"{stamp()} {escape(f'[{where}]')} {escape(name)} [{colour}]{phase}[/{colour}]{text}")
+
+    results = execute(plan, on_event)
+    outcome = results.scenarios[0]
+    path = results.write(Path(results_path) if results_path else default_results_path(plan.scenario))
+    if as_json:
+        out.print_json(results.model_dump_json(by_alias=True))
+    else:
+        for name, figure in outcome.summary.items():
+            if figure.value is not None:
+                out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
+    colour = "green" if outcome.outcome == "passed" else "red"
+    console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome}[/{colour}] in "
+                  f"{outcome.ended_at - outcome.started_at:.1f}s; results in {path}")
+    if outcome.outcome != "passed":
+        sys.exit(1)
+
+
+# -- reports and history (xenlab.report) ----------------------------------------------
+REGRESSION_EXIT = 3  # a qualification check failed, or a metric regressed
+
+
+@main.command("report")
+@click.argument("results_file", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="directory for the reports")
+@click.option("--profile", type=click.Path(dir_okay=False),
+              help="qualification profile (e.g. qualification/default.yaml): adds qualification.html/.json")
+def report_command(results_file: str, out_dir: str, profile: str | None) -> None:
+    """HTML report (and hardware qualification) of a results JSON; exit 3 if qualification fails."""
+    from .report import load_profile, load_results, write_reports
+
+    results = load_results(results_file)
+    qualification_profile = load_profile(profile) if profile else None
+    files = write_reports(results, Path(out_dir), qualification_profile)
+    out.print(f"wrote {files.html}")
+    if files.qualification is not None:
+        out.print(f"wrote {files.qualification_html}\nwrote {files.qualification_json}")
+        out.print(files.qualification.verdict)
+        if not files.qualification.passed:
+            sys.exit(REGRESSION_EXIT)
+
+
+@main.group()
+def history() -> None:
+    """Nightly history of runs: store results, show trends, flag regressions."""
+
+
+history_db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False),
+                                 help="SQLite file (default: ~/.local/share/xenlab/history.sqlite)")
+
+
+@history.command("add")
+@click.argument("results_file", type=click.Path(dir_okay=False))
+@history_db_option
+def history_add(results_file: str, db_path: str | None) -> None:
+    """Store a run's results in the history."""
+    from .report import load_results
+    from .report.history import History, figures_of
+
+    results = load_results(results_file)
+    with History(db_path) as db:
+        run_id, added = db.add(results, source=str(Path(results_file).resolve()))
+        where = db.path
+    if added:
+        out.print(f"stored run {run_id} ({len(figures_of(results))} figures, lab {results.lab or '?'}) in {where}")
+    else:
+        out.print(f"already stored as run {run_id} in {where}")
+
+
+@history.command("report")
+@history_db_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write history.html (and history.json) here")
+@click.option("--window", default=7, show_default=True, type=click.IntRange(1, 1000),
+              help="baseline: median of this many previous runs")
+@click.option("--threshold", default=20.0, show_default=True, type=click.FloatRange(0),
+              help="percent worse than the baseline that counts as a regression")
+def history_report(db_path: str | None, out_dir: str | None, window: int, threshold: float) -> None:
+    """Each metric's trend; exit 3 when the newest run regressed."""
+    from .report.history import History, export_trends, render_history_html
+    from .report.units import format_value
+
+    with History(db_path) as db:
+        trends = db.trends(window, threshold)
+        runs = db.run_count()
+    table = Table(title=f"{runs} runs, baseline = median of previous {window}, regression > {threshold:g}% worse")
+    for column in ("metric", "better", "newest", "baseline", "change", "verdict"):
+        table.add_column(column)
+    for trend in sorted(trends, key=lambda t: (not t.regressed, t.key)):
+        p = trend.latest
+        table.add_row(str(trend.key), trend.direction, format_value(p.value, trend.key.unit),
+                      format_value(p.baseline, trend.key.unit) if p.baseline is not None else "(too few runs)",
+                      "" if p.change_pct is None else f"{p.change_pct:+.1f}%",
+                      "[red]REGRESSION[/red]" if trend.regressed else "ok")
+    out.print(table)
+    if out_dir:
+        target = Path(out_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "history.html").write_text(render_history_html(trends, window, threshold, runs), encoding="utf-8")
+        (target / "history.json").write_text(export_trends(trends), encoding="utf-8")
+        out.print(f"wrote {target / 'history.html'}")
+    regressed = [t for t in trends if t.regressed]
+    if regressed:
+        console.print(f"{len(regressed)} metric(s) regressed: " + ", ".join(str(t.key) for t in regressed[:5]))
+        sys.exit(REGRESSION_EXIT)
+
 if __name__ == "__main__":
     main()

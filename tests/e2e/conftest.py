@@ -41,3 +41,8 @@ def pool2(run_base) -> Lab:
         print("\n".join(["", "bring-up of xen-pool2:", *lines]))
     yield lab
     lab.down()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that tear the shared lab down run after every other test of the session."""
+    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)

@@ -139,6 +139,10 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
     conf = tree / "etc/initramfs-tools/initramfs.conf"
     conf.write_text(re.sub(r"(?m)^MODULES=.*$", "MODULES=list", conf.read_text()))
     _run(["chroot", str(tree), "update-initramfs", "-u", "-k", "all"], "update-initramfs", tree.parent / "initramfs.log")
+    if recipe.boot == "xen":
+        # Keep every guest's console in /var/log/xen/console/guest-NAME.log (for artifacts).
+        default = tree / "etc/default/xen"
+        default.write_text(default.read_text() + '\nXENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"\n')
     journald = tree / "etc/systemd/journald.conf.d"
     journald.mkdir(parents=True, exist_ok=True)
     (journald / "xenlab.conf").write_text("[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n")
@@ -204,6 +208,15 @@ def export_modules(moddir: Path, names: list[str], dest: Path) -> None:
     (dest / "order").write_text("\n".join(order) + "\n")
 
 
+def _compile_static(source: Path, target: Path) -> None:
+    """A small static C helper for the guest (no libc in a busybox initramfs)."""
+    if not shutil.which("gcc"):
+        raise XenlabError("gcc is needed to build the guest's heartbeat sender (Debian packages gcc libc6-dev)")
+    proc = subprocess.run(["gcc", "-static", "-O2", "-s", "-o", str(target), str(source)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise XenlabError(f"compiling {source.name} failed:\n{proc.stderr}")
+
+
 def _module_name(path: str) -> str:
     name = Path(path).name
     for suffix in (".xz", ".zst", ".gz", ".ko"):
@@ -227,8 +240,12 @@ def build_pv_guest(recipe: Recipe, out: Path, base, progress: Progress) -> None:
             (root / d).mkdir(parents=True, exist_ok=True)
         shutil.copy(busybox, root / "bin/busybox")
         (root / "bin/sh").symlink_to("busybox")
-        shutil.copy(FILES_DIR / "guest-init.sh", root / "init")
-        (root / "init").chmod(0o755)
+        (root / "init").symlink_to("bin/busybox")  # busybox init, configured by /etc/inittab
+        for source, target in (("guest-init.sh", "etc/xenlab-init"), ("guest-writer.sh", "bin/xenlab-writer"),
+                               ("guest-inittab", "etc/inittab")):
+            shutil.copy(FILES_DIR / source, root / target)
+            (root / target).chmod(0o755)
+        _compile_static(FILES_DIR / "heartbeat.c", root / "bin/xenlab-heartbeat")
         modules = base.file("modules")
         order = (modules / "order").read_text().split()
         for name in order:

@@ -98,12 +98,23 @@ class Host:
                                   (keys / f"host-{self.name}.pub").read_text().strip())
         return self._ssh
 
-    def run(self, command: str, timeout: float = 60) -> CommandResult:
-        return self.ssh.run(command, timeout=timeout)
+    def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
+        return self.ssh.run(command, timeout=timeout, input=input)
 
-    def succeed(self, command: str, timeout: float = 60) -> str:
+    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
         """Run `command` and return its stdout; raise CommandFailed (with output) otherwise."""
-        return self.ssh.run(command, timeout=timeout, check=True).stdout
+        return self.ssh.run(command, timeout=timeout, check=True, input=input).stdout
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file to the machine (SFTP over the same SSH connection)."""
+        sftp = self.ssh.client().open_sftp()
+        try:
+            sftp.put(str(local), remote)
+        finally:
+            sftp.close()
+
+    def write_file(self, remote: str, content: str, mode: int = 0o644) -> None:
+        self.succeed(f"cat > {remote} && chmod {mode:o} {remote}", input=content.encode())
 
     def fail(self, command: str, timeout: float = 60) -> str:
         """Run `command` expecting a non-zero exit; return its output."""

@@ -23,14 +23,14 @@ from ..spec import LabSpec
 from ..waiting import wait_for
 from .accel import AccelChoice, detect_accel
 from .host import Host
-from .network import start_switch
+from .network import WireFilter, start_switch, start_wirefilter
 from .processes import alive, spawn, sweep, terminate
 from .qemu import QEMU, qemu_argv
 from .rundir import CheckpointState, LabState, MachineState, RunDir, runs_base
 
 Progress = Callable[[str, str], None]  # (subject, message)
 REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "vde_switch": "vde2",
-                  "mkfs.ext4": "e2fsprogs"}
+                  "wirefilter": "vde2", "mkfs.ext4": "e2fsprogs"}
 
 
 def free_port() -> int:
@@ -172,21 +172,42 @@ class Lab:
             write_seed_disk(files.seed, self.plan, host.plan, host_key, client, export)
         (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
         self._save()
+        logs = self.run.root / "logs"
         for network in self.plan.networks:
-            sock = self.run.network_socket(network.name)
-            pid, handle = start_switch(sock, self.run.root / "logs" / f"switch-{network.name}.log", tied)
-            self._state.switches[network.name] = pid
-            if handle is not None:
-                self._switch_handles.append(handle)
-            self._save()
+            # Core switch of the network; each machine NIC has its own access switch joined
+            # to it through a wirefilter, where impairments and partitions are applied.
+            self._track(network.name, start_switch(self.run.network_socket(network.name),
+                                                   logs / f"switch-{network.name}.log", tied))
+            for host in self.machines.values():
+                if network.name not in [n.network for n in host.plan.nics]:
+                    continue
+                access = self.run.access_socket(network.name, host.name)
+                self._track(f"{network.name}/{host.name}", start_switch(access, logs / f"switch-{network.name}-{host.name}.log", tied))
+                self._track(f"{network.name}/{host.name}/filter", start_wirefilter(
+                    access, self.run.network_socket(network.name), self.run.filter_socket(network.name, host.name),
+                    logs / f"filter-{network.name}-{host.name}.log", tied))
         for host in self.machines.values():
             progress(host.name, "starting QEMU")
             self._spawn(host, tied)
 
+    def _track(self, name: str, started: tuple[int, subprocess.Popen | None]) -> None:
+        pid, handle = started
+        self._state.switches[name] = pid
+        if handle is not None:
+            self._switch_handles.append(handle)
+        self._save()
+
+    def wire(self, host: str, network: str) -> WireFilter:
+        """The wirefilter between `host` and `network` (impairments, partitions)."""
+        machine = self.host(host)
+        if network not in [n.network for n in machine.plan.nics]:
+            raise XenlabError(f"{host} has no nic on network {network!r}")
+        return WireFilter(self.run.filter_socket(network, host), f"{host}/{network}")
+
     def _spawn(self, host: Host, tied: bool | None = None, paused: bool = False) -> None:
         state = self.state.machines[host.name]
         files = host.files(Path(state.image_dir))
-        sockets = {n.name: self.run.network_socket(n.name) for n in self.plan.networks}
+        sockets = {n.network: self.run.access_socket(n.network, host.name) for n in host.plan.nics}
         choice = AccelChoice(self.state.accel, self.state.cpu, self.state.accel_reason)
         argv = qemu_argv(host.plan, files, choice, state.ssh_port, sockets, start_paused=paused)
         files.qmp_socket.unlink(missing_ok=True)

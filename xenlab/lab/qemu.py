@@ -128,9 +128,13 @@ class Monitor:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._flush_events()
-        if self._qmp is not None:
-            self._qmp.close()
+        try:
+            self._flush_events()
+            if self._qmp is not None:
+                self._qmp.close()
+        except (EOFError, OSError):
+            pass  # QEMU already gone (after `quit`): nothing left to close
+        finally:
             self._qmp = None
 
     def _flush_events(self) -> None:

@@ -50,7 +50,7 @@ class LabState:
     created_at: float
     tied_to_pid: int | None
     machines: dict[str, MachineState] = field(default_factory=dict)
-    switches: dict[str, int] = field(default_factory=dict)
+    switches: dict[str, int] = field(default_factory=dict)  # core and access switches, wirefilters
     checkpoints: list[CheckpointState] = field(default_factory=list)
     ready_at: float | None = None
 
@@ -92,6 +92,13 @@ class RunDir:
 
     def network_socket(self, network: str) -> Path:
         return self.root / "net" / f"{network}.vde"
+
+    def access_socket(self, network: str, machine: str) -> Path:
+        """The switch one machine's NIC plugs into; a wirefilter joins it to the network."""
+        return self.root / "net" / f"{network}-{machine}.vde"
+
+    def filter_socket(self, network: str, machine: str) -> Path:
+        return self.root / "net" / f"{network}-{machine}.wf"
 
     def exists(self) -> bool:
         return self.state_path.exists()

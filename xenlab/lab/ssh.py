@@ -83,8 +83,9 @@ class SSHAccess:
                 pass
             self._client = None
 
-    def run(self, command: str, timeout: float = 60, check: bool = False) -> CommandResult:
-        """Run `command`; at `timeout` the channel is closed and CommandFailed (status None) raised."""
+    def run(self, command: str, timeout: float = 60, check: bool = False, input: bytes | None = None) -> CommandResult:
+        """Run `command` with `input` (or nothing) on its stdin; at `timeout` the channel is
+        closed and CommandFailed (status None) raised."""
         started = time.monotonic()
         try:
             transport = self.client(timeout=min(timeout, 15)).get_transport()
@@ -97,6 +98,9 @@ class SSHAccess:
         deadline = started + timeout
         try:
             channel.exec_command(command)
+            if input:
+                channel.sendall(input)
+            channel.shutdown_write()  # EOF on stdin: a command reading it must not hang
             while True:
                 while channel.recv_ready():
                     out += channel.recv(65536)

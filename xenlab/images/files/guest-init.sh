@@ -1,20 +1,31 @@
 #!/bin/busybox sh
-# PID 1 of the xenlab PV guest: load the Xen front-end drivers, bring up eth0 with the
-# address given on the kernel command line (xenlab.ip=A/N), then run xenlab.run= if set.
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev /tmp /run /mnt
+# First stage of the xenlab PV guest (run by busybox init as sysinit): load the Xen
+# front-end drivers, bring up eth0 with the address from the kernel command line, then
+# start the measurement agents in the background:
+#   xenlab.ip=A/N        address of eth0
+#   xenlab.hostname=N    guest name (sent in every heartbeat)
+#   xenlab.hb=IP:PORT    heartbeat collector (services node); one datagram every 10 ms
+#   xenlab.writer=1      write verifiable records to /dev/xvda (see xenlab/metrics.py)
+/bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-for m in $(cat /etc/modules-load); do insmod "/lib/modules/$m.ko" 2>/dev/null || true; done
+mount -t devtmpfs dev /dev 2>/dev/null
+for m in $(cat /etc/modules-load); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
 ip link set lo up
-ip link set eth0 up 2>/dev/null || true
+ip link set eth0 up
+name=guest hb= writer=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         xenlab.ip=*) ip addr add "${arg#xenlab.ip=}" dev eth0 ;;
-        xenlab.hostname=*) hostname "${arg#xenlab.hostname=}" ;;
+        xenlab.hostname=*) name="${arg#xenlab.hostname=}"; hostname "$name" ;;
+        xenlab.hb=*) hb="${arg#xenlab.hb=}" ;;
+        xenlab.writer=*) writer="${arg#xenlab.writer=}" ;;
     esac
 done
-echo "xenlab-guest: up as $(hostname) $(ip -4 -o addr show eth0 2>/dev/null | awk '{print $4}')" > /dev/hvc0
-[ -x /etc/xenlab-run ] && /etc/xenlab-run &
-exec /bin/sh -c 'while :; do sleep 3600; done'
+if [ -n "$hb" ]; then
+    /bin/xenlab-heartbeat "${hb%:*}" "${hb#*:}" "$name" 10 &
+fi
+if [ "$writer" = 1 ] && [ -b /dev/xvda ]; then
+    /bin/xenlab-writer /dev/xvda &
+fi
+echo "xenlab-guest: $name up, $(ip -4 -o addr show eth0 | awk '{print $4}')"

@@ -1,0 +1,100 @@
+"""End to end on the shared xen-pool2 lab: a pool, a live migration measured by heartbeats,
+a power-cut failover, and a healed partition. Tests run in order; each builds on the last."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from xenlab.faults import Faults
+from xenlab.metrics import downtime_around
+from xenlab.observe import LabObserver
+from xenlab.toolstack.base import GuestSpec, PoolRefused, PoolSettings
+from xenlab.toolstack.xl import XlToolstack
+
+pytestmark = pytest.mark.e2e
+
+SETTINGS = PoolSettings(name="pool-a", detection_timeout_s=10, protected=("vm1",))
+
+
+@pytest.fixture(scope="module")
+def xl(pool2) -> XlToolstack:
+    return XlToolstack(pool2)
+
+
+@pytest.fixture(scope="module")
+def observer(pool2) -> LabObserver:
+    return LabObserver(pool2)
+
+
+def test_a_host_without_the_guest_bridge_is_refused(pool2, xl):
+    h2 = pool2.host("h2")
+    h2.succeed("ip link set xenbr0 down && ip link set xenbr0 name xenbr9 && ip link set xenbr9 up")
+    try:
+        with pytest.raises(PoolRefused) as refused:
+            xl.form_pool(["h1", "h2"], SETTINGS)
+        assert refused.value.host == "h2"
+        assert "no guest bridge xenbr0" in refused.value.reason
+    finally:
+        h2.succeed("ip link set xenbr9 down && ip link set xenbr9 name xenbr0 && ip link set xenbr0 up")
+    assert xl.pool() is None, "a refused pool must not be recorded"
+
+
+def test_pool_forms_on_the_shared_sr(pool2, xl):
+    pool = xl.form_pool(["h1", "h2"], SETTINGS)
+    assert (pool.master, pool.members) == ("h1", ("h1", "h2"))
+    stored = xl.pool()
+    assert stored == pool  # read back from pool.json on the shared SR
+    for host in pool2.hosts:
+        assert "nfs" in host.succeed("findmnt -n -o FSTYPE /srv/xenlab")
+    # dom0-to-dom0 trust for xl migrate, with pinned host keys
+    assert pool2.host("h1").succeed(f"ssh -o BatchMode=yes {pool2.host('h2').address()} hostname").strip() == "h2"
+
+
+def test_live_migration_keeps_the_guest_and_its_data(pool2, xl, observer):
+    info = xl.create_vm(GuestSpec("vm1", memory_mib=128), "h1")
+    assert (info.host, info.state) == ("h1", "running")
+    assert observer.first_heartbeat_after("vm1", time.time() - 5, timeout=120) is not None
+    result = xl.migrate("vm1", "h2")
+    assert result.ok, result.error
+    assert xl.vm("vm1").host == "h2"
+    assert observer.first_heartbeat_after("vm1", result.started_at + result.duration_s, timeout=60)
+    stats = downtime_around(observer.heartbeats("vm1"), result.started_at, result.started_at + result.duration_s)
+    assert stats.downtime_s is not None, stats
+    assert 0 < stats.downtime_s < result.duration_s
+    report = observer.verify_disk("vm1")
+    assert report.ok, report
+    assert report.records > 0
+    print(f"\nmigration h1->h2: {result.duration_s:.1f}s, downtime {stats.downtime_s:.2f}s, "
+          f"{stats.heartbeats_lost} heartbeats lost, {report.records} disk records intact")
+
+
+def test_power_cut_failover_restarts_the_protected_guest(pool2, xl, observer):
+    assert xl.vm("vm1").host == "h2"
+    faults = Faults(pool2)
+    fault = faults.inject("power_cut", "h2")
+    result = xl.recover("h2", fault_at=fault.started_at, observer=observer)
+    assert result.ok, result.error
+    assert result.restarted == {"vm1": "h1"}
+    assert xl.vm("vm1").host == "h1" and xl.vm("vm1").state == "running"
+    assert SETTINGS.detection_timeout_s <= result.detected_after_s < 120
+    assert result.heartbeat_back_after_s["vm1"] > result.fenced_after_s
+    assert result.integrity_ok == {"vm1": True}
+    print(f"\nfailover: detected {result.detected_after_s:.1f}s, fenced {result.fenced_after_s:.1f}s, "
+          f"heartbeat back {result.heartbeat_back_after_s['vm1']:.1f}s after the power cut")
+    faults.heal_all()  # h2 boots again
+    assert pool2.host("h2").run_state() == "running"
+
+
+def test_partition_drops_traffic_without_carrier_loss_and_heals(pool2):
+    h1, h2 = pool2.host("h1"), pool2.host("h2")
+    faults = Faults(pool2)
+    faults.inject("partition", "h2")
+    try:
+        assert h1.run(f"ping -c 3 -W 1 {h2.address()}", timeout=30).status != 0
+        assert "LOWER_UP" in h2.succeed("ip link show eth1"), "a partition keeps the carrier"
+        assert pool2.wire("h2", "lab").settings()["loss"].startswith("100")
+    finally:
+        assert faults.heal_all() == []
+    h1.succeed(f"ping -c 3 -W 3 {h2.address()}", timeout=30)

@@ -1,0 +1,21 @@
+"""The last end-to-end test of a session (conftest moves it last): down leaves nothing."""
+
+import subprocess
+
+import pytest
+
+from xenlab.lab.processes import owned_pids
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab_teardown]
+
+
+def test_down_leaves_nothing_running(pool2):
+    marker = pool2.run.marker
+    # 3 QEMU, per network a core switch, and per machine an access switch and a wirefilter
+    assert len(owned_pids(marker)) == 3 + 1 + 3 * 2
+    pool2.down()
+    assert owned_pids(marker) == []
+    leftovers = subprocess.run(["pgrep", "-af", "qemu-system|vde_switch|wirefilter"], capture_output=True,
+                               text=True).stdout
+    assert marker not in leftovers
+    assert not pool2.run.root.exists()

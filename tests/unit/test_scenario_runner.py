@@ -1,0 +1,467 @@
+"""The runner against a pretend pool: steps, figures, expectations, failover, stopping and cleanup.
+
+The fake pool keeps a timeline in the past (so nothing waits): migrations happened a
+minute ago, faults struck ten seconds ago, and each guest's 10 ms heartbeats are made
+from that timeline, silent during outages and restarting their counter after a reboot.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from xenlab.errors import XenlabError
+from xenlab.metrics import RECORD_SIZE, encode_record, verify_records
+from xenlab.results import RunResults
+from xenlab.scenario import load_scenario, parse_scenario, run_scenario
+from xenlab.toolstack.base import (
+    FailoverResult,
+    HostFacts,
+    MigrationResult,
+    PoolInfo,
+    PoolRefused,
+    Toolstack,
+    VMInfo,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+FAULT_AGO_S = 10.0  # a fault "struck" this long before inject() returns
+RESTART_AFTER_S = 7.0  # a lost guest is heard again this long after the fault
+
+
+class World:
+    """What happened to every guest, as its heartbeats and disk will show it."""
+
+    def __init__(self):
+        self.base = time.time() - 120
+        self.clock = self.base + 10  # when the next migration happens (in the past)
+        self.outages: dict[str, list[tuple[float, float, bool]]] = {}  # vm -> (silent from, to, rebooted)
+        self.corrupt: set[str] = set()
+
+    def heartbeats(self, vm: str) -> list[tuple[int, float]]:
+        """One heartbeat per 10 ms slot, none inside an outage. A paused guest (migration)
+        resumes its count where it stopped; a rebooted one starts again from 0."""
+        outages = sorted(self.outages.get(vm, []))
+        series, seq, slot = [], 0, 0
+        end = time.time() + 0.5
+        while True:
+            at = round(self.base + slot * 0.01, 6)
+            if at > end:
+                return series
+            slot += 1
+            outage = next((o for o in outages if o[0] <= at < o[1]), None)
+            if outage is None:
+                series.append((seq, at))
+                seq += 1
+            elif outage[2]:
+                seq = 0
+
+    def missed(self, vm: str, outage: int) -> int:
+        """How many 10 ms slots of the guest's outage number `outage` had no heartbeat."""
+        start, stop, _ = sorted(self.outages[vm])[outage]
+        return sum(1 for slot in range(round((stop - self.base) / 0.01) + 2)
+                   if start <= round(self.base + slot * 0.01, 6) < stop)
+
+
+class FakePool(Toolstack):
+    kind = "fake"
+
+    def __init__(self, world: World, downtimes=(), hosts=("h1", "h2", "h3"), refuse=None):
+        self.world = world
+        self.downtimes = list(downtimes)
+        self.hosts = hosts
+        self.refuse = refuse or {}
+        self.placement: dict[str, str] = {}
+        self.dead: set[str] = set()
+        self.lost_at: dict[str, float] = {}
+        self.settings = None
+        self._pool: PoolInfo | None = None
+        self.calls: list[tuple] = []
+
+    def facts(self, host):
+        used = 128 * sum(1 for h in self.placement.values() if h == host)
+        return HostFacts(host, "192.168.50.1", "4.17", "", 2048, 1024 - used, ("xenbr0",))
+
+    def form_pool(self, members, settings):
+        self.calls.append(("form_pool", tuple(members)))
+        for member in members:
+            if member in self.refuse:
+                raise PoolRefused(member, self.refuse[member])
+        self.settings = settings
+        self._pool = PoolInfo(settings.name, members[0], tuple(members), settings.shared_sr, settings)
+        return self._pool
+
+    def pool(self):
+        return self._pool
+
+    def create_vm(self, guest, host):
+        self.placement[guest.name] = host
+        return VMInfo(guest.name, host, "running", guest.memory_mib, 1)
+
+    def start_vm(self, vm, host):
+        raise NotImplementedError
+
+    def shutdown_vm(self, vm, force=False):
+        raise NotImplementedError
+
+    def destroy_vm(self, vm):
+        self.placement.pop(vm)
+
+    def vms(self):
+        return [VMInfo(name, host, "unknown" if host in self.dead else "running", 128)
+                for name, host in self.placement.items()]
+
+    def migrate(self, vm, destination):
+        self.calls.append(("migrate", vm, destination))
+        source, started = self.placement[vm], self.world.clock
+        self.world.clock += 5
+        downtime = self.downtimes.pop(0)
+        self.world.outages.setdefault(vm, []).append((started + 1.0, started + 1.0 + downtime, False))
+        self.placement[vm] = destination
+        return MigrationResult(vm, source, destination, started, 2.0 + downtime)
+
+    def host_alive(self, host, timeout=5.0):
+        return host not in self.dead
+
+
+class FakePoolWithRecover(FakePool):
+    """An xl-like pool: it restarts a lost host's protected guests only when told to."""
+
+    def recover(self, dead_host, fault_at=None):
+        self.calls.append(("recover", dead_host, fault_at))
+        survivor = next(h for h in self._pool.members if h != dead_host and h not in self.dead)
+        restarted = {}
+        for vm in self.settings.protected:
+            if self.placement.get(vm) == dead_host:
+                self.placement[vm] = survivor
+                restarted[vm] = survivor
+        return FailoverResult(dead_host, fault_at, detected_after_s=3.0, fenced_after_s=4.0, restarted=restarted)
+
+
+class FakeFault:
+    def __init__(self, faults: FakeFaults, kind, target, started_at):
+        self.faults, self.kind, self.target, self.started_at = faults, kind, target, started_at
+        self.healed = False
+
+    def heal(self):
+        self.healed = True
+        for host in [self.target] if isinstance(self.target, str) else self.target:
+            self.faults.pool.dead.discard(host)
+
+
+class FakeFaults:
+    """Power cuts and partitions make their targets dead and silence their guests; an HA
+    pool (one without recover) moves protected guests by itself."""
+
+    def __init__(self, pool: FakePool):
+        self.pool = pool
+        self.injected: list[FakeFault] = []
+
+    def inject(self, kind, target, **params):
+        started = time.time() - FAULT_AGO_S
+        fault = FakeFault(self, kind, target, started)
+        self.injected.append(fault)
+        if kind in ("power_cut", "partition"):
+            for host in [target] if isinstance(target, str) else target:
+                self.pool.dead.add(host)
+                self.pool.lost_at[host] = started
+                for vm, where in list(self.pool.placement.items()):
+                    if where == host:
+                        self.pool.world.outages.setdefault(vm, []).append(
+                            (started, started + RESTART_AFTER_S, True))
+                        if not hasattr(self.pool, "recover") and vm in self.pool.settings.protected:
+                            self.pool.placement[vm] = next(h for h in self.pool._pool.members if h != host)
+        return fault
+
+
+class FakeObserver:
+    def __init__(self, world: World):
+        self.world = world
+
+    def heartbeats(self, vm):
+        return self.world.heartbeats(vm)
+
+    def verify_disk(self, vm):
+        data = bytearray(b"".join(encode_record(seq) for seq in range(40)) + bytes(RECORD_SIZE * 8))
+        if vm in self.world.corrupt:
+            data[7 * RECORD_SIZE + 100] ^= 1
+        return verify_records(bytes(data))
+
+
+class FakeLab:
+    name = "fake-lab"
+
+    def __init__(self):
+        self.saved: list[str] = []
+
+    def checkpoint_save(self, tag):
+        self.saved.append(tag)
+        return 0.7
+
+    def checkpoint_restore(self, tag):
+        return 0.8
+
+
+def run(scenario, pool, events=None, lab=None):
+    world = pool.world
+    faults = FakeFaults(pool)
+    result = run_scenario(scenario, lab or FakeLab(), pool, FakeObserver(world), faults,
+                          on_event=(lambda *e: events.append(e)) if events is not None else None, poll_s=0.01)
+    return result, faults
+
+
+def shipped(name):
+    return load_scenario(REPO / "scenarios" / f"{name}.yaml")
+
+
+# -- migrations -------------------------------------------------------------------------
+def test_live_migration_ping_pong_measures_every_downtime():
+    pool = FakePool(World(), downtimes=[1.0, 2.0, 3.0, 1.5, 2.5], hosts=("h1", "h2"))
+    result, _ = run(shipped("live-migration"), pool)
+    assert result.outcome == "passed", [s.message for s in result.steps]
+    assert [c for c in pool.calls if c[0] == "migrate"] == [
+        ("migrate", "vm1", "h2"), ("migrate", "vm1", "h1"), ("migrate", "vm1", "h2"), ("migrate", "vm1", "h1"),
+        ("migrate", "vm1", "h2")]
+    repeat = result.steps[2]
+    assert len(repeat.substeps) == 5 and repeat.figures["iterations"].value == 5
+    downtimes = [s.figures["downtime"].value for s in repeat.substeps]
+    assert downtimes == pytest.approx([1.0, 2.0, 3.0, 1.5, 2.5], abs=0.02)
+    assert [s.figures["heartbeats_lost"].value for s in repeat.substeps] == [0] * 5  # paused, not dropped
+    assert [s.figures["heartbeats_missed"].value for s in repeat.substeps] == [
+        pool.world.missed("vm1", i) for i in range(5)]
+    assert repeat.figures["downtime_max"].value == pytest.approx(3.0, abs=0.02)
+    assert repeat.figures["downtime_p50"].value == pytest.approx(2.0, abs=0.02)
+    assert result.series["downtime"] == pytest.approx([1.0, 2.0, 3.0, 1.5, 2.5], abs=0.02)
+    assert result.summary["downtime_max"].value == pytest.approx(3.0, abs=0.02)
+    assert result.summary["migrations"].value == 5
+    assert result.steps[-1].figures["integrity"].value == 1.0
+    assert result.toolstack == "fake" and result.lab == "fake-lab"
+    run_results = RunResults(lab="fake-lab", scenarios=[result])
+    written = run_results.model_dump_json(by_alias=True)
+    assert RunResults.model_validate_json(written).model_dump_json(by_alias=True) == written
+
+
+def test_a_missed_expectation_stops_the_scenario_and_skips_the_rest():
+    pool = FakePool(World(), downtimes=[1.0, 12.0, 1.0, 1.0, 1.0], hosts=("h1", "h2"))
+    events: list[tuple] = []
+    result, _ = run(shipped("live-migration"), pool, events)
+    assert result.outcome == "failed"
+    repeat = result.steps[2]
+    assert repeat.outcome == "failed" and len(repeat.substeps) == 2
+    [missed] = [e for e in repeat.substeps[1].expectations if not e.passed]
+    assert missed.figure == "downtime" and missed.message.startswith("downtime 12.0") and "is not < 10 s" in missed.message
+    assert result.steps[3].outcome == "skipped"
+    assert len([c for c in pool.calls if c[0] == "migrate"]) == 2
+    assert (3, "vm1 back on h2, still heard, its disk intact", "skipped", "an earlier step failed") in events
+
+
+def test_rolling_evacuation_moves_every_guest_and_measures_the_worst_downtime():
+    pool = FakePool(World(), downtimes=[1.0, 4.0, 2.0, 0.5, 1.5], hosts=("h1", "h2"))
+    result, _ = run(shipped("rolling-evacuate"), pool)
+    assert result.outcome == "passed", [s.message for s in result.steps]
+    first, second = result.steps[4], result.steps[6]
+    assert first.figures["migrations"].value == 2 and second.figures["migrations"].value == 3
+    assert first.figures["downtime"].value == pytest.approx(4.0, abs=0.02)
+    assert first.figures["heartbeats_lost"].value == 0
+    assert first.figures["heartbeats_missed"].value == pool.world.missed("vm1", 0) + pool.world.missed("vm2", 0)
+    assert first.figures["integrity"].value == 1.0
+    assert set(pool.placement.values()) == {"h1"}
+
+
+def test_corrupted_records_fail_the_integrity_expectation():
+    pool = FakePool(World(), downtimes=[1.0, 1.0, 1.0, 1.0, 1.0], hosts=("h1", "h2"))
+    pool.world.corrupt.add("vm2")
+    result, _ = run(shipped("rolling-evacuate"), pool)
+    evacuation = result.steps[4]
+    assert evacuation.outcome == "failed"
+    assert evacuation.figures["integrity"].value == 0.0
+    assert "record 7" in evacuation.message
+
+
+# -- failover ---------------------------------------------------------------------------
+def test_host_failover_recovers_the_protected_guest_through_recover():
+    pool = FakePoolWithRecover(World(), hosts=("h1", "h2"))
+    result, faults = run(shipped("host-failover"), pool)
+    assert result.outcome == "passed", [s.message for s in result.steps]
+    assert pool.settings.protected == ("vm1",)
+    assert [c for c in pool.calls if c[0] == "recover"] == [("recover", "h1", faults.injected[0].started_at)]
+    dead, back = result.steps[4], result.steps[5]
+    assert dead.figures["detection"].value == pytest.approx(FAULT_AGO_S, abs=1.0)
+    assert back.figures["detection"].value == 3.0  # as recover() reported it
+    assert back.figures["recovery"].value == pytest.approx(RESTART_AFTER_S, abs=0.02)
+    assert back.details["failover"]["heartbeat_back_after_s"]["vm1"] == pytest.approx(RESTART_AFTER_S, abs=0.02)
+    assert result.summary["recovery_max"].value == pytest.approx(RESTART_AFTER_S, abs=0.02)
+    assert faults.injected[0].healed
+    assert not any(s.name.startswith("cleanup") for s in result.steps)
+
+
+def test_failover_without_recover_is_measured_but_detection_is_not():
+    pool = FakePool(World(), hosts=("h1", "h2"))
+    scenario = parse_scenario(
+        "name: ha\npool: {protected: [vm1]}\nsteps:\n  - form_pool: {members: [h1, h2]}\n"
+        "  - create_vm: {name: vm1, host: h1}\n  - fault: {kind: power_cut, target: h1}\n"
+        "  - wait: {for: {vm_running: vm1}}\n    expect: {recovery: '< 8s', detection: '< 60s'}\n")
+    result, faults = run(scenario, pool)
+    wait = result.steps[3]
+    assert wait.figures["recovery"].value == pytest.approx(RESTART_AFTER_S, abs=0.02)
+    assert wait.figures["detection"].value is None and "no recover()" in wait.figures["detection"].note
+    assert [e.passed for e in wait.expectations] == [True, False]
+    assert result.outcome == "failed"
+    assert result.steps[-1].name == "cleanup: heal power_cut h1" and faults.injected[0].healed
+
+
+def test_a_guest_running_twice_is_a_split_brain():
+    pool = FakePool(World(), hosts=("h1", "h2"))
+    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+                              "  - assert: [{vm_on: {vm: vm1, host: h1}}]\n")
+    pool.vms = lambda: [VMInfo("vm1", "h1", "running", 128), VMInfo("vm1", "h2", "running", 128)]
+    result, _ = run(scenario, pool)
+    assert result.outcome == "failed" and "vm1 runs 2 times: on h1, h2" in result.steps[1].message
+
+
+# -- stopping, cleanup, events --------------------------------------------------------
+def test_faults_are_healed_when_a_step_fails():
+    pool = FakePool(World(), hosts=("h1", "h2"))
+    scenario = parse_scenario(
+        "name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n  - fault: {name: f, kind: freeze, target: h2}\n"
+        "  - assert: [{vm_on: {vm: vm1, host: h2}}]\n  - heal: f\n")
+    events: list[tuple] = []
+    result, faults = run(scenario, pool, events)
+    assert [s.outcome for s in result.steps] == ["passed", "passed", "failed", "skipped", "passed"]
+    assert result.steps[2].message == "vm1 on h2: vm1 is running on h1"
+    cleanup = result.steps[-1]
+    assert cleanup.name == "cleanup: heal f" and cleanup.details == {"healed": ["f"]}
+    assert faults.injected[0].healed
+    assert result.outcome == "failed"
+    phases = [(e[0], e[2]) for e in events if e[2] != "info"]
+    assert phases[:2] == [(0, "start"), (0, "passed")]
+    assert (3, "skipped") in phases and phases[-1] == (4, "passed")
+
+
+def test_a_toolstack_failure_fails_the_step_and_a_harness_bug_is_an_error():
+    pool = FakePool(World(), hosts=("h1", "h2"))
+
+    def broken_migrate(vm, destination):
+        raise XenlabError("xl migrate exited 1: no route to host")
+
+    pool.migrate = broken_migrate
+    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+                              "  - migrate: {vm: vm1, to: h2}\n    expect: {downtime: '< 5s'}\n")
+    result, _ = run(scenario, pool)
+    step = result.steps[1]
+    assert step.outcome == "failed" and "no route to host" in step.message
+    assert step.expectations[0].message == "downtime was not measured: this step did not measure it"
+
+    class BrokenObserver(FakeObserver):
+        def verify_disk(self, vm):
+            raise RuntimeError("collector crashed")
+
+    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+                              "  - assert: [{data_intact: vm1}]\n")
+    result = run_scenario(scenario, None, FakePool(World()), BrokenObserver(World()), FakeFaults(pool), poll_s=0.01)
+    assert result.outcome == "error" and result.steps[1].message == "RuntimeError: collector crashed"
+
+
+def test_a_migration_reported_as_failed_fails_the_step():
+    pool = FakePool(World(), hosts=("h1", "h2"))
+    pool.migrate = lambda vm, dest: MigrationResult(vm, "h1", dest, time.time(), 3.0, ok=False,
+                                                    error="migration receiver died")
+    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n  - migrate: {vm: vm1, to: h2}\n")
+    result, _ = run(scenario, pool)
+    assert result.steps[1].outcome == "failed"
+    assert result.steps[1].message == "migration of vm1 from h1 to h2 failed: migration receiver died"
+    assert result.steps[1].details["migration"]["ok"] is False
+
+
+def test_heartbeats_that_do_not_resume_leave_downtime_unmeasured():
+    world = World()
+    pool = FakePool(world, downtimes=[1.0], hosts=("h1", "h2"))
+    migrate = pool.migrate
+
+    def migrate_into_silence(vm, destination):
+        result = migrate(vm, destination)
+        world.outages[vm] = [(result.started_at + 1.0, time.time() + 3600, False)]
+        return result
+
+    pool.migrate = migrate_into_silence
+    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+                              "  - migrate: {vm: vm1, to: h2, settle_s: 0.05}\n    expect: {downtime: '< 5s'}\n")
+    result, _ = run(scenario, pool)
+    step = result.steps[1]
+    assert step.figures["downtime"].value is None
+    assert step.outcome == "failed" and "had not resumed" in step.message
+
+
+# -- pools ------------------------------------------------------------------------------
+POOL3 = "name: t\nsteps:\n  - form_pool:\n      members: [h1, h2, h3]\n      expect_refused: {h3: cpu features}\n"
+
+
+def test_an_expected_refusal_passes_and_the_rest_form_the_pool():
+    pool = FakePool(World(), refuse={"h3": "CPU features differ from the master's"})
+    result, _ = run(parse_scenario(POOL3), pool)
+    step = result.steps[0]
+    assert step.outcome == "passed", step.message
+    assert (step.figures["members"].value, step.figures["refused"].value) == (2, 1)
+    assert pool.calls == [("form_pool", ("h1", "h2", "h3")), ("form_pool", ("h1", "h2"))]
+    assert step.details["refused"] == {"h3": "CPU features differ from the master's"}
+
+
+def test_a_refusal_for_another_reason_fails():
+    pool = FakePool(World(), refuse={"h3": "not enough memory"})
+    step = run(parse_scenario(POOL3), pool)[0].steps[0]
+    assert step.outcome == "failed" and "expected a reason containing 'cpu features'" in step.message
+
+
+def test_a_host_that_joins_but_should_have_been_refused_fails():
+    step = run(parse_scenario(POOL3), FakePool(World()))[0].steps[0]
+    assert step.outcome == "failed" and "h3 joined, but should have been refused" in step.message
+
+
+def test_an_unexpected_refusal_fails():
+    pool = FakePool(World(), refuse={"h2": "Xen version differs"})
+    step = run(parse_scenario(POOL3), pool)[0].steps[0]
+    assert step.outcome == "failed" and step.message == "h2 was refused from the pool: Xen version differs"
+
+
+def test_the_pool_settings_come_from_the_scenario():
+    pool = FakePool(World())
+    scenario = parse_scenario("name: t\npool: {name: p1, detection_timeout_s: 12, protected: [b]}\nsteps:\n"
+                              "  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: a, host: h1, protected: true}\n"
+                              "  - create_vm: {name: b, host: h2}\n  - checkpoint: {save: ready}\n"
+                              "    expect: {duration: '< 1s'}\n")
+    lab = FakeLab()
+    result, _ = run(scenario, pool, lab=lab)
+    assert result.outcome == "passed"
+    assert (pool.settings.name, pool.settings.detection_timeout_s, pool.settings.protected) == ("p1", 12, ("b", "a"))
+    assert lab.saved == ["ready"] and result.steps[3].figures["duration"].value == 0.7
+
+
+# -- the CLI face -------------------------------------------------------------------------
+@pytest.mark.parametrize("downtimes,exit_code,outcome", [([1.0] * 5, 0, "passed"), ([1.0, 12.0, 1, 1, 1], 1, "failed")])
+def test_the_cli_shows_a_timeline_writes_results_and_exits_by_outcome(tmp_path, monkeypatch, downtimes, exit_code,
+                                                                        outcome):
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from xenlab import cli
+    from xenlab.scenario import session
+
+    world = World()
+    pool = FakePool(world, downtimes=downtimes, hosts=("h1", "h2"))
+    lab = FakeLab()
+    lab.state = SimpleNamespace(accel="tcg")
+    drivers = {"toolstack": lambda _: pool, "observer": lambda _: FakeObserver(world),
+               "faults": lambda _: FakeFaults(pool)}
+    monkeypatch.setattr(session, "plan_run", lambda path, ref=None: session.Plan(
+        load_scenario(path), SimpleNamespace(name="fake-lab"), lab=lab, factories=drivers))
+    written = tmp_path / "results.json"
+    result = CliRunner().invoke(cli.main, ["run", str(REPO / "scenarios/live-migration.yaml"),
+                                           "--results", str(written)])
+    assert result.exit_code == exit_code, result.output
+    assert "[3/4] ping-pong start" in result.output
+    assert "migrate vm1 -> other (1/5) passed" in result.output
+    saved = RunResults.read(written)
+    assert (saved.lab, saved.accel, saved.scenarios[0].outcome) == ("fake-lab", "tcg", outcome)

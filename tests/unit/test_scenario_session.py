@@ -1,0 +1,77 @@
+"""`xenlab run` up to the point where a lab would start: everything invalid is refused first."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from xenlab.cli import main
+from xenlab.errors import SpecError, XenlabError
+from xenlab.scenario.session import FACTORIES, default_results_path, plan_run
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = REPO / "scenarios/live-migration.yaml"
+LAB = REPO / "labs/xen-pool2.yaml"
+NO_DRIVERS = {"toolstack": lambda lab: None, "observer": lambda lab: None, "faults": lambda lab: None}
+
+
+@pytest.fixture(autouse=True)
+def no_labs_up(tmp_path, monkeypatch):
+    """An empty run directory: no lab of this machine is seen, none is started."""
+    monkeypatch.setenv("XENLAB_RUN_DIR", str(tmp_path / "runs"))
+
+
+def test_a_valid_scenario_plans_its_own_lab_without_starting_it():
+    plan = plan_run(str(SCENARIO), str(LAB), factories=NO_DRIVERS)
+    assert (plan.scenario.name, plan.lab_name, plan.lab, plan.started_here) == ("live-migration", "xen-pool2", None,
+                                                                                False)
+    assert plan.lab_path == str(LAB)
+
+
+def test_a_scenario_that_does_not_fit_the_lab_is_refused_with_lines(tmp_path):
+    lab = tmp_path / "solo.yaml"
+    lab.write_text("name: solo\nhosts:\n  h1:\n")
+    with pytest.raises(SpecError) as info:
+        plan_run(str(SCENARIO), str(lab), factories=NO_DRIVERS)
+    assert info.value.path == str(SCENARIO)
+    assert info.value.problems == [(8, "lab solo has no host 'h2' (hosts: h1)"),
+                                   (25, "lab solo has no host 'h2' (hosts: h1)")]
+
+
+def test_a_missing_driver_is_named_before_anything_starts(monkeypatch):
+    others = {k: v for k, v in NO_DRIVERS.items() if k != "observer"}
+    monkeypatch.setitem(FACTORIES, "observer", ("xenlab.no_such_module", "make_observer"))
+    with pytest.raises(XenlabError, match="no observer driver: cannot import xenlab.no_such_module"):
+        plan_run(str(SCENARIO), str(LAB), factories=others)
+    monkeypatch.setitem(FACTORIES, "observer", ("xenlab.metrics", "make_observer"))
+    with pytest.raises(XenlabError, match=r"no observer driver: xenlab.metrics.make_observer\(lab\) does not exist"):
+        plan_run(str(SCENARIO), str(LAB), factories=others)
+
+
+def test_a_scenario_without_a_lab_needs_one_named(tmp_path):
+    scenario = tmp_path / "bare.yaml"
+    scenario.write_text("name: bare\nsteps:\n  - wait: {seconds: 1}\n")
+    with pytest.raises(XenlabError, match="names no lab"):
+        plan_run(str(scenario), None, factories=NO_DRIVERS)
+
+
+def test_results_are_named_after_the_scenario_and_time():
+    plan = plan_run(str(SCENARIO), str(LAB), factories=NO_DRIVERS)
+    path = default_results_path(plan.scenario, now=0.0, base=Path("out"))
+    assert path.parent == Path("out") and path.name.startswith("live-migration-") and path.suffix == ".json"
+
+
+def test_the_cli_exits_2_for_an_invalid_scenario(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsteps:\n  - create_vm: {name: vm1, host: h1}\n  - migrate: {vm: vm1, to: h2}\n"
+                   "    expect: {downtime: soon}\n")
+    result = CliRunner().invoke(main, ["run", str(bad), "--lab", str(LAB)])
+    assert result.exit_code == 2
+    assert f"{bad}:5:" in result.output and "cannot read expectation 'soon'" in result.output
+
+
+def test_the_cli_exits_2_when_the_scenario_does_not_fit_the_lab(tmp_path):
+    lab = tmp_path / "solo.yaml"
+    lab.write_text("name: solo\nhosts:\n  h1:\n")
+    result = CliRunner().invoke(main, ["run", str(SCENARIO), "--lab", str(lab)])
+    assert result.exit_code == 2 and "no host 'h2'" in result.output

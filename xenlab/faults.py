@@ -1,0 +1,124 @@
+"""Faults a lab can suffer, for any toolstack, and how each is undone.
+
+Every fault goes through the lab's own controls (QMP power and links, the wirefilters
+between each machine and its networks, the services node) so its effect is real: a
+power cut is QEMU quitting, a partition is a wire that drops every packet while the
+host's carrier stays up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from .errors import XenlabError
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+FAULT_KINDS = ("power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss")
+
+
+@dataclass
+class ActiveFault:
+    kind: str
+    target: str | list[str]
+    started_at: float
+    params: dict = field(default_factory=dict)
+    _heal: Callable[[], None] | None = None
+    healed_at: float | None = None
+
+    @property
+    def undoable(self) -> bool:
+        return self._heal is not None
+
+    def heal(self) -> None:
+        """Undo the fault (idempotent); a reset has nothing to undo."""
+        if self.healed_at is None:
+            if self._heal is not None:
+                self._heal()
+            self.healed_at = time.time()
+
+
+def _targets(target: str | list[str]) -> list[str]:
+    return [target] if isinstance(target, str) else list(target)
+
+
+def inject(lab: "Lab", kind: str, target: str | list[str], **params) -> ActiveFault:
+    """Inflict `kind` on `target` (a machine name, or several for partition/impair)."""
+    if kind not in FAULT_KINDS:
+        raise XenlabError(f"unknown fault {kind!r} (one of {', '.join(FAULT_KINDS)})")
+    names = _targets(target) if kind != "storage_loss" else []
+    hosts = [lab.host(n) for n in names]
+    network = params.get("network") or lab.plan.networks[0].name
+    started = time.time()
+
+    if kind == "power_cut":
+        for h in hosts:
+            h.power("off")
+
+        def heal() -> None:
+            for h in hosts:
+                if not h.process_alive():
+                    h.power("on")
+            for h in hosts:
+                h.wait_ready(timeout=params.get("heal_timeout", 300))
+        return ActiveFault(kind, target, started, params, heal)
+
+    if kind == "freeze":
+        for h in hosts:
+            h.power("freeze")
+        return ActiveFault(kind, target, started, params, lambda: [h.power("thaw") for h in hosts])
+
+    if kind == "reset":
+        for h in hosts:
+            h.power("reset")
+        return ActiveFault(kind, target, started, params, None)
+
+    if kind == "link_down":
+        for h in hosts:
+            h.link(network, False)
+        return ActiveFault(kind, target, started, params, lambda: [h.link(network, True) for h in hosts])
+
+    if kind in ("impair", "partition"):
+        wires = [lab.wire(h.name, network) for h in hosts]
+        if kind == "partition":
+            settings = {"loss_pct": 100, "delay_ms": 0, "bandwidth_kbit": 0}
+        else:
+            settings = {k: float(params.get(k, 0)) for k in ("loss_pct", "delay_ms", "bandwidth_kbit")}
+        for wire in wires:
+            wire.set(**settings)
+        return ActiveFault(kind, target, started, {**params, **settings}, lambda: [w.clear() for w in wires])
+
+    # storage_loss: the shared SR's NFS server stops answering
+    services = lab.services
+    if services is None:
+        raise XenlabError(f"lab {lab.name} has no services node: no storage to lose")
+    services.succeed("systemctl stop nfs-server", timeout=120)
+    return ActiveFault(kind, "services", started, params,
+                       lambda: services.succeed("systemctl start nfs-server", timeout=120))
+
+
+class Faults:
+    """The faults of one scenario or test: injected through it, all healed at the end."""
+
+    def __init__(self, lab: "Lab"):
+        self.lab = lab
+        self.active: list[ActiveFault] = []
+
+    def inject(self, kind: str, target: str | list[str], **params) -> ActiveFault:
+        fault = inject(self.lab, kind, target, **params)
+        self.active.append(fault)
+        return fault
+
+    def heal_all(self) -> list[str]:
+        """Heal every fault still active, newest first; returns the errors met (if any)."""
+        errors = []
+        for fault in reversed(self.active):
+            try:
+                fault.heal()
+            except Exception as exc:  # noqa: BLE001 - keep healing the others, report all
+                errors.append(f"healing {fault.kind} on {fault.target}: {exc}")
+        self.active = [f for f in self.active if f.healed_at is None]
+        return errors

@@ -1,0 +1,89 @@
+"""What the guests tell us, read from the services node: heartbeats and disk records.
+
+Heartbeat times are taken on the services node; `clock_offset` maps them onto this
+process's clock (time.time()) so they compare with the times of toolstack calls. The
+offset is measured over SSH (midpoint of the round trip); its error is half the round
+trip, which only shifts windows, never the gaps themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .metrics import RECORD_SIZE, IntegrityReport, verify_records
+from .toolstack.collector import DISK_PREFIX_SOURCE
+from .toolstack.xl import HEARTBEAT_DIR
+from .waiting import wait_for
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+
+class LabObserver:
+    def __init__(self, lab: "Lab", sr: str | None = None):
+        self.lab = lab
+        self.sr = sr or (lab.spec.services.nfs_export if lab.spec.services else "/srv/xenlab")
+        self._offset: float | None = None
+
+    @property
+    def services(self):
+        if self.lab.services is None:
+            from .errors import XenlabError
+
+            raise XenlabError(f"lab {self.lab.name} has no services node to collect heartbeats")
+        return self.lab.services
+
+    def clock_offset(self) -> float:
+        """services-node time minus local time (measured once, best of three)."""
+        if self._offset is None:
+            samples = []
+            for _ in range(3):
+                before = time.time()
+                remote = float(self.services.succeed("date +%s.%N", timeout=30))
+                after = time.time()
+                samples.append((after - before, remote - (before + after) / 2))
+            self._offset = min(samples)[1]
+        return self._offset
+
+    def heartbeats(self, vm: str, since: float | None = None) -> list[tuple[int, float]]:
+        """(seq, arrival time on this process's clock) of every heartbeat of `vm`."""
+        offset = self.clock_offset()
+        path = f"{HEARTBEAT_DIR}/{vm}.log"
+        command = f"cat {path} 2>/dev/null"
+        if since is not None:
+            command = f"awk '$3 >= {since + offset:.6f}' {path} 2>/dev/null"
+        out = self.services.run(command, timeout=120).stdout
+        series = []
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == vm:
+                series.append((int(parts[1]), float(parts[2]) - offset))
+        return series
+
+    def first_heartbeat_after(self, vm: str, after: float, timeout: float) -> float | None:
+        """Arrival time of the first heartbeat after `after`, waiting up to `timeout`."""
+        found: list[float] = []
+
+        def arrived() -> bool:
+            beats = self.heartbeats(vm, since=after)
+            if beats:
+                found.append(min(t for _, t in beats))
+            return bool(found)
+
+        try:
+            wait_for(arrived, f"a heartbeat from {vm}", timeout, 2.0)
+        except Exception:  # noqa: BLE001 - "never came back" is a measured outcome, not an error
+            return None
+        return found[0]
+
+    def verify_disk(self, vm: str) -> IntegrityReport:
+        """Check the records `vm`'s writer put on its disk (read on the services node)."""
+        disk = f"{self.sr}/guests/{vm}/disk.img"
+        self.services.succeed("mkdir -p /usr/local/lib/xenlab")
+        self.services.write_file("/usr/local/lib/xenlab/disk_prefix.py", DISK_PREFIX_SOURCE)
+        ssh = self.services.ssh.client()
+        _, stdout, _ = ssh.exec_command(f"python3 /usr/local/lib/xenlab/disk_prefix.py {disk} {RECORD_SIZE} 1048576",
+                                        timeout=120)
+        data = stdout.read()
+        return verify_records(data, RECORD_SIZE)

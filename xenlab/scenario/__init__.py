@@ -1,0 +1,21 @@
+"""Scenarios: steps with expectations, validated from YAML and run against a lab's pool."""
+
+from .expect import Expectation, ExpectationError, parse_expectation
+from .model import FIGURES, Scenario, Step, check_against_lab, load_scenario, parse_scenario
+from .runner import ActiveFault, FaultInjector, Observer, run_scenario
+
+__all__ = [
+    "FIGURES",
+    "ActiveFault",
+    "Expectation",
+    "ExpectationError",
+    "FaultInjector",
+    "Observer",
+    "Scenario",
+    "Step",
+    "check_against_lab",
+    "load_scenario",
+    "parse_expectation",
+    "parse_scenario",
+    "run_scenario",
+]

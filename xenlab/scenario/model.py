@@ -1,0 +1,490 @@
+"""Scenario files (`scenarios/*.yaml`) as validated, typed models.
+
+A scenario is a list of steps, each one kind of action (form a pool, create a guest,
+migrate, inject or heal a fault, wait, assert, repeat, checkpoint) with optional
+expectations on the figures that step measures. Everything that can be checked before a
+lab is touched is checked here, with the file and line: unknown keys, unreadable
+expectations, figures a step does not measure, guests used before they are created,
+faults healed that were never injected; `check_against_lab` adds host names and sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_validator, model_validator
+
+from ..spec import Name, StrictModel, validate_document
+from ..yamlfile import LocatedDocument, load_located, parse_located
+from .expect import Expectation, parse_expectation
+
+Loc = tuple[Any, ...]
+Problem = tuple[Loc, str]
+
+OTHER = "other"  # `migrate: {to: other}`: the pool's other member
+FAULT_KINDS = ("power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss")
+HOST_LOSS_FAULTS = ("power_cut", "partition")  # the pool should fail over the target's protected guests
+IMPAIRMENT_PARAMS = ("loss_pct", "delay_ms", "bandwidth_kbit")
+
+# What each kind of step measures (figure -> unit): expectations may name only these.
+FIGURES: dict[str, dict[str, str]] = {
+    "form_pool": {"duration": "s", "members": "count", "refused": "count"},
+    "create_vm": {"duration": "s", "first_heartbeat": "s"},
+    "migrate": {"duration": "s", "downtime": "s", "heartbeats_lost": "count", "heartbeats_missed": "count",
+                "integrity": "bool", "records": "count"},
+    "evacuate": {"duration": "s", "migrations": "count", "downtime": "s", "heartbeats_lost": "count",
+                 "heartbeats_missed": "count", "integrity": "bool", "records": "count"},
+    "fault": {"duration": "s"},
+    "heal": {"duration": "s"},
+    "wait": {"duration": "s", "detection": "s", "recovery": "s", "since_fault": "s"},
+    "assert": {"duration": "s", "integrity": "bool", "records": "count"},
+    "repeat": {"duration": "s", "iterations": "count", "migrations": "count", "downtime_p50": "s",
+               "downtime_p90": "s", "downtime_max": "s", "downtime_mean": "s", "heartbeats_lost": "count"},
+    "checkpoint": {"duration": "s"},
+}
+KINDS = tuple(FIGURES)
+
+ExpectationField = Annotated[Expectation, PlainValidator(parse_expectation), PlainSerializer(lambda e: e.text)]
+
+
+class PoolSection(StrictModel):
+    """The pool's policy (mirrors toolstack.base.PoolSettings)."""
+
+    name: Name = "pool"
+    detection_timeout_s: float = Field(30.0, gt=0, le=600, description="a host silent this long is declared dead")
+    protected: list[Name] = Field(default_factory=list, description="guests restarted elsewhere, in priority order")
+
+
+class FormPool(StrictModel):
+    members: list[Name] = Field(min_length=1, description="hosts; the first is the master")
+    expect_refused: dict[Name, str] = Field(default_factory=dict,
+                                            description="host -> a substring of the reason it must be refused for")
+
+    @model_validator(mode="after")
+    def _refused_are_members(self) -> FormPool:
+        strangers = [h for h in self.expect_refused if h not in self.members]
+        if strangers:
+            raise ValueError(f"expect_refused names {', '.join(strangers)}, which is not in members")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("a host is listed twice in members")
+        return self
+
+
+class CreateVM(StrictModel):
+    name: Name
+    host: Name
+    memory_mib: int = Field(128, ge=32, le=65536)
+    vcpus: int = Field(1, ge=1, le=16)
+    disk_mib: int = Field(64, ge=8, le=65536)
+    protected: bool = Field(False, description="add to the pool's protected guests (after pool.protected)")
+    heartbeat: bool = Field(True, description="the guest sends heartbeats; needed for downtime and recovery")
+    writer: bool = Field(True, description="the guest writes verifiable records to its disk")
+    ready_timeout_s: float = Field(180.0, gt=0, le=3600, description="how long its first heartbeat may take")
+
+
+class Migrate(StrictModel):
+    vm: Name
+    to: Name = Field(description=f"a host, or {OTHER!r}: the pool's other member")
+    settle_s: float = Field(30.0, gt=0, le=600, description="how long heartbeats may take to resume afterwards")
+
+
+class Evacuate(StrictModel):
+    host: Name
+    settle_s: float = Field(30.0, gt=0, le=600)
+
+
+class FaultStep(StrictModel):
+    kind: Literal["power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss"]
+    target: Name | list[Name] = Field(description="host(s); for partition, the side cut off from the rest")
+    name: Name | None = Field(None, description="to heal this fault by name")
+    network: Name | None = Field(None, description="link_down, impair, partition: which lab network")
+    loss_pct: float | None = Field(None, ge=0, le=100)
+    delay_ms: float | None = Field(None, ge=0, le=60000)
+    bandwidth_kbit: int | None = Field(None, ge=1)
+
+    @field_validator("target")
+    @classmethod
+    def _some_target(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one target host")
+        return value
+
+    @model_validator(mode="after")
+    def _params_fit_the_kind(self) -> FaultStep:
+        given = [p for p in IMPAIRMENT_PARAMS if getattr(self, p) is not None]
+        if self.kind == "impair" and not given:
+            raise ValueError(f"an impair fault needs at least one of {', '.join(IMPAIRMENT_PARAMS)}")
+        if self.kind != "impair" and given:
+            raise ValueError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to impair faults, "
+                             f"not {self.kind}")
+        if self.network is not None and self.kind not in ("link_down", "impair", "partition"):
+            raise ValueError(f"network only applies to link_down, impair and partition faults, not {self.kind}")
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind} {','.join(self.targets)}"
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments for `faults.inject` (only what the scenario set)."""
+        keys = ("network",) + IMPAIRMENT_PARAMS
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class VMOn(StrictModel):
+    vm: Name
+    host: Name
+
+
+class Condition(StrictModel):
+    """One checkable fact about the pool; exactly one key."""
+
+    vm_running: Name | None = None
+    vm_on: VMOn | None = None
+    host_dead: Name | None = None
+    host_alive: Name | None = None
+    heartbeats: Name | None = Field(None, description="the guest's heartbeats are arriving")
+    data_intact: Name | None = Field(None, description="the guest's disk records verify")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Condition:
+        set_ = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ValueError(f"a condition has exactly one of {', '.join(type(self).model_fields)}"
+                             + (f" (got {', '.join(set_)})" if set_ else ""))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def vm(self) -> str | None:
+        if self.vm_on is not None:
+            return self.vm_on.vm
+        return self.vm_running or self.heartbeats or self.data_intact
+
+    @property
+    def host(self) -> str | None:
+        if self.vm_on is not None:
+            return self.vm_on.host
+        return self.host_dead or self.host_alive
+
+    def describe(self) -> str:
+        """"vm1 on h2", "h1 dead", "heartbeats of vm1": for titles and messages."""
+        if self.vm_on is not None:
+            return f"{self.vm_on.vm} on {self.vm_on.host}"
+        words = {"vm_running": "{} running", "host_dead": "{} dead", "host_alive": "{} alive",
+                 "heartbeats": "heartbeats of {}", "data_intact": "data of {} intact"}
+        return words[self.kind].format(getattr(self, self.kind))
+
+
+class Wait(StrictModel):
+    for_: Condition | None = Field(None, alias="for")
+    seconds: float | None = Field(None, gt=0, le=3600, description="a plain pause")
+    timeout: float = Field(120.0, gt=0, le=3600, description="how long the condition may take")
+
+    @model_validator(mode="after")
+    def _condition_or_seconds(self) -> Wait:
+        if (self.for_ is None) == (self.seconds is None):
+            raise ValueError("a wait has either `for: CONDITION` (with an optional timeout) or `seconds: N`")
+        return self
+
+
+class Checkpoint(StrictModel):
+    save: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+    restore: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+    @model_validator(mode="after")
+    def _one(self) -> Checkpoint:
+        if (self.save is None) == (self.restore is None):
+            raise ValueError("a checkpoint step has either `save: TAG` or `restore: TAG`")
+        return self
+
+
+class Repeat(StrictModel):
+    times: int = Field(ge=1, le=1000)
+    steps: list[Step] = Field(min_length=1)
+
+
+class Step(StrictModel):
+    """One step: a name, exactly one kind of action, and expectations on what it measures."""
+
+    name: str | None = Field(None, min_length=1, max_length=100)
+    expect: dict[str, ExpectationField] = Field(default_factory=dict)
+    form_pool: FormPool | None = None
+    create_vm: CreateVM | None = None
+    migrate: Migrate | None = None
+    evacuate: Evacuate | None = None
+    fault: FaultStep | None = None
+    heal: Name | None = Field(None, description="a fault's name, or `all`")
+    wait: Wait | None = None
+    assert_: list[Condition] | None = Field(None, alias="assert", min_length=1)
+    repeat: Repeat | None = None
+    checkpoint: Checkpoint | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        kinds = [k for k in KINDS if self.action_of(k) is not None]
+        if len(kinds) != 1:
+            found = f" (found {', '.join(kinds)})" if kinds else ""
+            raise ValueError(f"a step has exactly one of {', '.join(KINDS)}{found}")
+        return self
+
+    def action_of(self, kind: str) -> Any:
+        return getattr(self, "assert_" if kind == "assert" else kind)
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if self.action_of(k) is not None)
+
+    @property
+    def action(self) -> Any:
+        return self.action_of(self.kind)
+
+    @property
+    def title(self) -> str:
+        """The step's name, or one made from its action ("migrate vm1 -> other")."""
+        if self.name:
+            return self.name
+        a = self.action
+        match self.kind:
+            case "form_pool":
+                return f"form pool {', '.join(a.members)}"
+            case "create_vm":
+                return f"create {a.name} on {a.host}"
+            case "migrate":
+                return f"migrate {a.vm} -> {a.to}"
+            case "evacuate":
+                return f"evacuate {a.host}"
+            case "fault":
+                return f"fault {a.kind} {','.join(a.targets)}"
+            case "heal":
+                return f"heal {a}"
+            case "wait":
+                return f"wait for {a.for_.describe()}" if a.for_ else f"wait {a.seconds:g}s"
+            case "assert":
+                return "assert " + ", ".join(c.describe() for c in a)
+            case "repeat":
+                return f"repeat {a.times} times"
+            case _:
+                return f"checkpoint {'save ' + a.save if a.save else 'restore ' + a.restore}"
+
+
+Repeat.model_rebuild()
+
+
+class Scenario(StrictModel):
+    """A whole scenario file, validated as a unit so references between steps are checked."""
+
+    name: Name
+    description: str = ""
+    lab: str | None = Field(None, description="the lab to run on: a lab name or file (e.g. xen-pool2)")
+    pool: PoolSection = Field(default_factory=PoolSection)
+    steps: list[Step] = Field(min_length=1)
+
+    _source: LocatedDocument | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> str:
+        return self._source.path if self._source is not None else "<scenario>"
+
+    def line_of(self, loc: Loc) -> int | None:
+        return self._source.line_of(loc) if self._source is not None else None
+
+    def walk(self) -> Iterator[tuple[Loc, Step]]:
+        """Every step with its YAML path, in document order, repeat bodies included once."""
+        yield from _walk(self.steps, ("steps",))
+
+    def protected_guests(self) -> tuple[str, ...]:
+        """pool.protected, then guests created with `protected: true`, in order of appearance."""
+        names = list(self.pool.protected)
+        for _, step in self.walk():
+            if step.create_vm is not None and step.create_vm.protected and step.create_vm.name not in names:
+                names.append(step.create_vm.name)
+        return tuple(names)
+
+    def cross_check(self) -> list[Problem]:
+        """Problems between steps, each with its YAML path (see validate_document)."""
+        problems: list[Problem] = []
+        for loc, step in self.walk():
+            figures = FIGURES[step.kind]
+            for figure, expectation in step.expect.items():
+                where = loc + ("expect", figure)
+                if figure not in figures:
+                    problems.append((where, (f"a {step.kind} step does not measure {figure!r} "
+                                             f"(it measures: {', '.join(figures)})")))
+                    continue
+                unit_problem = expectation.unit_problem(figures[figure])
+                if unit_problem:
+                    problems.append((where, f"{figure} {unit_problem}, not {expectation.text!r}"))
+        state = _Replay(problems)
+        state.run(self.steps, ("steps",))
+        created = state.created
+        for index, name in enumerate(self.pool.protected):
+            if name not in created:
+                problems.append((("pool", "protected", index), f"protected guest {name!r} is never created"))
+        unique: list[Problem] = []
+        for problem in problems:
+            if problem not in unique:
+                unique.append(problem)
+        return unique
+
+
+class _Replay:
+    """Plays the steps in order (each repeat body twice) to find dangling references."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        self.created: dict[str, Loc] = {}
+        self.active: dict[str, Loc] = {}  # fault label -> where it was injected
+        self.pool_size: int | None = None
+
+    def run(self, steps: list[Step], base: Loc) -> None:
+        for index, step in enumerate(steps):
+            loc = base + (index,)
+            if step.repeat is not None:
+                for _ in range(min(step.repeat.times, 2)):
+                    self.run(step.repeat.steps, loc + ("repeat", "steps"))
+            else:
+                self.play(step, loc)
+
+    def need_vm(self, name: str | None, loc: Loc) -> None:
+        if name is not None and name not in self.created:
+            self.problems.append((loc, f"guest {name!r} is used before a create_vm step creates it"))
+
+    def play(self, step: Step, loc: Loc) -> None:
+        a = step.action
+        match step.kind:
+            case "form_pool":
+                self.pool_size = len(a.members) - len(a.expect_refused)
+            case "create_vm":
+                if a.name in self.created:
+                    again = " (again, on the next repetition)" if self.created[a.name] == loc else ""
+                    self.problems.append((loc + ("create_vm", "name"), f"guest {a.name!r} is already created{again}"))
+                self.created[a.name] = loc
+            case "migrate":
+                self.need_vm(a.vm, loc + ("migrate", "vm"))
+                if a.to == OTHER and self.pool_size is not None and self.pool_size != 2:
+                    self.problems.append((loc + ("migrate", "to"), (f"`to: {OTHER}` needs a pool of two members, "
+                                                                    f"this one has {self.pool_size}")))
+            case "fault":
+                if a.label in self.active:
+                    self.problems.append((loc + ("fault",), (f"fault {a.label!r} is already active here; heal it "
+                                                             "first or give this one another name")))
+                self.active[a.label] = loc
+            case "heal":
+                if a == "all":
+                    self.active.clear()
+                elif a in self.active:
+                    del self.active[a]
+                else:
+                    known = ", ".join(self.active) or "none"
+                    self.problems.append((loc + ("heal",), (f"no active fault named {a!r} to heal here "
+                                                            f"(active: {known})")))
+            case "wait":
+                if a.for_ is not None:
+                    self.need_vm(a.for_.vm, loc + ("wait", "for"))
+            case "assert":
+                for i, condition in enumerate(a):
+                    self.need_vm(condition.vm, loc + ("assert", i))
+            case "checkpoint":
+                if a.restore is not None and self.active:
+                    self.problems.append((loc + ("checkpoint",), ("restoring a checkpoint while faults are active "
+                                                                  f"({', '.join(self.active)}): heal them first")))
+
+
+def _walk(steps: list[Step], base: Loc) -> Iterator[tuple[Loc, Step]]:
+    for index, step in enumerate(steps):
+        loc = base + (index,)
+        yield loc, step
+        if step.repeat is not None:
+            yield from _walk(step.repeat.steps, loc + ("repeat", "steps"))
+
+
+# -- loading ----------------------------------------------------------------------------
+def _validated(doc: LocatedDocument) -> Scenario:
+    scenario: Scenario = validate_document(Scenario, doc)
+    scenario._source = doc
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; raises SpecError naming file and line."""
+    return _validated(load_located(path))
+
+
+def parse_scenario(text: str, path: str = "<string>") -> Scenario:
+    return _validated(parse_located(text, path))
+
+
+def resolve_scenario_path(name_or_path: str, scenarios_dir: Path | None = None) -> Path:
+    """`live-migration` or `scenarios/live-migration.yaml` -> a file path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return candidate
+    return (scenarios_dir or Path.cwd() / "scenarios") / f"{name_or_path}.yaml"
+
+
+# -- against a lab ----------------------------------------------------------------------
+def check_against_lab(scenario: Scenario, lab_spec: Any) -> list[tuple[int | None, str]]:
+    """Problems of running `scenario` on the lab `lab_spec` (a LabSpec), each with its line.
+
+    Pool members, guest hosts and waited-for hosts must be Xen hosts of the lab; fault
+    targets may also be the services node; networks must exist; a guest must fit in its
+    host's memory beside dom0.
+    """
+    hosts = dict(lab_spec.hosts)
+    services = lab_spec.services.name if lab_spec.services is not None else None
+    networks = set(lab_spec.networks)
+    listed = ", ".join(hosts)
+    found: list[Problem] = []
+
+    def host(name: str | None, loc: Loc, allow_services: bool = False) -> None:
+        if name is None or name in hosts or (allow_services and name == services):
+            return
+        if name == services:
+            found.append((loc, (f"{name!r} is the services node of lab {lab_spec.name}, not a Xen host "
+                                f"(hosts: {listed})")))
+        else:
+            extra = f"; services node: {services}" if allow_services and services else ""
+            found.append((loc, f"lab {lab_spec.name} has no host {name!r} (hosts: {listed}{extra})"))
+
+    for loc, step in scenario.walk():
+        a = step.action
+        match step.kind:
+            case "form_pool":
+                for i, member in enumerate(a.members):
+                    host(member, loc + ("form_pool", "members", i))
+            case "create_vm":
+                host(a.host, loc + ("create_vm", "host"))
+                spec = hosts.get(a.host)
+                if spec is not None and a.memory_mib > spec.memory_mib - spec.dom0_memory_mib:
+                    found.append((loc + ("create_vm", "memory_mib"),
+                                  (f"{a.memory_mib} MiB does not fit on {a.host}: {spec.memory_mib} MiB with "
+                                   f"{spec.dom0_memory_mib} MiB for dom0")))
+            case "migrate":
+                if a.to != OTHER:
+                    host(a.to, loc + ("migrate", "to"))
+            case "evacuate":
+                host(a.host, loc + ("evacuate", "host"))
+            case "fault":
+                for i, target in enumerate(a.targets):
+                    host(target, loc + ("fault", "target") + ((i,) if isinstance(a.target, list) else ()),
+                         allow_services=True)
+                if a.network is not None and a.network not in networks:
+                    found.append((loc + ("fault", "network"), (f"lab {lab_spec.name} has no network {a.network!r} "
+                                                               f"(networks: {', '.join(networks)})")))
+            case "wait":
+                if a.for_ is not None:
+                    host(a.for_.host, loc + ("wait", "for"))
+            case "assert":
+                for i, condition in enumerate(a):
+                    host(condition.host, loc + ("assert", i))
+    return [(scenario.line_of(loc), message) for loc, message in found]

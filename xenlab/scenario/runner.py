@@ -1,0 +1,691 @@
+"""Runs a scenario: each step becomes toolstack calls, faults and waits, timed and measured.
+
+The runner is handed everything it acts on, so it holds no lab topology and can be run
+against fakes:
+
+- `toolstack`: a `xenlab.toolstack.base.Toolstack`; if it has `recover(dead_host) ->
+  FailoverResult` it is called once per lost host when a step waits for one of that
+  host's guests (an xl pool fails over only when told; an HA pool may do it by itself),
+  with `fault_at` and `observer` too if it declares them;
+- `observer` (`Observer`): the guests' heartbeats and disk records, collected on the
+  services node, with receive times on this process's clock;
+- `faults` (`FaultInjector`): injects a fault and returns a handle that heals it;
+- `lab` (`CheckpointingLab`, may be None): only for checkpoint steps.
+
+A step that fails (its action, a condition or an expectation) stops the scenario; the
+later steps are recorded as skipped. Faults still active at the end are always healed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ..errors import WaitTimeout, XenlabError
+from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
+from ..results import ExpectationResult, Figure, Outcome, ScenarioResult, StepResult
+from ..toolstack.base import FailoverResult, GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
+from ..waiting import wait_for
+from .model import FIGURES, HOST_LOSS_FAULTS, OTHER, Condition, Scenario, Step
+
+EventCallback = Callable[[int, str, str, str], None]  # (step index, step name, phase, message)
+HEARTBEAT_FRESH_S = 2.0  # a guest whose last heartbeat is older than this is not sending
+HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
+
+
+class Observer(Protocol):
+    """What the services node tells about guests."""
+
+    def heartbeats(self, vm: str) -> Sequence[tuple[int, float]]:
+        """(seq, receive time) pairs received from `vm`; times on this process's clock.
+
+        An observer may also take `since` (a time): then it need only return later ones."""
+
+    def verify_disk(self, vm: str) -> IntegrityReport:
+        """`xenlab.metrics.verify_records` of the guest's data disk as it is now."""
+
+
+class ActiveFault(Protocol):
+    kind: str
+    target: str | list[str]
+    started_at: float  # time.time() when the fault took effect
+
+    def heal(self) -> None: ...
+
+
+class FaultInjector(Protocol):
+    def inject(self, kind: str, target: str | list[str], **params: Any) -> ActiveFault: ...
+
+
+class CheckpointingLab(Protocol):
+    name: str
+
+    def checkpoint_save(self, tag: str) -> float: ...
+
+    def checkpoint_restore(self, tag: str) -> float: ...
+
+
+class StepFailed(Exception):
+    """The step did not do what it should; `outcome` is "failed" or "error"."""
+
+    def __init__(self, message: str, outcome: Outcome = "failed"):
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass
+class InjectedFault:
+    """A fault the scenario injected, and what was on its targets when it struck."""
+
+    label: str
+    kind: str
+    targets: list[str]
+    handle: ActiveFault
+    started_at: float
+    guests: dict[str, str] = field(default_factory=dict)  # guest -> host, on the targets at injection
+    failover: dict[str, FailoverResult] = field(default_factory=dict)  # lost host -> what recover() did
+
+    @property
+    def loses_hosts(self) -> bool:
+        return self.kind in HOST_LOSS_FAULTS
+
+
+def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
+                 faults: FaultInjector, on_event: EventCallback | None = None, *, poll_s: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> ScenarioResult:
+    """Run every step of `scenario` and return its timed, measured result (never raises for a
+    failing step; a KeyboardInterrupt ends the run as an error after healing faults)."""
+    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, sleep).run()
+
+
+class _ScenarioRun:
+    def __init__(self, scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
+                 faults: FaultInjector, on_event: EventCallback | None, poll_s: float,
+                 sleep: Callable[[float], None]):
+        self.scenario, self.lab, self.toolstack = scenario, lab, toolstack
+        self.observer, self.faults = observer, faults
+        self.on_event = on_event or (lambda index, name, phase, message: None)
+        self.poll_s, self.sleep = poll_s, sleep
+        self.guests: dict[str, GuestSpec] = {}
+        self.injected: list[InjectedFault] = []
+        self.active: dict[str, InjectedFault] = {}
+        self.migrations: list[MigrationResult] = []
+        self.recoveries: list[float] = []
+        self._index = 0
+
+    # -- the whole scenario ----------------------------------------------------------
+    def run(self) -> ScenarioResult:
+        started = time.time()
+        steps: list[StepResult] = []
+        stopped: StepResult | None = None
+        try:
+            for index, step in enumerate(self.scenario.steps):
+                if stopped is not None:
+                    steps.append(self.skipped(index, step))
+                    continue
+                result = self.run_step(index, step)
+                steps.append(result)
+                if result.outcome != "passed":
+                    stopped = result
+        finally:
+            cleanup = self.cleanup(len(steps))
+        if cleanup is not None:
+            steps.append(cleanup)
+        outcome: Outcome = next((s.outcome for s in steps if s.outcome in ("failed", "error")), "passed")
+        summary, series = self.summary()
+        return ScenarioResult(name=self.scenario.name, file=self.scenario.path,
+                              lab=getattr(self.lab, "name", "") or "", toolstack=self.toolstack.kind,
+                              started_at=started, ended_at=time.time(), outcome=outcome, steps=steps,
+                              summary=summary, series=series)
+
+    def skipped(self, index: int, step: Step) -> StepResult:
+        now = time.time()
+        self.on_event(index, step.title, "skipped", "an earlier step failed")
+        return StepResult(index=index, name=step.title, kind=step.kind, started_at=now, ended_at=now,
+                          outcome="skipped", message="an earlier step failed")
+
+    def cleanup(self, index: int) -> StepResult | None:
+        """Heal whatever the scenario left broken, newest first, whatever happened before."""
+        if not self.active:
+            return None
+        labels = list(self.active)
+        name = f"cleanup: heal {', '.join(labels)}"
+        started = time.time()
+        self.on_event(index, name, "start", "")
+        problems = []
+        for label in reversed(labels):
+            try:
+                self.active[label].handle.heal()
+                del self.active[label]
+            except Exception as exc:  # noqa: BLE001 - every fault gets its chance to heal
+                problems.append(f"{label}: {type(exc).__name__}: {exc}")
+        outcome: Outcome = "error" if problems else "passed"
+        message = "; ".join(problems) or f"healed {len(labels)} fault(s)"
+        self.on_event(index, name, outcome, message)
+        return StepResult(index=index, name=name, kind="heal", started_at=started, ended_at=time.time(),
+                          outcome=outcome, message=message, details={"healed": labels})
+
+    # -- one step --------------------------------------------------------------------
+    def run_step(self, index: int, step: Step, title: str | None = None) -> StepResult:
+        title = title or step.title
+        self._index = index
+        started = time.time()
+        self.on_event(index, title, "start", "")
+        figures: dict[str, Figure] = {}
+        details: dict[str, Any] = {}
+        substeps: list[StepResult] = []
+        outcome: Outcome = "passed"
+        message = ""
+        try:
+            handler = getattr(self, f"do_{step.kind}")
+            message = handler(step, figures, details, substeps) or ""
+        except StepFailed as exc:
+            outcome, message = exc.outcome, str(exc)
+        except XenlabError as exc:  # the pool or the lab did not do what was asked (PoolRefused included)
+            outcome, message = "failed", str(exc)
+        except KeyboardInterrupt:
+            outcome, message = "error", "interrupted"
+        except Exception as exc:  # noqa: BLE001 - a harness bug must still end in a result and a cleanup
+            outcome, message = "error", f"{type(exc).__name__}: {exc}"
+        ended = time.time()
+        figures.setdefault("duration", Figure(value=round(ended - started, 3), unit="s"))
+        expectations = self.check(step, figures)
+        missed = [e.message for e in expectations if not e.passed]
+        if missed and outcome == "passed":
+            outcome, message = "failed", "; ".join(missed)
+        self.on_event(index, title, outcome, message or _figures_line(figures))
+        return StepResult(index=index, name=title, kind=step.kind, started_at=started, ended_at=ended,
+                          outcome=outcome, figures=figures, expectations=expectations, message=message,
+                          details=details, substeps=substeps)
+
+    def check(self, step: Step, figures: dict[str, Figure]) -> list[ExpectationResult]:
+        results = []
+        for name, expectation in step.expect.items():
+            figure = figures.get(name) or Figure(value=None, unit=FIGURES[step.kind].get(name, ""),
+                                                 note="this step did not measure it")
+            results.append(expectation.evaluate(name, figure))
+        return results
+
+    def info(self, title: str, message: str) -> None:
+        self.on_event(self._index, title, "info", message)
+
+    # -- step kinds --------------------------------------------------------------------
+    def do_form_pool(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.form_pool
+        settings = self.pool_settings()
+        remaining = list(a.members)
+        refused: dict[str, str] = {}
+        started = time.time()
+        while True:
+            try:
+                pool = self.toolstack.form_pool(remaining, settings)
+                break
+            except PoolRefused as exc:
+                wanted = a.expect_refused.get(exc.host)
+                if wanted is None or exc.host not in remaining:
+                    raise StepFailed(f"{exc.host} was refused from the pool: {exc.reason}") from None
+                if wanted.lower() not in exc.reason.lower():
+                    raise StepFailed(f"{exc.host} was refused for {exc.reason!r}, expected a reason "
+                                     f"containing {wanted!r}") from None
+                refused[exc.host] = exc.reason
+                remaining.remove(exc.host)
+                self.info(step.title, f"{exc.host} refused as expected: {exc.reason}")
+                if not remaining:
+                    pool = None
+                    break
+        figures["duration"] = Figure(value=round(time.time() - started, 3), unit="s")
+        figures["members"] = Figure(value=len(pool.members) if pool else 0, unit="count")
+        figures["refused"] = Figure(value=len(refused), unit="count")
+        details.update(pool=asdict(pool) if pool else None, refused=refused)
+        joined = [h for h in a.expect_refused if h not in refused]
+        if joined:
+            raise StepFailed(", ".join(f"{h} joined, but should have been refused ({a.expect_refused[h]!r})"
+                                       for h in joined))
+        return f"pool {pool.name} of {', '.join(pool.members)} (master {pool.master})" if pool else "no pool"
+
+    def pool_settings(self) -> PoolSettings:
+        p = self.scenario.pool
+        kwargs: dict[str, Any] = {"name": p.name, "detection_timeout_s": p.detection_timeout_s,
+                                  "protected": self.scenario.protected_guests()}
+        services = getattr(getattr(self.lab, "spec", None), "services", None)
+        if services is not None:
+            kwargs["shared_sr"] = services.nfs_export
+        return PoolSettings(**kwargs)
+
+    def do_create_vm(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.create_vm
+        guest = GuestSpec(name=a.name, memory_mib=a.memory_mib, vcpus=a.vcpus, disk_mib=a.disk_mib,
+                          heartbeat=a.heartbeat, writer=a.writer)
+        started = time.time()
+        info = self.toolstack.create_vm(guest, a.host)
+        figures["duration"] = Figure(value=round(time.time() - started, 3), unit="s")
+        self.guests[a.name] = guest
+        details["vm"] = asdict(info)
+        if info.state != "running":
+            raise StepFailed(f"{a.name} is {info.state} on {info.host} after it was created")
+        if not a.heartbeat:
+            figures["first_heartbeat"] = Figure(value=None, unit="s", note="the guest sends no heartbeats")
+            return f"{a.name} running on {info.host}"
+        self.info(step.title, f"{a.name} running on {info.host}; waiting for its first heartbeat")
+        first = self.wait(lambda: min((at for _, at in self.heartbeats(a.name, started)), default=None),
+                          f"the first heartbeat of {a.name}", a.ready_timeout_s)
+        figures["first_heartbeat"] = Figure(value=round(first - started, 3), unit="s")
+        return f"{a.name} running on {info.host}, heard {first - started:.1f} s after its creation started"
+
+    def do_migrate(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.migrate
+        source = self.toolstack.vm(a.vm).host
+        destination = self.other_member(source) if a.to == OTHER else a.to
+        if destination == source:
+            raise StepFailed(f"{a.vm} is already on {destination}")
+        self.info(step.title, f"{a.vm}: {source} -> {destination}")
+        result = self.toolstack.migrate(a.vm, destination)
+        figures["duration"] = Figure(value=round(result.duration_s, 3), unit="s")
+        details["migration"] = asdict(result)
+        if not result.ok:
+            raise StepFailed(f"migration of {a.vm} from {source} to {destination} failed: {result.error}")
+        self.measure_migration(step, result, a.settle_s, figures)
+        self.migrations.append(result)
+        details["migration"] = asdict(result)
+        now = self.toolstack.vm(a.vm)
+        if now.host != destination or now.state != "running":
+            raise StepFailed(f"after migrating to {destination}, {a.vm} is {now.state} on {now.host}")
+        return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + _downtime_words(figures)
+
+    def other_member(self, host: str) -> str:
+        pool = self.toolstack.pool()
+        if pool is None:
+            raise StepFailed(f"`to: {OTHER}` needs a pool, and there is none")
+        others = [m for m in pool.members if m != host]
+        if len(others) != 1:
+            raise StepFailed(f"`to: {OTHER}` needs a pool of two members; pool {pool.name} has "
+                             f"{', '.join(pool.members)}")
+        return others[0]
+
+    def do_evacuate(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.evacuate
+        started = time.time()
+        results = self.toolstack.evacuate(a.host)
+        figures["duration"] = Figure(value=round(time.time() - started, 3), unit="s")
+        figures["migrations"] = Figure(value=len(results), unit="count")
+        failed = [r for r in results if not r.ok]
+        measured = []
+        for result in results:
+            if result.ok:
+                one: dict[str, Figure] = {}
+                self.measure_migration(step, result, a.settle_s, one)
+                measured.append(one)
+                self.migrations.append(result)
+        details["migrations"] = [asdict(r) for r in results]
+        figures.update(_combined(measured))
+        if failed:
+            raise StepFailed("; ".join(f"migration of {r.vm} to {r.destination} failed: {r.error}" for r in failed))
+        left = [v.name for v in self.toolstack.vms_on(a.host)]
+        if left:
+            raise StepFailed(f"{', '.join(left)} still on {a.host} after evacuating it")
+        moved = ", ".join(f"{r.vm} -> {r.destination}" for r in results) or "nothing to move"
+        return f"{a.host} empty: {moved}" + _downtime_words(figures)
+
+    def measure_migration(self, step: Step, result: MigrationResult, settle_s: float,
+                          figures: dict[str, Figure]) -> None:
+        """Downtime and lost heartbeats around the migration call; disk integrity if the step asks."""
+        guest = self.guests.get(result.vm)
+        window_end = result.started_at + result.duration_s
+        if guest is not None and not guest.heartbeat:
+            silent = f"{result.vm} sends no heartbeats"
+            figures["downtime"] = Figure(value=None, unit="s", note=silent)
+            figures["heartbeats_lost"] = Figure(value=None, unit="count", note=silent)
+            figures["heartbeats_missed"] = Figure(value=None, unit="count", note=silent)
+        else:
+            series = self.series_after(result.vm, lambda s: any(at > window_end for _, at in s), settle_s,
+                                       f"heartbeats of {result.vm} to resume after its migration",
+                                       since=result.started_at - HISTORY_S)
+            stats = downtime_around(series, result.started_at, window_end)
+            result.downtime_s, result.heartbeats_lost = stats.downtime_s, stats.heartbeats_lost
+            figures["downtime"] = Figure(value=_round(stats.downtime_s), unit="s", note=stats.reason)
+            figures["heartbeats_lost"] = Figure(value=stats.heartbeats_lost, unit="count", note=stats.reason)
+            figures["heartbeats_missed"] = Figure(value=stats.heartbeats_missed, unit="count", note=stats.reason)
+        if {"integrity", "records"} & set(step.expect):
+            report = self.integrity(result.vm, figures)
+            result.integrity_ok = report.ok if report is not None else None
+
+    def series_after(self, vm: str, enough: Callable[[Sequence[tuple[int, float]]], bool], timeout: float,
+                     what: str, since: float) -> list[tuple[int, float]]:
+        """The guest's heartbeats once `enough` holds for them, or as they are at the timeout."""
+        latest: list[list[tuple[int, float]]] = [[]]
+
+        def ready() -> bool:
+            latest[0] = self.heartbeats(vm, since)
+            return enough(latest[0])
+
+        try:
+            self.wait(ready, what, timeout)
+        except WaitTimeout:
+            pass  # measured as it is: the metrics say what is missing
+        return latest[0]
+
+    def integrity(self, vm: str, figures: dict[str, Figure]) -> IntegrityReport | None:
+        guest = self.guests.get(vm)
+        if guest is not None and not guest.writer:
+            figures["integrity"] = Figure(value=None, unit="bool", note=f"{vm} writes no records")
+            figures["records"] = Figure(value=None, unit="count", note=f"{vm} writes no records")
+            return None
+        report = self.observer.verify_disk(vm)
+        figures["integrity"] = Figure(value=1.0 if report.ok else 0.0, unit="bool", note=report.reason)
+        figures["records"] = Figure(value=report.records, unit="count")
+        return report
+
+    def do_fault(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.fault
+        guests: dict[str, str] = {}
+        if a.kind in HOST_LOSS_FAULTS:
+            guests = {v.name: v.host for v in self.toolstack.vms()
+                      if v.host in a.targets and v.state in ("running", "paused")}
+        started = time.time()
+        handle = self.faults.inject(a.kind, a.target, **a.params())
+        fault = InjectedFault(a.label, a.kind, a.targets, handle, getattr(handle, "started_at", None) or started,
+                              guests)
+        self.injected.append(fault)
+        self.active[a.label] = fault
+        details.update(kind=a.kind, target=a.target, params=a.params(), started_at=fault.started_at,
+                       guests_on_target=guests)
+        on = f"; guests there: {', '.join(guests)}" if guests else ""
+        return f"{a.kind} on {', '.join(a.targets)}{on}"
+
+    def do_heal(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        labels = list(reversed(self.active)) if step.heal == "all" else [step.heal]
+        healed = []
+        for label in labels:
+            fault = self.active.get(label)
+            if fault is None:
+                raise StepFailed(f"no active fault named {label!r}")
+            fault.handle.heal()
+            del self.active[label]
+            healed.append(label)
+        details["healed"] = healed
+        return f"healed {', '.join(healed)}" if healed else "no active fault"
+
+    def do_wait(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.wait
+        if a.for_ is None:
+            self.sleep(a.seconds)
+            return f"waited {a.seconds:g} s"
+        condition = a.for_
+        started = time.time()
+        deadline = started + a.timeout
+        fault = self.fault_for(condition)
+        if fault is not None and condition.vm and fault.loses_hosts and condition.vm in fault.guests:
+            self.fail_over(step, fault, fault.guests[condition.vm], figures, details)
+        evidence = [""]
+
+        def holds() -> bool:
+            ok, evidence[0] = self.holds(condition, figures, details)
+            return ok
+
+        try:
+            self.wait(holds, condition.describe(), max(1.0, deadline - time.time()))
+        except WaitTimeout:
+            raise StepFailed(f"{condition.describe()}: not so after {a.timeout:g} s ({evidence[0]})") from None
+        met_at = time.time()
+        figures["duration"] = Figure(value=round(met_at - started, 3), unit="s")
+        if fault is None:
+            return f"{condition.describe()} after {met_at - started:.1f} s"
+        since = met_at - fault.started_at
+        figures["since_fault"] = Figure(value=round(since, 3), unit="s", note=f"since {fault.label}")
+        if condition.kind == "host_dead":
+            figures.setdefault("detection", Figure(value=round(since, 3), unit="s",
+                                                   note=f"{condition.host_dead} seen dead, since {fault.label}"))
+        if condition.vm is not None:
+            self.measure_recovery(condition.vm, fault, max(1.0, deadline - time.time()), figures, details)
+        return f"{condition.describe()} {since:.1f} s after {fault.label}" + _recovery_words(figures)
+
+    def fault_for(self, condition: Condition) -> InjectedFault | None:
+        """The fault a wait is about: the newest that struck its host or guest, else the newest active."""
+        for fault in reversed(self.injected):
+            if (condition.host and condition.host in fault.targets) or (condition.vm and condition.vm in fault.guests):
+                return fault
+        return next(reversed(self.active.values()), None)
+
+    def fail_over(self, step: Step, fault: InjectedFault, lost_host: str, figures: dict, details: dict) -> None:
+        """Ask the toolstack to recover the lost host's guests, once per host and fault."""
+        recover = getattr(self.toolstack, "recover", None)
+        if lost_host in fault.failover:
+            _failover_figures(fault.failover[lost_host], figures)
+            return
+        if recover is None:
+            figures["detection"] = Figure(value=None, unit="s", note=f"the {self.toolstack.kind} toolstack has no "
+                                                                     "recover(); wait for host_dead to measure it")
+            return
+        self.info(step.title, f"recovering the guests of {lost_host}")
+        offered = {"fault_at": fault.started_at, "observer": self.observer}  # passed if recover() takes them
+        result: FailoverResult = recover(lost_host, **_accepted(recover, offered))
+        fault.failover[lost_host] = result
+        details["failover"] = asdict(result)
+        _failover_figures(result, figures)
+        if not result.ok:
+            raise StepFailed(f"failover of {lost_host} failed: {result.error}")
+
+    def measure_recovery(self, vm: str, fault: InjectedFault, timeout: float, figures: dict, details: dict) -> None:
+        guest = self.guests.get(vm)
+        if guest is not None and not guest.heartbeat:
+            figures["recovery"] = Figure(value=figures["since_fault"].value, unit="s",
+                                         note=f"{vm} sends no heartbeats: until the condition held")
+            return
+
+        def back(series: Sequence[tuple[int, float]]) -> bool:
+            return recovery_time(series, fault.started_at, until=time.time()).seconds is not None
+
+        series = self.series_after(vm, back, timeout, f"heartbeats of {vm} to come back after {fault.label}",
+                                   since=fault.started_at - HISTORY_S)
+        recovery = recovery_time(series, fault.started_at, until=time.time())
+        figures["recovery"] = Figure(value=_round(recovery.seconds), unit="s",
+                                     note=recovery.reason or ("the guest restarted" if recovery.restarted else ""))
+        if recovery.seconds is not None:
+            self.recoveries.append(recovery.seconds)
+            for result in fault.failover.values():
+                if vm in result.restarted:
+                    result.heartbeat_back_after_s[vm] = recovery.seconds
+                    details["failover"] = asdict(result)
+        details["recovery"] = asdict(recovery)
+
+    def do_assert(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        failures = []
+        for condition in step.assert_:
+            ok, evidence = self.holds(condition, figures, details)
+            if not ok:
+                failures.append(f"{condition.describe()}: {evidence}")
+        if failures:
+            raise StepFailed("; ".join(failures))
+        return "all hold"
+
+    def holds(self, condition: Condition, figures: dict[str, Figure], details: dict) -> tuple[bool, str]:
+        """Whether `condition` holds now, and the evidence either way."""
+        try:
+            match condition.kind:
+                case "vm_running" | "vm_on":
+                    vm = condition.vm
+                    found = [v for v in self.toolstack.vms() if v.name == vm]
+                    if not found:
+                        return False, f"no guest {vm!r} in the pool"
+                    active = [v for v in found if v.state in ("running", "paused")]
+                    if len(active) > 1:  # a split brain: the same guest on two hosts
+                        return False, f"{vm} runs {len(active)} times: on {', '.join(v.host for v in active)}"
+                    where = "; ".join(f"{v.name} is {v.state} on {v.host}" for v in found)
+                    if condition.kind == "vm_running":
+                        return bool(active) and active[0].state == "running", where
+                    return bool(active) and active[0].host == condition.vm_on.host, where
+                case "host_dead" | "host_alive":
+                    host = condition.host
+                    alive = self.toolstack.host_alive(host)
+                    return alive == (condition.kind == "host_alive"), f"{host} {'answers' if alive else 'is silent'}"
+                case "heartbeats":
+                    times = [at for _, at in self.heartbeats(condition.heartbeats, time.time() - 60)]
+                    if not times:
+                        return False, "no heartbeat received yet"
+                    age = time.time() - max(times)
+                    return age <= HEARTBEAT_FRESH_S, f"last heartbeat {age:.1f} s ago"
+                case _:
+                    vm = condition.data_intact
+                    one: dict[str, Figure] = {}
+                    report = self.integrity(vm, one)
+                    _merge_integrity(figures, one)
+                    details.setdefault("integrity", {})[vm] = asdict(report) if report else None
+                    if report is None:
+                        return False, f"{vm} writes no records"
+                    return report.ok, report.reason or f"{report.records} records intact"
+        except XenlabError as exc:
+            return False, str(exc)
+
+    def do_repeat(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.repeat
+        first_migration = len(self.migrations)
+        done = 0
+        try:
+            for round_ in range(1, a.times + 1):
+                for sub in a.steps:
+                    result = self.run_step(self._index, sub, f"{sub.title} ({round_}/{a.times})")
+                    result.index = len(substeps)
+                    substeps.append(result)
+                    if result.outcome != "passed":
+                        raise StepFailed(f"round {round_}/{a.times}, {sub.title}: {result.message}", result.outcome)
+                done = round_
+        finally:
+            figures["iterations"] = Figure(value=done, unit="count")
+            moved = self.migrations[first_migration:]
+            figures["migrations"] = Figure(value=len(moved), unit="count")
+            downtimes = [m.downtime_s for m in moved]
+            stats = summarize(downtimes)
+            for key in ("p50", "p90", "max", "mean"):
+                figures[f"downtime_{key}"] = Figure(value=_round(stats[key]), unit="s",
+                                                    note="" if stats["count"] else "no downtime was measured")
+            lost = [m.heartbeats_lost for m in moved if m.heartbeats_lost is not None]
+            figures["heartbeats_lost"] = Figure(value=sum(lost) if lost else None, unit="count",
+                                                note="" if lost else "no migration was measured")
+        return f"{done} rounds" + (f", downtime p50 {stats['p50']:.2f} s, max {stats['max']:.2f} s"
+                                   if stats["count"] else "")
+
+    def do_checkpoint(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        a = step.checkpoint
+        if self.lab is None:
+            raise StepFailed("checkpoints need a lab, and this run has none")
+        if a.save is not None:
+            seconds = self.lab.checkpoint_save(a.save)
+            figures["duration"] = Figure(value=round(seconds, 3), unit="s")
+            return f"saved {a.save} in {seconds:.2f} s"
+        seconds = self.lab.checkpoint_restore(a.restore)
+        figures["duration"] = Figure(value=round(seconds, 3), unit="s")
+        return f"restored {a.restore} in {seconds:.2f} s"
+
+    # -- helpers -----------------------------------------------------------------------
+    def heartbeats(self, vm: str, since: float) -> list[tuple[int, float]]:
+        """The guest's heartbeats from `since` on (asking the observer for only those if it can)."""
+        extra = _accepted(self.observer.heartbeats, {"since": since})
+        return [(seq, at) for seq, at in self.observer.heartbeats(vm, **extra) if at >= since]
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float) -> Any:
+        return wait_for(predicate, what, timeout, self.poll_s)
+
+    def summary(self) -> tuple[dict[str, Figure], dict[str, list[float]]]:
+        """Distribution figures over every migration and recovery of the run, and the raw series."""
+        summary: dict[str, Figure] = {}
+        series: dict[str, list[float]] = {}
+        downtimes = [m.downtime_s for m in self.migrations if m.downtime_s is not None]
+        durations = [m.duration_s for m in self.migrations]
+        if self.migrations:
+            summary["migrations"] = Figure(value=len(self.migrations), unit="count")
+            series["migration_duration"] = [round(d, 3) for d in durations]
+            for key, value in summarize(durations).items():
+                if key != "count":
+                    summary[f"migration_duration_{key}"] = Figure(value=_round(value), unit="s")
+        if downtimes:
+            series["downtime"] = [round(d, 3) for d in downtimes]
+            for key, value in summarize(downtimes).items():
+                if key != "count":
+                    summary[f"downtime_{key}"] = Figure(value=_round(value), unit="s")
+            lost = [m.heartbeats_lost for m in self.migrations if m.heartbeats_lost is not None]
+            summary["heartbeats_lost"] = Figure(value=sum(lost), unit="count")
+        if self.recoveries:
+            series["recovery"] = [round(r, 3) for r in self.recoveries]
+            summary["recovery_max"] = Figure(value=_round(max(self.recoveries)), unit="s")
+        return summary, series
+
+
+# -- small pure helpers ---------------------------------------------------------------
+def _accepted(function: Callable[..., Any], offered: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `offered` that `function` declares (optional extras of a driver)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(offered)
+    return {k: v for k, v in offered.items() if k in parameters}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _combined(measured: list[dict[str, Figure]]) -> dict[str, Figure]:
+    """Figures of an evacuation from those of its migrations: worst downtime, total lost, all intact."""
+    if not measured:
+        return {"downtime": Figure(value=None, unit="s", note="no guest was moved")}
+    combined: dict[str, Figure] = {}
+    downtimes = [m["downtime"] for m in measured if "downtime" in m]
+    if downtimes:
+        missing = [f.note for f in downtimes if f.value is None]
+        combined["downtime"] = (Figure(value=None, unit="s", note="; ".join(missing)) if missing else
+                                max(downtimes, key=lambda f: f.value))
+        for count in ("heartbeats_lost", "heartbeats_missed"):
+            values = [m[count].value for m in measured if count in m]
+            combined[count] = Figure(value=None if None in values else sum(values), unit="count")
+    for one in measured:
+        _merge_integrity(combined, one)
+    return combined
+
+
+def _merge_integrity(into: dict[str, Figure], one: dict[str, Figure]) -> None:
+    """integrity: all ok (the first problem's note); records: the sum."""
+    if "integrity" not in one:
+        return
+    new, old = one["integrity"], into.get("integrity")
+    if old is None or (old.value is not None and (new.value is None or new.value < old.value)):
+        into["integrity"] = new
+    records = [f.value for f in (into.get("records"), one.get("records")) if f is not None]
+    into["records"] = Figure(value=None if None in records else sum(records), unit="count")
+
+
+def _failover_figures(result: FailoverResult, figures: dict[str, Figure]) -> None:
+    note = f"reported by recover({result.failed_host})"
+    figures["detection"] = Figure(value=_round(result.detected_after_s), unit="s", note=note)
+
+
+def _figures_line(figures: dict[str, Figure]) -> str:
+    parts = []
+    for name, figure in figures.items():
+        if figure.value is not None and name != "duration":
+            parts.append(f"{name} {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
+    return ", ".join(parts)
+
+
+def _downtime_words(figures: dict[str, Figure]) -> str:
+    downtime = figures.get("downtime")
+    if downtime is None:
+        return ""
+    if downtime.value is None:
+        return f", downtime unknown ({downtime.note})"
+    lost = figures.get("heartbeats_lost")
+    extra = f", {lost.value:g} heartbeats lost" if lost is not None and lost.value is not None else ""
+    return f", downtime {downtime.value:.2f} s{extra}"
+
+
+def _recovery_words(figures: dict[str, Figure]) -> str:
+    recovery = figures.get("recovery")
+    if recovery is None:
+        return ""
+    if recovery.value is None:
+        return f"; recovery unknown ({recovery.note})"
+    return f"; heartbeats back {recovery.value:.1f} s after the fault"

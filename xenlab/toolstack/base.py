@@ -1,0 +1,161 @@
+"""The driver interface scenarios speak, and the typed records drivers return.
+
+A driver knows one toolstack (xl over SSH, XAPI over XenAPI). It does not measure
+guest downtime itself: that comes from the guests' heartbeats (xenlab.metrics), so the
+same measurement applies whatever the toolstack.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ..errors import XenlabError
+
+
+class PoolRefused(XenlabError):
+    """A host cannot join the pool; `reason` says why (version, CPU features, memory, bridge)."""
+
+    def __init__(self, host: str, reason: str):
+        self.host, self.reason = host, reason
+        super().__init__(f"{host} refused from the pool: {reason}")
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What pool homogeneity is judged on."""
+
+    name: str
+    address: str  # on the pool's network
+    xen_version: str
+    cpu_features: str  # the hypervisor's CPU feature words (xl info hw_caps)
+    memory_total_mib: int
+    memory_free_mib: int
+    bridges: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """A pool's explicit policy: which guests are protected, in which order they restart."""
+
+    name: str = "pool"
+    detection_timeout_s: float = 30.0  # a host silent this long is declared dead
+    protected: tuple[str, ...] = ()  # guests restarted elsewhere when their host dies, in priority order
+    shared_sr: str = "/srv/xenlab"  # NFS export of the services node, mounted at the same path on members
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    master: str
+    members: tuple[str, ...]
+    sr_path: str  # where the shared SR is mounted on every member
+    settings: PoolSettings
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    name: str
+    memory_mib: int = 128
+    vcpus: int = 1
+    disk_mib: int = 64
+    heartbeat: bool = True  # send a UDP heartbeat to the services node every 10 ms
+    writer: bool = True  # write a verifiable pattern to its disk
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    name: str
+    host: str
+    state: str  # running | paused | halted | unknown
+    memory_mib: int
+    domid: int | None = None
+
+
+@dataclass
+class MigrationResult:
+    vm: str
+    source: str
+    destination: str
+    started_at: float  # wall clock (time.time()) when the migration was started
+    duration_s: float  # the toolstack call, start to return
+    downtime_s: float | None = None  # largest heartbeat gap around the switch-over
+    heartbeats_lost: int | None = None
+    integrity_ok: bool | None = None
+    ok: bool = True
+    error: str = ""
+
+
+@dataclass
+class FailoverResult:
+    failed_host: str
+    fault_at: float
+    detected_after_s: float | None = None
+    fenced_after_s: float | None = None
+    restarted: dict[str, str] = field(default_factory=dict)  # guest -> new host
+    heartbeat_back_after_s: dict[str, float] = field(default_factory=dict)
+    integrity_ok: dict[str, bool] = field(default_factory=dict)
+    ok: bool = True
+    error: str = ""
+
+
+class Toolstack(ABC):
+    """One pool's toolstack. Host names are lab host names."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    def facts(self, host: str) -> HostFacts: ...
+
+    @abstractmethod
+    def form_pool(self, members: list[str], settings: PoolSettings) -> PoolInfo:
+        """Make `members` a pool (first is master); refuse a misfit with PoolRefused."""
+
+    @abstractmethod
+    def pool(self) -> PoolInfo | None:
+        """The pool as stored where every member sees it (None before form_pool)."""
+
+    @abstractmethod
+    def create_vm(self, guest: GuestSpec, host: str) -> VMInfo:
+        """Create and start `guest` on `host`, its disk on the shared SR."""
+
+    @abstractmethod
+    def start_vm(self, vm: str, host: str) -> VMInfo: ...
+
+    @abstractmethod
+    def shutdown_vm(self, vm: str, force: bool = False) -> None: ...
+
+    @abstractmethod
+    def destroy_vm(self, vm: str) -> None:
+        """Stop and remove a guest, its disk included."""
+
+    @abstractmethod
+    def vms(self) -> list[VMInfo]:
+        """Every guest of the pool and where it runs (dead hosts' guests as unknown)."""
+
+    def vms_on(self, host: str) -> list[VMInfo]:
+        return [v for v in self.vms() if v.host == host and v.state in ("running", "paused")]
+
+    def vm(self, name: str) -> VMInfo:
+        for v in self.vms():
+            if v.name == name:
+                return v
+        raise XenlabError(f"no guest {name!r} in the pool")
+
+    @abstractmethod
+    def migrate(self, vm: str, destination: str) -> MigrationResult:
+        """Live-migrate; fills vm, source, destination, started_at, duration_s, ok/error."""
+
+    def evacuate(self, host: str) -> list[MigrationResult]:
+        """Move every guest off `host`, each to the member with most free memory."""
+        results = []
+        for info in self.vms_on(host):
+            candidates = [m for m in self.pool().members if m != host and self.host_alive(m)]
+            if not candidates:
+                raise XenlabError(f"cannot evacuate {host}: no other live member")
+            target = max(candidates, key=lambda m: self.facts(m).memory_free_mib)
+            results.append(self.migrate(info.name, target))
+        return results
+
+    @abstractmethod
+    def host_alive(self, host: str, timeout: float = 5.0) -> bool: ...

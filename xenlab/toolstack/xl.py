@@ -1,0 +1,421 @@
+"""The xl toolstack driver: Debian's Xen hosts driven over SSH, a pool built by xenlab.
+
+xl has no pool of its own, so xenlab supplies what XAPI would: a shared SR (the services
+node's NFS export, mounted at the same path on every member), dom0-to-dom0 SSH trust for
+`xl migrate`, a homogeneity check, and the pool's state in `pool.json` on the shared SR
+(every member sees it; the controller holds no state of its own). Guests live in
+`SR/guests/NAME/` (config, disk, and `host`: where it was last started).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CommandFailed, XenlabError
+from ..waiting import wait_for
+from .base import (FailoverResult, GuestSpec, HostFacts, MigrationResult, PoolInfo, PoolRefused, PoolSettings,
+                   Toolstack, VMInfo)
+from .collector import COLLECTOR_SOURCE, DISK_PREFIX_SOURCE
+
+if TYPE_CHECKING:
+    from ..lab import Host, Lab
+
+HEARTBEAT_PORT = 9999
+GUEST_FIRST_OCTET = 101
+GUEST_BRIDGE = "xenbr0"
+XEN_OUI = "00:16:3e"
+MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
+HEARTBEAT_DIR = "/var/lib/xenlab/heartbeats"
+
+
+# -- pure parts (unit-tested) -----------------------------------------------------------
+def parse_xl_info(text: str) -> dict[str, str]:
+    fields = {}
+    for line in text.splitlines():
+        if ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def parse_xl_list(text: str) -> list[tuple[str, int, int, str]]:
+    """(name, domid, memory MiB, state flags) of every domain but Domain-0."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 5 and parts[0] != "Domain-0" and parts[1].isdigit():
+            rows.append((parts[0], int(parts[1]), int(parts[2]), parts[4]))
+    return rows
+
+
+def vm_state(flags: str) -> str:
+    """xl's state letters (r b p s c d) to running | paused | halted."""
+    if "p" in flags:
+        return "paused"
+    if "s" in flags or "c" in flags or "d" in flags:
+        return "halted"
+    return "running"
+
+
+def check_homogeneous(master: HostFacts, candidate: HostFacts, bridge: str = GUEST_BRIDGE) -> list[str]:
+    """Why `candidate` cannot join `master`'s pool (empty: it fits)."""
+    problems = []
+    if candidate.xen_version != master.xen_version:
+        problems.append(f"Xen {candidate.xen_version} differs from the master's {master.xen_version}")
+    if candidate.cpu_features != master.cpu_features:
+        problems.append(f"CPU features {candidate.cpu_features} differ from the master's {master.cpu_features}"
+                        " (live migration between them is unsafe)")
+    low, high = master.memory_total_mib * (1 - MEMORY_TOLERANCE), master.memory_total_mib * (1 + MEMORY_TOLERANCE)
+    if not low <= candidate.memory_total_mib <= high:
+        problems.append(f"memory {candidate.memory_total_mib} MiB is not within {MEMORY_TOLERANCE:.0%} of the "
+                        f"master's {master.memory_total_mib} MiB")
+    if bridge not in candidate.bridges:
+        problems.append(f"no guest bridge {bridge} (bridges: {', '.join(candidate.bridges) or 'none'})")
+    return problems
+
+
+def guest_mac(lab_number: int, index: int) -> str:
+    """Xen's OUI, then the lab number (12 bits) and the guest index (12 bits)."""
+    value = (lab_number << 12) | (index & 0xFFF)
+    return f"{XEN_OUI}:{value >> 16 & 0xFF:02x}:{value >> 8 & 0xFF:02x}:{value & 0xFF:02x}"
+
+
+def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None) -> str:
+    """The xl config of a PV guest whose kernel, initramfs and disk are on the shared SR."""
+    extra = [f"xenlab.ip={address}", f"xenlab.hostname={guest.name}"]
+    if guest.heartbeat and heartbeat_to:
+        extra.append(f"xenlab.hb={heartbeat_to}")
+    if guest.writer:
+        extra.append("xenlab.writer=1")
+    lines = [
+        f'name = "{guest.name}"',
+        'type = "pv"',
+        f'kernel = "{sr}/images/pv-guest/vmlinuz"',
+        f'ramdisk = "{sr}/images/pv-guest/initrd.img"',
+        f'extra = "console=hvc0 quiet {" ".join(extra)}"',
+        f"memory = {guest.memory_mib}",
+        f"vcpus = {guest.vcpus}",
+        f'vif = ["bridge={GUEST_BRIDGE},mac={mac}"]',
+        f'disk = ["format=raw,vdev=xvda,access=rw,script=block,target={sr}/guests/{guest.name}/disk.img"]',
+        'on_crash = "destroy"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- the driver -------------------------------------------------------------------------
+class XlToolstack(Toolstack):
+    kind = "xl"
+
+    def __init__(self, lab: "Lab", network: str | None = None):
+        self.lab = lab
+        self.network = network or lab.plan.networks[0].name
+        self.sr = (lab.spec.services.nfs_export if lab.spec.services else "/srv/xenlab")
+
+    # hosts ---------------------------------------------------------------------------
+    def _xen_host(self, name: str) -> "Host":
+        host = self.lab.host(name)
+        if host.role != "xen":
+            raise XenlabError(f"{name} is not a Xen host (it is the lab's {host.role} node)")
+        return host
+
+    def _services(self) -> "Host":
+        if self.lab.services is None:
+            raise XenlabError(f"lab {self.lab.name} has no services node: the xl pool's shared SR needs one")
+        return self.lab.services
+
+    def facts(self, host: str) -> HostFacts:
+        h = self._xen_host(host)
+        out = h.succeed("xl info && echo '--bridges--' && ls /sys/class/net/*/bridge -d 2>/dev/null | cut -d/ -f5",
+                        timeout=60)
+        info_text, _, bridges = out.partition("--bridges--")
+        info = parse_xl_info(info_text)
+        return HostFacts(
+            name=host, address=h.address(self.network),
+            xen_version=f"{info.get('xen_major')}.{info.get('xen_minor')}{info.get('xen_extra', '')}",
+            cpu_features=info.get("hw_caps", ""), memory_total_mib=int(info.get("total_memory", 0)),
+            memory_free_mib=int(info.get("free_memory", 0)), bridges=tuple(bridges.split()),
+        )
+
+    def host_alive(self, host: str, timeout: float = 5.0) -> bool:
+        h = self._xen_host(host)
+        if not h.process_alive():
+            return False
+        try:
+            return h.run("true", timeout=timeout).ok
+        except XenlabError:
+            return False
+
+    # pool ----------------------------------------------------------------------------
+    def form_pool(self, members: list[str], settings: PoolSettings) -> PoolInfo:
+        if not members:
+            raise XenlabError("a pool needs at least one member")
+        facts = {m: self.facts(m) for m in members}
+        master = facts[members[0]]
+        for name in members[1:]:
+            problems = check_homogeneous(master, facts[name])
+            if problems:
+                raise PoolRefused(name, "; ".join(problems))
+        self._prepare_sr()
+        self.ensure_collector()
+        pool_key = self._pool_key()
+        services = self._services().address(self.network)
+        for name in members:
+            h = self._xen_host(name)
+            h.succeed(f"mkdir -p {self.sr} && (mountpoint -q {self.sr} || mount -t nfs -o vers=4.2,hard,timeo=100 "
+                      f"{services}:{self.sr} {self.sr})", timeout=120)
+            self._install_trust(h, members, pool_key)
+        pool = PoolInfo(settings.name, members[0], tuple(members), self.sr, settings)
+        data = {"name": pool.name, "master": pool.master, "members": list(pool.members), "sr_path": self.sr,
+                "settings": asdict(settings), "toolstack": self.kind, "formed_at": time.time()}
+        self._xen_host(members[0]).write_file(f"{self.sr}/pool.json", json.dumps(data, indent=2))
+        return pool
+
+    def pool(self) -> PoolInfo | None:
+        result = self._services().run(f"cat {self.sr}/pool.json", timeout=30)
+        if not result.ok:
+            return None
+        data = json.loads(result.stdout)
+        settings = data["settings"]
+        settings["protected"] = tuple(settings.get("protected", ()))
+        return PoolInfo(data["name"], data["master"], tuple(data["members"]), data["sr_path"], PoolSettings(**settings))
+
+    def _require_pool(self) -> PoolInfo:
+        pool = self.pool()
+        if pool is None:
+            raise XenlabError(f"lab {self.lab.name} has no pool yet: form one first (form_pool)")
+        return pool
+
+    def _prepare_sr(self) -> None:
+        """Guest kernel and initramfs on the shared SR, where every member can boot them."""
+        from ..images import ImageCache
+
+        image = ImageCache().ensure("pv-guest")
+        services = self._services()
+        target = f"{self.sr}/images/pv-guest"
+        services.succeed(f"mkdir -p {target} {self.sr}/guests")
+        marker = f"{target}/digest"
+        if services.run(f"cat {marker}").stdout.strip() != image.digest:
+            for name in ("vmlinuz", "initrd.img"):
+                services.put(image.directory / name, f"{target}/{name}")
+            services.write_file(marker, image.digest + "\n")
+
+    def _pool_key(self):
+        from ..images.identity import generate_keypair
+
+        return generate_keypair(self.lab.run.root / "keys" / "pool_ed25519", f"xenlab-pool-{self.lab.name}")
+
+    def _install_trust(self, host: "Host", members: list[str], pool_key) -> None:
+        """dom0-to-dom0 SSH for `xl migrate`: the pool key, and every member's pinned host key."""
+        keys = self.lab.run.root / "keys"
+        known = "".join(
+            f"{self._xen_host(m).address(self.network)} {' '.join((keys / f'host-{m}.pub').read_text().split()[:2])}\n"
+            for m in members
+        )
+        host.write_file("/root/.ssh/id_ed25519", Path(pool_key.private_path).read_text(), 0o600)
+        host.write_file("/root/.ssh/known_hosts", known, 0o644)
+        host.succeed(f"grep -qxF {shlex.quote(pool_key.public_line)} /root/.ssh/authorized_keys || "
+                     f"echo {shlex.quote(pool_key.public_line)} >> /root/.ssh/authorized_keys")
+
+    # heartbeats ------------------------------------------------------------------------
+    def ensure_collector(self) -> None:
+        services = self._services()
+        if services.run("systemctl is-active -q xenlab-heartbeat").ok:
+            return
+        services.succeed("mkdir -p /usr/local/lib/xenlab")
+        services.write_file("/usr/local/lib/xenlab/collector.py", COLLECTOR_SOURCE)
+        services.succeed(f"systemd-run --unit=xenlab-heartbeat --collect python3 /usr/local/lib/xenlab/collector.py "
+                         f"{HEARTBEAT_PORT} {HEARTBEAT_DIR}")
+        wait_for(lambda: services.run("systemctl is-active -q xenlab-heartbeat").ok,
+                 "services: heartbeat collector to start", 30, 0.5)
+
+    def heartbeat_target(self) -> str:
+        return f"{self._services().address(self.network)}:{HEARTBEAT_PORT}"
+
+    # guests ----------------------------------------------------------------------------
+    def _guest_dir(self, vm: str) -> str:
+        return f"{self.sr}/guests/{vm}"
+
+    def _guest_index(self, vm: str) -> int:
+        """A stable small number per guest (its address and MAC derive from it)."""
+        services = self._services()
+        existing = services.run(f"cat {self._guest_dir(vm)}/index").stdout.strip()
+        if existing.isdigit():
+            return int(existing)
+        used = services.run(f"cat {self.sr}/guests/*/index 2>/dev/null").stdout.split()
+        index = max([int(u) for u in used if u.isdigit()], default=-1) + 1
+        if index > 150:
+            raise XenlabError("too many guests for the lab network's address plan (150)")
+        return index
+
+    def guest_address(self, index: int) -> str:
+        network = next(n for n in self.lab.plan.networks if n.name == self.network)
+        return f"{network.subnet.network_address + GUEST_FIRST_OCTET + index}/{network.subnet.prefixlen}"
+
+    def create_vm(self, guest: GuestSpec, host: str) -> VMInfo:
+        self._require_pool()
+        h = self._xen_host(host)
+        services = self._services()
+        directory = self._guest_dir(guest.name)
+        if services.run(f"test -e {directory}/{guest.name}.cfg").ok:
+            raise XenlabError(f"a guest named {guest.name!r} already exists in the pool")
+        index = self._guest_index(guest.name)
+        config = guest_config(guest, sr=self.sr, address=self.guest_address(index),
+                              mac=guest_mac(self.lab.plan.number, index), heartbeat_to=self.heartbeat_target())
+        services.succeed(f"mkdir -p {directory} && echo {index} > {directory}/index && "
+                         f"truncate -s {guest.disk_mib}M {directory}/disk.img")
+        services.write_file(f"{directory}/{guest.name}.cfg", config)
+        return self.start_vm(guest.name, host)
+
+    def start_vm(self, vm: str, host: str) -> VMInfo:
+        h = self._xen_host(host)
+        h.succeed(f"xl create {self._guest_dir(vm)}/{vm}.cfg", timeout=180)
+        self._services().write_file(f"{self._guest_dir(vm)}/host", host + "\n")
+        return self._find(vm, host)
+
+    def _find(self, vm: str, host: str) -> VMInfo:
+        for name, domid, memory, flags in parse_xl_list(self._xen_host(host).succeed("xl list", timeout=60)):
+            if name == vm:
+                return VMInfo(vm, host, vm_state(flags), memory, domid)
+        raise XenlabError(f"{vm} is not running on {host}")
+
+    def last_host(self, vm: str) -> str | None:
+        out = self._services().run(f"cat {self._guest_dir(vm)}/host").stdout.strip()
+        return out or None
+
+    def shutdown_vm(self, vm: str, force: bool = False) -> None:
+        host = self.vm(vm).host
+        h = self._xen_host(host)
+        if force:
+            h.succeed(f"xl destroy {vm}", timeout=60)
+        else:
+            h.succeed(f"xl shutdown -w {vm}", timeout=120)
+
+    def destroy_vm(self, vm: str) -> None:
+        for info in self.vms():
+            if info.name == vm and info.state != "unknown" and info.state != "halted":
+                self._xen_host(info.host).run(f"xl destroy {vm}", timeout=60)
+        self._services().succeed(f"rm -rf {self._guest_dir(vm)}")
+
+    def vms(self) -> list[VMInfo]:
+        pool = self._require_pool()
+        known = self._services().run(f"ls {self.sr}/guests").stdout.split()
+        found: dict[str, VMInfo] = {}
+        for member in pool.members:
+            if not self.host_alive(member, timeout=10):
+                continue
+            for name, domid, memory, flags in parse_xl_list(self._xen_host(member).succeed("xl list", timeout=60)):
+                if name.endswith("--incoming") or name.endswith("--migratedaway"):
+                    continue
+                found[name] = VMInfo(name, member, vm_state(flags), memory, domid)
+        for name in known:
+            if name not in found:
+                last = self.last_host(name)
+                alive = last is not None and last in pool.members and self.host_alive(last, timeout=10)
+                found[name] = VMInfo(name, last or "", "halted" if alive else "unknown", 0)
+        return sorted(found.values(), key=lambda v: v.name)
+
+    # migration -------------------------------------------------------------------------
+    def migrate(self, vm: str, destination: str) -> MigrationResult:
+        source = self.vm(vm).host
+        if source == destination:
+            raise XenlabError(f"{vm} is already on {destination}")
+        dest_address = self._xen_host(destination).address(self.network)
+        started_at, started = time.time(), time.monotonic()
+        result = self._xen_host(source).run(f"xl migrate {vm} {dest_address}", timeout=600)
+        duration = time.monotonic() - started
+        record = MigrationResult(vm, source, destination, started_at, duration, ok=result.ok)
+        if result.ok:
+            self._services().write_file(f"{self._guest_dir(vm)}/host", destination + "\n")
+        else:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            record.error = lines[-1] if lines else f"xl migrate exited {result.status}"
+        return record
+
+    # failover --------------------------------------------------------------------------
+    def recover(self, dead_host: str, fault_at: float | None = None, observer=None,
+                timeout: float = 600) -> FailoverResult:
+        """Detect that `dead_host` is gone, fence it, restart its protected guests elsewhere.
+
+        Detection: the host is dead once neither SSH nor any of its guests' heartbeats has
+        shown life for the pool's detection timeout. Fencing: the lab's power control (a
+        partitioned host is alive but must not keep running its guests). Restart: protected
+        guests in priority order, each on the live member with most free memory that fits.
+        """
+        pool = self._require_pool()
+        settings = pool.settings
+        fault_at = fault_at or time.time()
+        result = FailoverResult(dead_host, fault_at)
+        victims = [vm for vm in settings.protected if self.last_host(vm) == dead_host]
+        peers = [m for m in pool.members if m != dead_host and self.host_alive(m, timeout=10)]
+        deadline = time.monotonic() + timeout
+        last_sign = fault_at
+        while True:
+            now = time.time()
+            if self.reachable_on_pool_network(dead_host, peers):
+                last_sign = time.time()
+            elif observer is not None:
+                for vm in victims:
+                    beats = observer.heartbeats(vm, since=last_sign)
+                    if beats:
+                        last_sign = max(last_sign, max(t for _, t in beats))
+            if now - last_sign >= settings.detection_timeout_s:
+                break
+            if time.monotonic() > deadline:
+                result.ok, result.error = False, f"{dead_host} still showed life after {timeout:.0f}s"
+                return result
+            time.sleep(1.0)  # detection is a deadline-driven poll: one probe per second
+        result.detected_after_s = time.time() - fault_at
+        host = self._xen_host(dead_host)
+        if host.process_alive():
+            host.power("off")
+        result.fenced_after_s = time.time() - fault_at
+        survivors = [m for m in peers if self.host_alive(m, timeout=10)]
+        for vm in victims:
+            memory = self._configured_memory(vm)
+            fitting = [(self.facts(m).memory_free_mib, m) for m in survivors]
+            fitting = [(free, m) for free, m in fitting if free >= memory]
+            if not fitting:
+                result.ok = False
+                result.error += f"no survivor has {memory} MiB free for {vm}; "
+                continue
+            target = max(fitting)[1]
+            self.start_vm(vm, target)
+            result.restarted[vm] = target
+        if observer is not None:
+            for vm, target in result.restarted.items():
+                back = observer.first_heartbeat_after(vm, result.fault_at + result.fenced_after_s, timeout=300)
+                if back is not None:
+                    result.heartbeat_back_after_s[vm] = back - fault_at
+                report = observer.verify_disk(vm)
+                result.integrity_ok[vm] = report.ok
+        result.ok = result.ok and len(result.restarted) == len(victims)
+        return result
+
+    def reachable_on_pool_network(self, host: str, peers: list[str]) -> bool:
+        """Is `host` alive as the pool sees it: answering a peer over the pool network?
+
+        The controller's own SSH goes over the management network, which a partition of
+        the pool network does not cut; so an isolated host counts as gone here.
+        """
+        if not peers:
+            return self.host_alive(host, timeout=2)
+        address = self._xen_host(host).address(self.network)
+        for peer in peers:
+            try:
+                if self._xen_host(peer).run(f"ping -c 1 -W 1 {address}", timeout=10).ok:
+                    return True
+            except XenlabError:
+                continue
+        return False
+
+    def _configured_memory(self, vm: str) -> int:
+        config = self._services().succeed(f"cat {self._guest_dir(vm)}/{vm}.cfg")
+        for line in config.splitlines():
+            if line.startswith("memory"):
+                return int(line.split("=")[1])
+        return 128
