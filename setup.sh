@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what xenlab needs on a Debian 12 machine: QEMU, vde2, debootstrap, e2fsprogs,
-# a static busybox (for the PV guest image), then xenlab itself with its test extras.
+# a static busybox and gcc (for the PV guest image), Chromium (HTML report checks), then
+# xenlab itself with its test extras.
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 cd "$(dirname "$0")"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap e2fsprogs busybox-static cpio openssh-client iproute2 procps)
+PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap e2fsprogs busybox-static cpio openssh-client iproute2 procps
+          gcc libc6-dev chromium fonts-dejavu-core)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,6 +13,10 @@ Tests that need the same lab share one boot: the lab is a session-scoped fixture
 parametrized by the lab choice, so test ids carry the lab name (`test_x[xen-pool2]`)
 and tests are grouped by lab. Under pytest-xdist every worker has its own lab, named
 with the worker id (`xen-pool2-gw0`).
+
+Not here yet: scenario files (`scenarios/*.yaml`) as pytest items. `xenlab.scenario.session`
+(plan_run/execute) is what such a collector would call, on the `lab` fixture's lab, adding
+its ScenarioResults to this session's results.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+# Imported once here: inner in-process sessions drop the modules they imported, and
+# numpy (under matplotlib) cannot be loaded twice in one process.
 import matplotlib.backends.backend_agg
-import matplotlib.figure  # noqa: F401 - drop modules they imported, and numpy cannot load twice
+import matplotlib.figure  # noqa: F401
 import pytest
-
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-import pytest
-
 import xenlab.faults
 import xenlab.toolstack
 from xenlab.results import RunResults

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,10 +36,11 @@ class FakeDom0(paramiko.ServerInterface):
         self.commands.append(command.decode())
 
         def answer():
-            time.sleep(0.1)  # paramiko sends the exec reply after this method returns; answer after it
             channel.sendall(b"xen-4.17 says: " + command + b"\n")
             channel.send_exit_status(0)
-            channel.close()
+            # EOF, not close: the answer may overtake paramiko's reply to the exec request,
+            # and a client whose channel is closed before that reply gives up on it.
+            channel.shutdown_write()
         threading.Thread(target=answer, daemon=True).start()
         return True
 
