@@ -85,11 +85,23 @@ class ServicesSpec(StrictModel):
     nfs_export: str = Field("/srv/xenlab", pattern=r"^/[A-Za-z0-9/_.-]+$")
 
 
+class SimSpec(StrictModel):
+    """How the simulated pool of a `backend: sim` lab behaves (see xenlab/sim/README.md)."""
+
+    time_scale: float = Field(0.05, gt=0, le=1, description="xapi operations (join, start, migrate) take their "
+                              "modelled duration times this; HA timeouts and heartbeats are not scaled")
+    guest_boot_s: float = Field(0.5, ge=0, le=600, description="from VM start to the guest's first heartbeat")
+    switchover_pause_s: float = Field(0.2, ge=0, le=60, description="a live-migrated guest is paused this long")
+
+
 class LabSpec(StrictModel):
     """A whole lab: validated as a unit so cross-references (nics -> networks) are checked."""
 
     name: Name
     description: str = ""
+    backend: Literal["qemu", "sim"] = Field("qemu", description="qemu: nested Xen hosts; sim: simulated xapi "
+                                            "hosts in the xenlab process (no QEMU)")
+    sim: SimSpec | None = Field(None, description="the simulated pool's model (backend: sim only)")
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     networks: dict[Name, NetworkSpec] = Field(default_factory=lambda: {"lab": NetworkSpec()}, min_length=1)
     hosts: dict[Name, HostSpec] = Field(min_length=1, max_length=32)
@@ -136,6 +148,10 @@ class LabSpec(StrictModel):
                     problems.append((("networks", name_b, "subnet"), f"subnet {b} of {name_b!r} overlaps {a} of {name_a!r}"))
         if len(self.networks) > 8:
             problems.append((("networks",), "at most 8 networks per lab"))
+        if self.sim is not None and self.backend != "sim":
+            problems.append((("sim",), "a sim section needs `backend: sim`"))
+        if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
+            problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
         return problems
 
     def nics_of(self, machine: HostSpec | ServicesSpec) -> list[str]:

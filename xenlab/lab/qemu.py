@@ -45,6 +45,9 @@ def linux_cmdline(machine: MachinePlan) -> str:
     return " ".join([
         "root=LABEL=xlroot", "rw", "console=ttyS0,115200", "net.ifnames=0", "loglevel=4",
         f"systemd.machine_id={machine.machine_id}", f"systemd.hostname={machine.name}",
+        # No NFSv4 delegations: a dead host's delegation on a guest disk would block the
+        # failover host's open until the dead client's lease expires (libxl gives up first).
+        "sysctl.fs.leases-enable=0",
     ])
 
 

@@ -27,6 +27,8 @@ FACTORIES = {
     "observer": ("xenlab.observe", "LabObserver"),
     "faults": ("xenlab.faults", "Faults"),
 }
+# A sim lab (backend: sim) is its own observer and fault injector.
+SIM_FACTORIES = {"observer": lambda lab: lab.observer(), "faults": lambda lab: lab.faults()}
 
 
 @dataclass
@@ -64,7 +66,7 @@ def plan_run(scenario_file: str, lab_ref: str | None = None,
     if ref.endswith((".yaml", ".yml")) or "/" in ref:
         path = str(resolve_lab_path(ref))
         spec = load_lab(path)
-        if spec.name in running:
+        if spec.name in running and spec.backend != "sim":
             lab = attach_lab(spec.name)
             spec = lab.spec
     elif ref in running:
@@ -74,9 +76,15 @@ def plan_run(scenario_file: str, lab_ref: str | None = None,
         path = str(resolve_lab_path(ref))
         spec = load_lab(path)
     problems = check_against_lab(scenario, spec)
+    if spec.backend == "sim":
+        from ..simlab import scenario_problems
+
+        problems += scenario_problems(scenario, spec)
     if problems:
         raise SpecError(scenario.path, problems)
     chosen = dict(factories or {})
+    if spec.backend == "sim":
+        chosen = {**SIM_FACTORIES, **chosen}
     for role, (module, name) in FACTORIES.items():
         if role not in chosen:
             chosen[role] = _factory(module, name, role)
@@ -88,8 +96,9 @@ def start_lab(plan: Plan, progress: Progress) -> None:
     if plan.lab is not None:
         return
     from ..lab import Lab
+    from ..simlab import SimLab
 
-    lab = Lab(plan.lab_spec, plan.lab_path)
+    lab = (SimLab if plan.lab_spec.backend == "sim" else Lab)(plan.lab_spec, plan.lab_path)
     lab.up(progress=progress)
     plan.lab, plan.started_here = lab, True
 
@@ -101,7 +110,8 @@ def execute(plan: Plan, on_event: EventCallback | None = None) -> RunResults:
     toolstack = plan.factories["toolstack"](plan.lab)
     observer = plan.factories["observer"](plan.lab)
     faults = plan.factories["faults"](plan.lab)
-    result: ScenarioResult = run_scenario(plan.scenario, plan.lab, toolstack, observer, faults, on_event)
+    result: ScenarioResult = run_scenario(plan.scenario, plan.lab, toolstack, observer, faults, on_event,
+                                          poll_s=getattr(plan.lab, "poll_s", 1.0))
     accel = ""
     try:
         accel = plan.lab.state.accel

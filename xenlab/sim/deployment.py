@@ -16,6 +16,7 @@ from typing import Any
 
 from . import datamodel as dmod
 from .clock import Clock
+from .guests import DEFAULT_BOOT_S, DEFAULT_SWITCHOVER_S, GuestHeartbeats
 from .model import NULL_REF, ApiError, Database, Generation, new_ref, new_uuid
 
 GiB = 1024**3
@@ -28,6 +29,8 @@ HA_DEFAULT_TIMEOUT = 60.0  # seconds; xapi's default HA timeout base
 HOST_ASSUMED_DEAD = 600.0  # seconds; without HA the master notices after 10 min
 
 API_VERSION = (2, 21)
+PRODUCT_VERSION = "8.3.0"
+DEFAULT_CPU_FEATURES = "1fcbfbff-f7fa3223-2d93fbff-00000423"  # cpu_info features words, as xapi shows them
 
 # Templates every fresh pool gets: (name, memory, vcpus, disk size or 0, hvm)
 TEMPLATES = [
@@ -147,6 +150,9 @@ class Deployment:
         dm: dmod.Datamodel | None = None,
         async_instant: bool = False,
         time_scale: float = 1.0,
+        dom0_memory: int = DEFAULT_DOM0_MEMORY,
+        guest_boot_s: float = DEFAULT_BOOT_S,
+        switchover_s: float = DEFAULT_SWITCHOVER_S,
     ) -> None:
         if hosts < 1:
             raise ValueError("need at least one host")
@@ -160,6 +166,8 @@ class Deployment:
         self.async_instant = async_instant  # Async tasks finish without advancing the clock
         self.time_scale = time_scale  # real-time mode: multiply simulated durations by this
         self.stopping = False
+        self.dom0_memory = dom0_memory
+        self.guests = GuestHeartbeats(guest_boot_s, switchover_s)  # what the VMs' heartbeat senders deliver
         self.hosts: list[SimHost] = []
         self._domid: dict[str, int] = {}
         self.clock.on_tick(self._wake)
@@ -262,7 +270,7 @@ class Deployment:
             "API_version_vendor": "XenSource",
             "software_version": {
                 "product_brand": "XCP-ng",
-                "product_version": "8.3.0",
+                "product_version": PRODUCT_VERSION,
                 "platform_name": "XCP",
                 "platform_version": "3.4.0",
                 "xapi": "24.19",
@@ -270,7 +278,12 @@ class Deployment:
                 "xenlab_simulator": "true",
             },
             "capabilities": ["xen-3.0-x86_64", "hvm-3.0-x86_64"],
-            "cpu_info": {"cpu_count": str(h.cpus), "socket_count": "1", "vendor": "GenuineIntel"},
+            "cpu_info": {
+                "cpu_count": str(h.cpus),
+                "socket_count": "1",
+                "vendor": "GenuineIntel",
+                "features": DEFAULT_CPU_FEATURES,
+            },
             "sched_policy": "credit",
             "supported_bootloaders": ["pygrub", "eliloader"],
             "metrics": metrics,
@@ -318,7 +331,7 @@ class Deployment:
             db,
             name_label=f"Control domain on host: {h.name}",
             is_control_domain=True,
-            memory=DEFAULT_DOM0_MEMORY,
+            memory=self.dom0_memory,
             vcpus=min(8, h.cpus),
         )
         db.set(dom0, power_state="Running", resident_on=h.ref, domid=0)
@@ -504,9 +517,44 @@ class Deployment:
         for h in targets:
             self._fire(h)
 
+    def configure_host(
+        self, key: int | str, product_version: str | None = None, cpu_vendor: str | None = None,
+        cpu_features: str | None = None,
+    ) -> None:
+        """Make a host differ from its peers (another release, another CPU), as a lab might."""
+        with self.lock:
+            h = self.host(key)
+            assert h.db is not None
+            rec = h.db.get(h.ref, "host")
+            software, cpu = dict(rec["software_version"]), dict(rec["cpu_info"])
+            if product_version is not None:
+                software["product_version"] = product_version
+            if cpu_vendor is not None:
+                cpu["vendor"] = cpu_vendor
+            if cpu_features is not None:
+                cpu["features"] = cpu_features
+            h.db.set(h.ref, software_version=software, cpu_info=cpu)
+
     def _fire(self, h: SimHost) -> None:
+        with self.lock:
+            self._guests_follow(h)
         for fn in list(h.on_state_change):
             fn(h)
+
+    def _guests_follow(self, h: SimHost) -> None:
+        """A host's guests die with it, and go unheard while it is cut off."""
+        if h.db is None:
+            return
+        now = self.clock.now()
+        for vm in h.db.get(h.ref, "host")["resident_VMs"]:
+            if h.db.get(vm, "VM")["is_control_domain"]:
+                continue
+            if not h.serving:
+                self.guests.stopped(vm, now)
+            elif h.isolated:
+                self.guests.cut_off(vm, now)
+            else:
+                self.guests.reconnected(vm, now)
 
     def _schedule_failure_detection(self, h: SimHost) -> None:
         db = h.db
@@ -530,6 +578,7 @@ class Deployment:
         rec = db.get(vm, "VM")
         host = rec["resident_on"]
         db.set(vm, power_state="Halted", resident_on=NULL_REF, domid=-1, scheduled_to_be_resident_on=NULL_REF)
+        self.guests.stopped(vm, self.clock.now())
         self.vm_metrics_halted(db, vm)
         if db.exists(host, "host"):
             self.refresh_memory(db, host)
@@ -709,6 +758,7 @@ class Deployment:
         )
         self.vm_metrics_running(db, vm)
         self.refresh_memory(db, href)
+        self.guests.booted(vm, self.clock.now(), paused=paused)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:

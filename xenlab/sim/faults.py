@@ -29,6 +29,22 @@ class Control:
         """Bring a killed/isolated/fenced host (or all hosts) back."""
         self.deployment.heal(host)
 
+    def configure_host(self, host: int | str, **facts: str) -> None:
+        """Set a host's product_version, cpu_vendor or cpu_features (pool.join checks them)."""
+        self.deployment.configure_host(host, **facts)
+
+    def heartbeats(self, vm: str, since: float | None = None) -> list[tuple[int, float]]:
+        """(seq, arrival time on the simulator's clock) of the modelled guest `vm` (a name_label)."""
+        d = self.deployment
+        with d.lock:
+            refs = {ref for db in {id(h.db): h.db for h in d.hosts if h.db}.values()
+                    for ref, rec in db.iter_records("VM") if rec["name_label"] == vm and ref in d.guests.runs}
+            if not refs:
+                raise KeyError(f"no simulated guest named {vm!r} has run")
+            if len(refs) > 1:
+                raise ValueError(f"{len(refs)} simulated guests are named {vm!r}")
+            return d.guests.series(refs.pop(), d.clock.now(), since)
+
     def advance(self, seconds: float) -> float:
         """Move simulated time forward (fires HA timeouts, task completions)."""
         return self.deployment.clock.advance(float(seconds))
@@ -65,6 +81,11 @@ class Control:
             return self.heal(_host_arg(args) if "host" in args else None)
         if action == "advance":
             return self.advance(float(args["seconds"]))
+        if action == "heartbeats":
+            return self.heartbeats(str(args["vm"]), float(args["since"]) if args.get("since") is not None else None)
+        if action == "configure_host":
+            facts = {k: str(v) for k, v in args.items() if k != "host"}
+            return self.configure_host(_host_arg(args), **facts)
         if action in ("now", "status"):
             return getattr(self, action)()
         raise KeyError(f"unknown control action {action!r}")

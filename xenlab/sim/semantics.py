@@ -375,7 +375,18 @@ def _join(ctx: Ctx, address: str, user: str, password: str, force: bool) -> None
     for sr, rec in my_db.iter_records("SR"):
         if rec["shared"] and not rec["is_tools_sr"]:
             raise ApiError("JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS")
+    _assert_homogeneous(my_db.get(me.ref, "host"), rdb.get(target.ref, "host"))
     _merge_into(dep, me, my_db, rdb)
+
+
+def _assert_homogeneous(joiner: dict[str, Any], master: dict[str, Any]) -> None:
+    """xapi's pre-join checks: same product version, same CPU vendor and features."""
+    mine, theirs = joiner["software_version"], master["software_version"]
+    if mine.get("product_version") != theirs.get("product_version"):
+        raise ApiError("POOL_JOINING_HOST_MUST_HAVE_SAME_PRODUCT_VERSION")
+    for key, what in (("vendor", "CPU vendor"), ("features", "CPU features")):
+        if joiner["cpu_info"].get(key) != master["cpu_info"].get(key):
+            raise ApiError("POOL_HOSTS_NOT_HOMOGENEOUS", f"{what} differ")
 
 
 def _merge_into(dep: Deployment, me: SimHost, src: Database, dst: Database) -> None:
@@ -1206,6 +1217,7 @@ def _reboot(ctx: Ctx, vm: str, op: str) -> None:
     host = rec["resident_on"]
     db.set(vm, power_state="Running", domid=dep.next_domid(dep.host_by_ref(host)))
     dep.vm_metrics_running(db, vm)
+    dep.guests.booted(vm, dep.clock.now())
 
 
 @api("VM.clean_reboot", duration=vm_duration)
@@ -1223,6 +1235,7 @@ def vm_pause(ctx: Ctx, vm: str) -> None:
     rec = vm_op_check(ctx, vm, "pause")
     assert_contact(ctx, rec["resident_on"])
     ctx.db.set(vm, power_state="Paused")
+    ctx.dep.guests.paused(vm, ctx.dep.clock.now())
     if ctx.db.exists(rec["metrics"]):
         ctx.db.set(rec["metrics"], state=["paused"])
 
@@ -1232,6 +1245,7 @@ def vm_unpause(ctx: Ctx, vm: str) -> None:
     rec = vm_op_check(ctx, vm, "unpause")
     assert_contact(ctx, rec["resident_on"])
     ctx.db.set(vm, power_state="Running")
+    ctx.dep.guests.resumed(vm, ctx.dep.clock.now())
     if ctx.db.exists(rec["metrics"]):
         ctx.db.set(rec["metrics"], state=["running"])
 
@@ -1258,6 +1272,8 @@ def _migrate(ctx: Ctx, vm: str, host: str) -> None:
     if host != src:
         dep.check_can_boot(db, vm, host)
     db.set(vm, resident_on=host, domid=dep.next_domid(dep.host_by_ref(host)))
+    if host != src:
+        dep.guests.migrated(vm, dep.clock.now())  # the switch-over: paused, then running on `host`
     if db.exists(rec["metrics"]):
         db.set(rec["metrics"], last_updated=dep.now())
     if src != NULL_REF and db.exists(src, "host"):

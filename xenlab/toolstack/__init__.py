@@ -1,4 +1,4 @@
-"""Toolstack drivers: what scenarios speak to form pools and move guests (xl, later xapi)."""
+"""Toolstack drivers: what scenarios speak to form pools and move guests (xl, xapi)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ if TYPE_CHECKING:
 
 
 def make_toolstack(lab: "Lab") -> Toolstack:
-    """The driver for a lab's hosts (xl for Debian Xen hosts)."""
+    """The driver for a lab's hosts: xapi where the lab says so (sim labs), else xl for Debian Xen hosts."""
+    if getattr(lab, "toolstack_kind", "xl") == "xapi":
+        from .xapi import XapiToolstack
+
+        return XapiToolstack(lab.xapi_access())
     from .xl import XlToolstack
 
     return XlToolstack(lab)
