@@ -108,8 +108,12 @@ def doctor(as_json: bool) -> None:
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), help="override the lab file's accel")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds until every host must be ready")
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON when ready")
-def up(lab_file: str, accel: str | None, timeout: float, as_json: bool) -> None:
-    """Build images if needed, boot every host, return when all are ready."""
+@click.option("--no-checkpoint", is_flag=True, help="do not save the `ready` checkpoint after bring-up")
+def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_checkpoint: bool) -> None:
+    """Build images if needed, boot every host, return when all are ready.
+
+    The lab's `ready` checkpoint is saved right away: `xenlab run` starts every scenario
+    from it, and `xenlab checkpoint restore ready` goes back to it in seconds."""
     from .lab import Lab
     from .spec import load_lab, resolve_lab_path
 
@@ -122,6 +126,8 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool) -> None:
         console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{subject}[/bold] {message}")
 
     lab.up(progress=progress, accel=accel, timeout=timeout)
+    if not no_checkpoint:
+        progress("lab", f"checkpoint ready saved in {lab.checkpoint_save('ready'):.2f}s")
     if as_json:
         out.print_json(json.dumps(lab.status()))
     else:
@@ -431,8 +437,13 @@ def sim_serve(port: int, hosts: int, realtime: bool, password_file: str | None) 
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (schema xenlab.results/1)")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False),
               help="where to write the results JSON (default: results/<scenario>-<timestamp>.json)")
-def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None) -> None:
-    """Run a scenario on a lab (started if it is not up) and check its expectations."""
+@click.option("--as-is", "as_is", is_flag=True, help="run on the lab as it is, not from its `ready` checkpoint")
+def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None, as_is: bool) -> None:
+    """Run a scenario on a lab (started if it is not up) and check its expectations.
+
+    A running lab is first restored to its `ready` checkpoint (if it has one), so every
+    scenario starts from the same fresh lab."""
+    fresh = not as_is
     from rich.markup import escape
 
     from .scenario.session import default_results_path, execute, plan_run, start_lab
@@ -450,6 +461,11 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
                       f"`xenlab down {plan.lab_name}` stops it)")
         start_lab(plan, lambda subject, message: console.print(f"{stamp()} [bold]{escape(subject)}[/bold] "
                                                                f"{escape(message)}"))
+        if hasattr(plan.lab, "checkpoint_save") and getattr(plan.lab.spec, "backend", "qemu") != "sim":
+            console.print(f"{stamp()} checkpoint ready saved in {plan.lab.checkpoint_save('ready'):.2f}s")
+    elif fresh and "ready" in {c.tag for c in getattr(getattr(plan.lab, "state", None), "checkpoints", [])}:
+        console.print(f"{stamp()} lab {plan.lab_name} restored to its `ready` checkpoint in "
+                      f"{plan.lab.checkpoint_restore('ready'):.2f}s (--as-is to skip)")
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "start": "cyan",
                "info": "dim"}
 

@@ -214,6 +214,9 @@ def xenlab_session(config: pytest.Config) -> XenlabSession:
 
 
 def lab_choice_of(item: pytest.Item) -> LabChoice | None:
+    own = getattr(item, "xenlab_choice", None)  # scenario items choose their lab themselves
+    if isinstance(own, LabChoice):
+        return own
     callspec = getattr(item, "callspec", None)
     if callspec is None:
         return None
@@ -236,6 +239,16 @@ def pytest_configure(config: pytest.Config) -> None:
             session.choice_for(None)
         except XenlabError as exc:
             raise pytest.UsageError(f"--lab {config.option.xenlab_lab}: {exc}") from None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    """Scenario files (`scenarios/*.yaml`, or a YAML file named on the command line)."""
+    from .fixtures.scenarios import ScenarioFile, is_scenario_file
+
+    given = any(Path(arg.split("::")[0]).resolve() == file_path.resolve() for arg in parent.config.args)
+    if is_scenario_file(file_path, given):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -44,7 +44,6 @@ class SimLabHost:
     """A simulated host as the lab names it: its xapi address and URL."""
 
     name: str
-    role: str
     address: str
     url: str
 
@@ -108,15 +107,11 @@ class SimLab:
     def host(self, name: str) -> SimLabHost:
         server = self.running
         simulated = server.deployment.hosts[self._index(name)]
-        return SimLabHost(name, "xen", simulated.address, server.url_for(simulated.index))
+        return SimLabHost(name, simulated.address, server.url_for(simulated.index))
 
     @property
     def hosts(self) -> list[SimLabHost]:
         return [self.host(n) for n in self.names]
-
-    def now(self) -> float:
-        """The simulator's clock (time.time() in a sim lab)."""
-        return self.running.control.now()
 
     # what the scenario layer asks for -------------------------------------------------
     def xapi_access(self) -> XapiAccess:
@@ -145,7 +140,6 @@ class SimFaults:
 
     def __init__(self, lab: SimLab):
         self.lab = lab
-        self.active: list[ActiveFault] = []
 
     def inject(self, kind: str, target: str | list[str], **params: Any) -> ActiveFault:
         if kind not in SIMULATED_FAULTS:
@@ -165,9 +159,7 @@ class SimFaults:
             for index in indexes:
                 control.heal(index)
 
-        fault = ActiveFault(kind, target, started, dict(params), heal)
-        self.active.append(fault)
-        return fault
+        return ActiveFault(kind, target, started, dict(params), heal)
 
 
 class SimObserver:

@@ -121,7 +121,7 @@ class GuestHeartbeats:
             if run.ended_at is not None and since is not None and run.ended_at < since:
                 continue
             seq = 0
-            for start, end in run.active(now):
+            for start, end in run.active(now + INTERVAL_S / 2):  # a beat due right now has been sent
                 count = max(0, math.ceil((end - start) / INTERVAL_S - 1e-9))
                 first = 0
                 if since is not None and since > start:

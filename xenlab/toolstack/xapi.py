@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import XenAPI
 
 from ..errors import WaitTimeout, XenlabError
+from ..waiting import wait_for
 from .base import (FailoverResult, GuestSpec, HostFacts, MigrationResult, PoolInfo, PoolRefused, PoolSettings,
                    Toolstack, VMInfo)
 
@@ -621,22 +622,32 @@ class XapiToolstack(Toolstack):
                                               "guests in the pool settings to have it enabled")
             return result
         try:
-            failed_at = self._until_declared_dead(dead_host, deadline)
+            failed_at = self._until_declared_dead(dead_host, fault_at, deadline)
             result.detected_after_s = result.fenced_after_s = round(max(0.0, failed_at - fault_at), 3)
             restarted = self._until_restarted(dead_host, victims, deadline)
         except WaitTimeout as exc:
             result.ok, result.error = False, str(exc)
             return result
-        for vm, (host, started) in restarted.items():
+        for vm, (host, started, sends) in restarted.items():
             result.restarted[vm] = host
-            if observer is not None:
-                beats = observer.heartbeats(vm, since=started)
-                if beats:
-                    result.heartbeat_back_after_s[vm] = round(min(t for _, t in beats) - fault_at, 3)
+            if observer is not None and sends:
+                back = self._first_heartbeat(observer, vm, started, deadline)
+                if back is not None:
+                    result.heartbeat_back_after_s[vm] = round(back - fault_at, 3)
         missing = [vm for vm in victims if vm not in restarted]
         if missing:
             result.ok, result.error = False, f"HA did not restart {', '.join(missing)}"
         return result
+
+    @staticmethod
+    def _first_heartbeat(observer, vm: str, since: float, deadline: float) -> float | None:
+        """When the restarted guest was first heard (the observer is polled: it has no events)."""
+        try:
+            beats = wait_for(lambda: observer.heartbeats(vm, since=since), f"the first heartbeat of {vm}",
+                             max(0.0, deadline - time.monotonic()), 0.05)
+        except WaitTimeout:
+            return None  # never heard: the runner reports the recovery as unmeasured
+        return min(t for _, t in beats)
 
     def _victims(self, x, dead_host: str, settings: PoolSettings, fault_at: float) -> list[str]:
         """Protected guests the failure of `dead_host` hit: still on it, or restarted since the fault."""
@@ -654,15 +665,19 @@ class XapiToolstack(Toolstack):
                 hit.append(name)
         return hit
 
-    def _until_declared_dead(self, dead_host: str, deadline: float) -> float:
-        """When xapi declared the host dead (its HA_HOST_FAILED message, else its metrics' update)."""
+    def _until_declared_dead(self, dead_host: str, fault_at: float, deadline: float) -> float:
+        """When xapi declared the host dead after the fault (HA_HOST_FAILED, else its metrics' update).
+
+        xapi times have a resolution of one second, hence the second of slack.
+        """
         def declared(x) -> float | None:
             ref = self._host_ref(x, dead_host)
             if self._host_live(x, ref):
                 return None
             uuid = x.host.get_uuid(ref)
             stamps = [xapi_time(m["timestamp"]) for m in x.message.get_all_records().values()
-                      if m["name"] == "HA_HOST_FAILED" and m["obj_uuid"] == uuid]
+                      if m["name"] == "HA_HOST_FAILED" and m["obj_uuid"] == uuid
+                      and xapi_time(m["timestamp"]) >= fault_at - 1.0]
             if stamps:
                 return max(stamps)
             return xapi_time(x.host_metrics.get_last_updated(x.host.get_metrics(ref)))
@@ -670,9 +685,10 @@ class XapiToolstack(Toolstack):
         return self._await_across_masters(["host_metrics", "message"], declared,
                                           f"xapi to declare {dead_host} dead", deadline)
 
-    def _until_restarted(self, dead_host: str, victims: list[str], deadline: float) -> dict[str, tuple[str, float]]:
-        """guest -> (host, start time) once every victim runs on a live member other than `dead_host`."""
-        def restarted(x) -> dict[str, tuple[str, float]] | None:
+    def _until_restarted(self, dead_host: str, victims: list[str],
+                         deadline: float) -> dict[str, tuple[str, float, bool]]:
+        """guest -> (host, start time, sends heartbeats) once every victim runs on a live member but `dead_host`."""
+        def restarted(x) -> dict[str, tuple[str, float, bool]] | None:
             refs = self._host_refs(x)
             names = {ref: name for name, ref in refs.items()}
             found = {}
@@ -682,7 +698,8 @@ class XapiToolstack(Toolstack):
                 if rec["power_state"] != "Running" or host in (None, dead_host) or \
                         not self._host_live(x, rec["resident_on"]):
                     return None
-                found[vm] = (host, xapi_time(x.VM_metrics.get_start_time(rec["metrics"])))
+                found[vm] = (host, xapi_time(x.VM_metrics.get_start_time(rec["metrics"])),
+                             rec["other_config"].get("xenlab_heartbeat") != "false")
             return found or {}
 
         if not victims:
