@@ -20,6 +20,10 @@ class SpecError(XenlabError):
         super().__init__("\n".join(lines))
 
 
+class NotMeasurable(XenlabError):
+    """A figure this backend cannot measure (e.g. disk integrity on a simulator): reported, not failed."""
+
+
 class WaitTimeout(XenlabError):
     """A wait ran past its deadline; the message says what was awaited and the last evidence."""
 

@@ -2,7 +2,8 @@
 
 Heartbeat times are taken on the services node; `clock_offset` maps them onto this
 process's clock (time.time()) so they compare with the times of toolstack calls. The
-offset is measured over SSH (midpoint of the round trip); its error is half the round
+offset is measured over SSH (midpoint of the round trip) at every read, because a lab
+machine's clock may be stepped (after a checkpoint restore); its error is half the round
 trip, which only shifts windows, never the gaps themselves.
 """
 
@@ -24,7 +25,6 @@ class LabObserver:
     def __init__(self, lab: "Lab", sr: str | None = None):
         self.lab = lab
         self.sr = sr or (lab.spec.services.nfs_export if lab.spec.services else "/srv/xenlab")
-        self._offset: float | None = None
 
     @property
     def services(self):
@@ -34,17 +34,15 @@ class LabObserver:
             raise XenlabError(f"lab {self.lab.name} has no services node to collect heartbeats")
         return self.lab.services
 
-    def clock_offset(self) -> float:
-        """services-node time minus local time (measured once, best of three)."""
-        if self._offset is None:
-            samples = []
-            for _ in range(3):
-                before = time.time()
-                remote = float(self.services.succeed("date +%s.%N", timeout=30))
-                after = time.time()
-                samples.append((after - before, remote - (before + after) / 2))
-            self._offset = min(samples)[1]
-        return self._offset
+    def clock_offset(self, samples: int = 2) -> float:
+        """services-node time minus local time (best of `samples` round trips)."""
+        measured = []
+        for _ in range(samples):
+            before = time.time()
+            remote = float(self.services.succeed("date +%s.%N", timeout=30))
+            after = time.time()
+            measured.append((after - before, remote - (before + after) / 2))
+        return min(measured)[1]
 
     def heartbeats(self, vm: str, since: float | None = None) -> list[tuple[int, float]]:
         """(seq, arrival time on this process's clock) of every heartbeat of `vm`."""

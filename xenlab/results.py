@@ -31,6 +31,7 @@ class Figure(ResultModel):
     value: float | None  # None: could not be measured (the reason is in `note`)
     unit: str  # "s", "ms", "count", "%", "bytes", "bool"
     note: str = ""
+    measurable: bool = True  # False: this backend cannot measure it (the note says why); not a failure
 
 
 class ExpectationResult(ResultModel):

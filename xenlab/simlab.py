@@ -18,9 +18,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from .errors import XenlabError
+from .errors import NotMeasurable, XenlabError
 from .faults import ActiveFault
 from .metrics import IntegrityReport
 from .spec import LabSpec, SimSpec
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 SIMULATED_FAULTS = {"power_cut": "kill_host", "partition": "isolate_host"}  # fault kind -> simulator control
 POLL_S = 0.1  # a simulated pool answers in milliseconds: the runner may look often
-
-
-class NotMeasurable(XenlabError):
-    """The figure cannot be measured on this backend (not a failure of the system under test)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ class SimLab:
         self.names = list(spec.hosts)
 
     # lifecycle -----------------------------------------------------------------------
-    def up(self, progress: Callable[[str, str], None] = lambda subject, message: None) -> SimLab:
+    def up(self, progress: Callable[[str, str], None] = lambda subject, message: None) -> Self:
         from .sim.server import SimServer
 
         if self.server is not None:
@@ -84,7 +80,7 @@ class SimLab:
         if server is not None:
             server.stop()
 
-    def __enter__(self) -> SimLab:
+    def __enter__(self) -> Self:
         return self.up()
 
     def __exit__(self, *exc: object) -> None:
@@ -97,7 +93,8 @@ class SimLab:
         return self.server
 
     # hosts -----------------------------------------------------------------------------
-    def _index(self, name: str) -> int:
+    def index_of(self, name: str) -> int:
+        """The simulated host behind lab host `name`."""
         if name not in self.names:
             services = f" ({name} is the services node, which a sim lab does not simulate)" \
                 if self.spec.services is not None and name == self.spec.services.name else ""
@@ -106,7 +103,7 @@ class SimLab:
 
     def host(self, name: str) -> SimLabHost:
         server = self.running
-        simulated = server.deployment.hosts[self._index(name)]
+        simulated = server.deployment.hosts[self.index_of(name)]
         return SimLabHost(name, simulated.address, server.url_for(simulated.index))
 
     @property
@@ -149,7 +146,7 @@ class SimFaults:
         if network not in (None, first):
             raise XenlabError(f"sim lab {self.lab.name} simulates one network ({first}), not {network!r}")
         targets = [target] if isinstance(target, str) else list(target)
-        indexes = [self.lab._index(t) for t in targets]
+        indexes = [self.lab.index_of(t) for t in targets]
         control = self.lab.running.control
         started = control.now()
         for index in indexes:

@@ -37,6 +37,7 @@ def pool2(run_base) -> Lab:
     try:
         lab.up(progress=lambda s, m: lines.append(f"{time.monotonic() - started:6.1f}s {s}: {m}"),
                accel="tcg", tied=True, timeout=900)
+        lines.append(f"checkpoint ready saved in {lab.checkpoint_save('ready'):.2f}s")
     finally:
         print("\n".join(["", "bring-up of xen-pool2:", *lines]))
     yield lab

@@ -99,10 +99,10 @@ def test_freeze_and_thaw(pool2):
 def test_checkpoint_restore_brings_back_the_saved_moment(pool2):
     h1 = pool2.hosts[0]
     h1.succeed("rm -f /root/after-checkpoint")
-    seconds = pool2.checkpoint_save("ready")
+    seconds = pool2.checkpoint_save("moment")
     assert seconds > 0
     h1.succeed("touch /root/after-checkpoint")
-    restored = pool2.checkpoint_restore("ready")
+    restored = pool2.checkpoint_restore("moment")
     assert restored > 0
     # the host answers again without a reboot, and the file written after the save is gone
     assert h1.run("test -e /root/after-checkpoint").status == 1
@@ -110,6 +110,8 @@ def test_checkpoint_restore_brings_back_the_saved_moment(pool2):
     assert uptime > 30, "restore must not reboot the host"
     for host in pool2.hosts:
         host.succeed("xl info >/dev/null")
+    assert [c.tag for c in pool2.state.checkpoints] == ["ready", "moment"]
+    pool2.checkpoint_delete("moment")
     assert [c.tag for c in pool2.state.checkpoints] == ["ready"]
 
 

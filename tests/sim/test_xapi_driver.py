@@ -6,8 +6,10 @@ must pass (HA timeouts), the test advances the clock while the driver waits on e
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 
 import pytest
 from sim_helpers import HOST_MEM, PW, connect, host_ref
@@ -288,3 +290,24 @@ class SimHeartbeats:
 
     def heartbeats(self, vm: str, since: float | None = None):
         return self.sim.control.heartbeats(vm, since)
+
+
+def test_modelled_heartbeats_stop_with_the_host_and_are_lost_while_it_is_cut_off(pool):
+    sim, ts = pool
+    ts.create_vm(GuestSpec("vm2"), "h2")
+    ts.create_vm(GuestSpec("vm3"), "h3")
+    sim.control.advance(2)
+    cut_at = sim.control.now()
+    sim.control.kill_host("h2")
+    sim.control.isolate_host("h3")
+    sim.control.advance(5)
+    sim.control.heal("h3")
+    sim.control.advance(1)
+    assert max(t for _, t in sim.control.heartbeats("vm2")) < cut_at  # dead with its host
+    stats = downtime_around(sim.control.heartbeats("vm3"), cut_at, cut_at + 5)
+    assert stats.downtime_s == pytest.approx(5.01, abs=0.011) and stats.heartbeats_lost == 500
+    request = urllib.request.Request(sim.control_url + "heartbeats", method="POST",
+                                     data=json.dumps({"vm": "vm3", "since": cut_at + 5.5}).encode())
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        beats = json.loads(reply.read())["result"]
+    assert beats[0][1] == pytest.approx(cut_at + 5.5) and len(beats) == 51

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import xmlrpc.client
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_a_guest_sends_every_10ms_from_its_boot_delay_on():
     assert guests.series("vm", now=100.49) == []
     beats = guests.series("vm", now=101.0)
     assert beats[0] == (0, 100.5) and len(beats) == 51 and beats[-1] == (50, 101.0)
-    assert all(b - a == pytest.approx(INTERVAL_S) for (_, a), (_, b) in zip(beats, beats[1:]))
+    assert all(b - a == pytest.approx(INTERVAL_S) for (_, a), (_, b) in itertools.pairwise(beats))
     assert guests.series("vm", now=101.0, since=100.9)[0] == (40, 100.9)
 
 

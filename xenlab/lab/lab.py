@@ -352,6 +352,8 @@ class Lab:
         _parallel(self.machines.values(), load)
         if wait_ssh:
             _parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))
+            # Guest clocks resume at the saved moment; there is no NTP in a lab, so set them.
+            _parallel(self.machines.values(), lambda h: h.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30))
         return time.monotonic() - started
 
     def checkpoint_delete(self, tag: str) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from ..errors import WaitTimeout, XenlabError
+from ..errors import NotMeasurable, WaitTimeout, XenlabError
 from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
 from ..results import ExpectationResult, Figure, Outcome, ScenarioResult, StepResult
 from ..toolstack.base import FailoverResult, GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
@@ -373,7 +373,12 @@ class _ScenarioRun:
             figures["integrity"] = Figure(value=None, unit="bool", note=f"{vm} writes no records")
             figures["records"] = Figure(value=None, unit="count", note=f"{vm} writes no records")
             return None
-        report = self.observer.verify_disk(vm)
+        try:
+            report = self.observer.verify_disk(vm)
+        except NotMeasurable as exc:
+            figures["integrity"] = Figure(value=None, unit="bool", note=str(exc), measurable=False)
+            figures["records"] = Figure(value=None, unit="count", note=str(exc), measurable=False)
+            return None
         figures["integrity"] = Figure(value=1.0 if report.ok else 0.0, unit="bool", note=report.reason)
         figures["records"] = Figure(value=report.records, unit="count")
         return report
@@ -534,7 +539,7 @@ class _ScenarioRun:
                     _merge_integrity(figures, one)
                     details.setdefault("integrity", {})[vm] = asdict(report) if report else None
                     if report is None:
-                        return False, f"{vm} writes no records"
+                        return not one["integrity"].measurable, one["integrity"].note
                     return report.ok, report.reason or f"{report.records} records intact"
         except XenlabError as exc:
             return False, str(exc)
@@ -654,8 +659,10 @@ def _merge_integrity(into: dict[str, Figure], one: dict[str, Figure]) -> None:
     new, old = one["integrity"], into.get("integrity")
     if old is None or (old.value is not None and (new.value is None or new.value < old.value)):
         into["integrity"] = new
-    records = [f.value for f in (into.get("records"), one.get("records")) if f is not None]
-    into["records"] = Figure(value=None if None in records else sum(records), unit="count")
+    counted = [f for f in (into.get("records"), one.get("records")) if f is not None]
+    records = [f.value for f in counted]
+    into["records"] = Figure(value=None if None in records else sum(records), unit="count",
+                             measurable=all(f.measurable for f in counted))
 
 
 def _failover_figures(result: FailoverResult, figures: dict[str, Figure]) -> None:

@@ -220,6 +220,14 @@ class Deployment:
                 return h
         raise ApiError("HANDLE_INVALID", "host", ref)
 
+    def databases(self) -> list[Database]:
+        """Every pool's database, once (the members of a pool share one)."""
+        found: list[Database] = []
+        for h in self.hosts:
+            if h.db is not None and not any(h.db is db for db in found):
+                found.append(h.db)
+        return found
+
     def pool_ref(self, db: Database) -> str:
         return next(iter(db.all("pool")))
 

@@ -37,13 +37,13 @@ class Control:
         """(seq, arrival time on the simulator's clock) of the modelled guest `vm` (a name_label)."""
         d = self.deployment
         with d.lock:
-            refs = {ref for db in {id(h.db): h.db for h in d.hosts if h.db}.values()
-                    for ref, rec in db.iter_records("VM") if rec["name_label"] == vm and ref in d.guests.runs}
+            refs = [ref for db in d.databases() for ref, rec in db.iter_records("VM")
+                    if rec["name_label"] == vm and ref in d.guests.runs]
             if not refs:
                 raise KeyError(f"no simulated guest named {vm!r} has run")
             if len(refs) > 1:
                 raise ValueError(f"{len(refs)} simulated guests are named {vm!r}")
-            return d.guests.series(refs.pop(), d.clock.now(), since)
+            return d.guests.series(refs[0], d.clock.now(), since)
 
     def advance(self, seconds: float) -> float:
         """Move simulated time forward (fires HA timeouts, task completions)."""

@@ -26,8 +26,17 @@ import XenAPI
 
 from ..errors import WaitTimeout, XenlabError
 from ..waiting import wait_for
-from .base import (FailoverResult, GuestSpec, HostFacts, MigrationResult, PoolInfo, PoolRefused, PoolSettings,
-                   Toolstack, VMInfo)
+from .base import (
+    FailoverResult,
+    GuestSpec,
+    HostFacts,
+    MigrationResult,
+    PoolInfo,
+    PoolRefused,
+    PoolSettings,
+    Toolstack,
+    VMInfo,
+)
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -194,6 +203,10 @@ class XapiToolstack(Toolstack):
                 self._session = None
                 if attempt:
                     raise NoMaster(f"the pool master {self.master_name} refuses connections") from None
+            except UNREACHABLE as exc:  # the call may have run: not retried
+                self._session = None
+                raise NoMaster(f"lost the pool master {self.master_name} during a call: "
+                               f"{type(exc).__name__}: {exc}") from None
             except XenAPI.Failure as exc:
                 if not (exc.details and exc.details[0] == "HOST_IS_SLAVE"):
                     raise
@@ -527,7 +540,7 @@ class XapiToolstack(Toolstack):
                  for ref, rec in x.host.get_all_records().items()}
         live = {ref: self._host_live(x, ref) for ref in hosts}
         found = []
-        for ref, rec in x.VM.get_all_records().items():
+        for rec in x.VM.get_all_records().values():
             if rec["is_a_template"] or rec["is_control_domain"] or rec["is_a_snapshot"]:
                 continue
             host = rec["resident_on"]
@@ -658,10 +671,10 @@ class XapiToolstack(Toolstack):
             if not refs:
                 continue
             rec = x.VM.get_record(refs[0])
-            if rec["resident_on"] == dead:
-                hit.append(name)
-            elif rec["power_state"] == "Running" and xapi_time(x.VM_metrics.get_start_time(rec["metrics"])) >= \
-                    fault_at - 1.0:
+            still_there = rec["resident_on"] == dead
+            restarted = rec["power_state"] == "Running" and \
+                xapi_time(x.VM_metrics.get_start_time(rec["metrics"])) >= fault_at - 1.0  # xapi times: 1 s
+            if still_there or restarted:
                 hit.append(name)
         return hit
 

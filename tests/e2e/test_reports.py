@@ -1,0 +1,64 @@
+"""pytest runs a scenario file on the shared lab and writes every report a CI or a
+qualification engineer reads: JUnit, results JSON, HTML (rendered in a real browser)
+and the hardware-qualification report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from xenlab.results import RunResults
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_live_migration_scenario_under_pytest_writes_all_reports(pool2, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "scenarios/live-migration.yaml"), "--reuse-lab",
+         "--lab", pool2.name, "--xenlab-report", str(out), "-p", "no:cacheprovider", "-q"],
+        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=1200)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+    junit = ET.parse(out / "junit.xml").getroot()
+    [case] = junit.iter("testcase")
+    assert case.get("name") == "live-migration" and case.find("failure") is None
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert float(properties["downtime_p50"]) > 0
+
+    results = RunResults.read(out / "results.json")
+    [scenario] = results.scenarios
+    assert (scenario.name, scenario.outcome, scenario.toolstack) == ("live-migration", "passed", "xl")
+    assert scenario.summary["migrations"].value == 5
+    assert len(scenario.series["downtime"]) == 5
+    assert {h.name for h in results.inventory} == {"h1", "h2"}
+    assert all(h.xen_version.startswith("4.17") and h.accel == "tcg" for h in results.inventory)
+
+    html = (out / "report.html").read_text()
+    assert "live-migration" in html and "http://" not in html and "https://" not in html
+
+    qualify = subprocess.run([sys.executable, "-m", "xenlab.cli", "report", str(out / "results.json"), "--out",
+                              str(out), "--profile", str(REPO / "qualification/default.yaml")],
+                             capture_output=True, text=True, timeout=120)
+    assert qualify.returncode in (0, 3), qualify.stderr  # 3: some check failed, which is a verdict
+    verdict = (qualify.stdout + qualify.stderr).strip().splitlines()[-1]
+    assert verdict.startswith(("PASS", "FAIL")), verdict
+    assert "downtime_p50" in (out / "qualification.html").read_text()
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is needed to check the report renders: run ./setup.sh"
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1200,2000",
+                    f"--screenshot={shot}", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000
