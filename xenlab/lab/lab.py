@@ -204,12 +204,12 @@ class Lab:
             raise XenlabError(f"{host} has no nic on network {network!r}")
         return WireFilter(self.run.filter_socket(network, host), f"{host}/{network}")
 
-    def _spawn(self, host: Host, tied: bool | None = None, paused: bool = False) -> None:
+    def _spawn(self, host: Host, tied: bool | None = None, paused: bool = False, loadvm: str | None = None) -> None:
         state = self.state.machines[host.name]
         files = host.files(Path(state.image_dir))
         sockets = {n.network: self.run.access_socket(n.network, host.name) for n in host.plan.nics}
         choice = AccelChoice(self.state.accel, self.state.cpu, self.state.accel_reason)
-        argv = qemu_argv(host.plan, files, choice, state.ssh_port, sockets, start_paused=paused)
+        argv = qemu_argv(host.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm)
         files.qmp_socket.unlink(missing_ok=True)
         files.pidfile.unlink(missing_ok=True)
         tied = (self.state.tied_to_pid is not None) if tied is None else tied
@@ -279,14 +279,7 @@ class Lab:
         if not host.process_alive():
             raise XenlabError(f"{host.name} is off; `xenlab power {host.name} on` first")
         if action == "off":
-            host.forget_connections()
-            with host.monitor() as qmp:
-                try:
-                    qmp.command("quit")
-                except Exception:  # noqa: BLE001 - QEMU may close the socket before answering
-                    pass
-            wait_for(lambda: not host.process_alive(), f"{host.name}: QEMU to exit", 30, 0.05)
-            self._reap(host)
+            self._stop_process(host)
             self.state.machines[host.name].powered = False
             self._save()
         elif action == "reset":
@@ -299,6 +292,19 @@ class Lab:
         elif action == "thaw":
             with host.monitor() as qmp:
                 qmp.command("cont")
+
+    def _stop_process(self, host: Host) -> None:
+        """QEMU quits (the machine's power is cut); its overlay keeps every checkpoint."""
+        host.forget_connections()
+        if not host.process_alive():
+            return
+        with host.monitor() as qmp:
+            try:
+                qmp.command("quit")
+            except Exception:  # noqa: BLE001 - QEMU may close the socket before answering
+                pass
+        wait_for(lambda: not host.process_alive(), f"{host.name}: QEMU to exit", 30, 0.05)
+        self._reap(host)
 
     def _reap(self, host: Host) -> None:
         handle = self._qemu_handles.pop(host.name, None)
@@ -337,19 +343,14 @@ class Lab:
             known = ", ".join(c.tag for c in self.state.checkpoints) or "none"
             raise XenlabError(f"lab {self.name} has no checkpoint {tag!r} (checkpoints: {known})")
         started = time.monotonic()
+        # Each machine restarts in a fresh QEMU process that loads the checkpoint before
+        # its first instruction (-loadvm, paused). Loading into the running process left
+        # Xen's clock sources inconsistent after a long gap ("Platform timer appears to
+        # have unexpectedly wrapped", soft lockups); a fresh process carries no state over.
+        _parallel(self.machines.values(), lambda h: self._stop_process(h))
         for host in self.machines.values():
-            host.forget_connections()
-            if not host.process_alive():
-                self._spawn(host, paused=True)
-        _parallel(self.machines.values(), lambda h: _monitor_do(h, "stop"))
-
-        def load(host: Host) -> None:
-            with host.monitor() as qmp:
-                out = qmp.hmp(f"loadvm {tag}")
-                if out.strip():
-                    raise XenlabError(f"{host.name}: loadvm {tag} failed: {out.strip()}")
-                qmp.command("cont")
-        _parallel(self.machines.values(), load)
+            self._spawn(host, paused=True, loadvm=tag)
+        _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
         if wait_ssh:
             _parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))
             # Guest clocks resume at the saved moment; there is no NTP in a lab, so set them.

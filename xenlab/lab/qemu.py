@@ -66,6 +66,7 @@ def qemu_argv(
     ssh_port: int,
     network_sockets: dict[str, Path],
     start_paused: bool = False,
+    loadvm: str | None = None,
 ) -> list[str]:
     """The full QEMU command line of one lab machine.
 
@@ -106,6 +107,8 @@ def qemu_argv(
             "-netdev", f"vde,id=net-{nic.network},sock={network_sockets[nic.network]}",
             "-device", f"virtio-net-pci,netdev=net-{nic.network},id=nic-{nic.network},mac={nic.mac}",
         ]
+    if loadvm:
+        argv += ["-loadvm", loadvm]
     if start_paused:
         argv.append("-S")
     return argv
