@@ -443,7 +443,6 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
 
     A running lab is first restored to its `ready` checkpoint (if it has one), so every
     scenario starts from the same fresh lab."""
-    fresh = not as_is
     from rich.markup import escape
 
     from .scenario.session import default_results_path, execute, plan_run, start_lab
@@ -456,14 +455,17 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
     def stamp() -> str:
         return f"[dim]{time.monotonic() - started:7.1f}s[/dim]"
 
-    if plan.lab is None:
+    if plan.lab is None and plan.lab_spec.backend == "sim":
+        console.print(f"lab {plan.lab_name}: a simulated XAPI pool in this process (it ends with the run)")
+    elif plan.lab is None:
         console.print(f"lab {plan.lab_name} is not up: bringing it up (it stays up; "
                       f"`xenlab down {plan.lab_name}` stops it)")
+    if plan.lab is None:
         start_lab(plan, lambda subject, message: console.print(f"{stamp()} [bold]{escape(subject)}[/bold] "
                                                                f"{escape(message)}"))
-        if hasattr(plan.lab, "checkpoint_save") and getattr(plan.lab.spec, "backend", "qemu") != "sim":
+        if plan.lab_spec.backend != "sim":
             console.print(f"{stamp()} checkpoint ready saved in {plan.lab.checkpoint_save('ready'):.2f}s")
-    elif fresh and "ready" in {c.tag for c in getattr(getattr(plan.lab, "state", None), "checkpoints", [])}:
+    elif not as_is and "ready" in {c.tag for c in plan.lab.state.checkpoints}:  # an attached QEMU lab
         console.print(f"{stamp()} lab {plan.lab_name} restored to its `ready` checkpoint in "
                       f"{plan.lab.checkpoint_restore('ready'):.2f}s (--as-is to skip)")
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "start": "cyan",

@@ -26,7 +26,6 @@ from xenlab.simlab import SimLab
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "labs/xapi-sim-pool3.yaml"
 SCENARIOS = ("pool-formation", "live-migration", "host-failover", "rolling-evacuate")
-RUNNER_KNOWS_UNMEASURABLE = "measurable" in Figure.model_fields
 NOT_MEASURED = "integrity is not measured on sim lab xapi-sim-pool3"
 
 
@@ -56,18 +55,9 @@ def test_every_step_passes_but_what_a_simulator_cannot_measure(runs, name):
     result = runs(name)
     assert (result.toolstack, result.lab) == ("xapi", "xapi-sim-pool3")
     failed = [i for i, s in enumerate(result.steps) if s.outcome in ("failed", "error")]
-    if RUNNER_KNOWS_UNMEASURABLE:
-        assert failed == [], [result.steps[i].message for i in failed]
-        return
-    # today's runner stops at the first integrity check: that one, for that reason alone
-    (first, *_) = failed
-    step = result.steps[first]
-    assert all(NOT_MEASURED in part for part in step.message.split("; ")), step.message
-    assert [s.outcome for s in result.steps[:first]] == ["passed"] * first
+    assert failed == [], [result.steps[i].message for i in failed]
 
 
-@pytest.mark.xfail(not RUNNER_KNOWS_UNMEASURABLE, strict=True,
-                   reason="the runner fails unmeasurable integrity instead of reporting it as not measurable")
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_the_scenario_passes(runs, name):
     result = runs(name)

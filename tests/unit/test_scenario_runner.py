@@ -452,7 +452,7 @@ def test_the_cli_shows_a_timeline_writes_results_and_exits_by_outcome(tmp_path, 
     world = World()
     pool = FakePool(world, downtimes=downtimes, hosts=("h1", "h2"))
     lab = FakeLab()
-    lab.state = SimpleNamespace(accel="tcg")
+    lab.state = SimpleNamespace(accel="tcg", checkpoints=[])
     drivers = {"toolstack": lambda _: pool, "observer": lambda _: FakeObserver(world),
                "faults": lambda _: FakeFaults(pool)}
     monkeypatch.setattr(session, "plan_run", lambda path, ref=None: session.Plan(

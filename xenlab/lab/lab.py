@@ -51,6 +51,9 @@ class Lab:
     """A lab of machines described by a LabSpec, living in its run directory."""
 
     def __init__(self, spec: LabSpec, spec_path: str = "", run: RunDir | None = None):
+        if spec.backend != "qemu":
+            raise XenlabError(f"lab {spec.name} is a `backend: {spec.backend}` lab: it has no QEMU machines; "
+                              f"`xenlab run SCENARIO --lab {spec_path or spec.name}` runs scenarios on it")
         self.spec = spec
         self.spec_path = spec_path
         self.name = spec.name
