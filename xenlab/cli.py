@@ -117,8 +117,19 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_check
     from .lab import Lab
     from .spec import load_lab, resolve_lab_path
 
+    from .lab import attach_lab, running_labs
+
     path = resolve_lab_path(lab_file)
     spec = load_lab(path)
+    if spec.name in running_labs():
+        running = attach_lab(spec.name)
+        if running.spec == spec and all(h.process_alive() for h in running.machines.values()):
+            console.print(f"lab {spec.name} is already up (`xenlab down {spec.name}` first to start it anew)")
+            if as_json:
+                out.print_json(json.dumps(running.status()))
+            else:
+                _print_status(running.status())
+            return
     lab = Lab(spec, str(path))
     started = time.monotonic()
 
