@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import XenAPI
 
 from xenlab.sim.server import SimServer
+from xenlab.toolstack.base import GuestSpec
+from xenlab.toolstack.xapi import vbd_record, vdi_record, vm_record
 
 GiB = 1024**3
 MiB = 1024**2
@@ -56,39 +58,6 @@ class _TimedClass:
                 self._samples.append(time.perf_counter() - t)
 
         return call
-
-
-def vm_record(name: str, memory: int) -> dict:
-    m = str(memory)
-    return {
-        "name_label": name,
-        "name_description": "",
-        "user_version": "1",
-        "is_a_template": False,
-        "affinity": "OpaqueRef:NULL",
-        "memory_static_max": m,
-        "memory_dynamic_max": m,
-        "memory_dynamic_min": m,
-        "memory_static_min": str(256 * MiB),
-        "VCPUs_params": {},
-        "VCPUs_max": "1",
-        "VCPUs_at_startup": "1",
-        "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart",
-        "actions_after_crash": "restart",
-        "PV_bootloader": "",
-        "PV_kernel": "",
-        "PV_ramdisk": "",
-        "PV_args": "",
-        "PV_bootloader_args": "",
-        "PV_legacy_args": "",
-        "HVM_boot_policy": "BIOS order",
-        "HVM_boot_params": {"order": "cd"},
-        "platform": {},
-        "PCI_bus": "",
-        "other_config": {},
-        "recommendations": "",
-    }
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -133,32 +102,9 @@ def main() -> None:
         t0 = time.perf_counter()
         vms = []
         for n in range(args.vms):
-            vm = x.VM.create(vm_record(f"bench-{n:04d}", args.vm_memory_mib * MiB))
-            vdi = x.VDI.create(
-                {
-                    "name_label": f"d{n}",
-                    "SR": sr,
-                    "virtual_size": str(GiB),
-                    "type": "user",
-                    "sharable": False,
-                    "read_only": False,
-                    "other_config": {},
-                }
-            )
-            x.VBD.create(
-                {
-                    "VM": vm,
-                    "VDI": vdi,
-                    "userdevice": "0",
-                    "bootable": True,
-                    "mode": "RW",
-                    "type": "Disk",
-                    "empty": False,
-                    "other_config": {},
-                    "qos_algorithm_type": "",
-                    "qos_algorithm_params": {},
-                }
-            )
+            vm = x.VM.create(vm_record(GuestSpec(f"bench-{n:04d}", memory_mib=args.vm_memory_mib)))
+            vdi = x.VDI.create(vdi_record(f"d{n}", sr, GiB))
+            x.VBD.create(vbd_record(vm, vdi))
             vms.append(vm)
         t_create = time.perf_counter() - t0
         t0 = time.perf_counter()

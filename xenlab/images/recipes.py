@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +47,14 @@ class Recipe(StrictModel):
 
 
 def default_images_dir() -> Path:
-    return Path.cwd() / "images"
+    """XENLAB_IMAGES, else ./images, else the images/ of the source tree xenlab runs from."""
+    env = os.environ.get("XENLAB_IMAGES")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "images"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "images"
 
 
 def load_recipes(images_dir: Path | None = None) -> dict[str, Recipe]:

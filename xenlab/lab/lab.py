@@ -7,6 +7,7 @@ every process of the run directory (recorded or found by sweeping /proc) and rem
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -154,7 +155,7 @@ class Lab:
         self._state = LabState(
             lab=self.name, spec_path=self.spec_path, spec=json.loads(self.spec.model_dump_json()),
             accel=choice.accel, cpu=choice.cpu, accel_reason=choice.reason, created_at=time.time(),
-            tied_to_pid=__import__("os").getpid() if tied else None,
+            tied_to_pid=os.getpid() if tied else None,
         )
         keys = self.run.root / "keys"
         client = generate_keypair(keys / "id_ed25519", f"xenlab-{self.name}")
@@ -215,7 +216,11 @@ class Lab:
         argv = qemu_argv(host.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm)
         files.qmp_socket.unlink(missing_ok=True)
         files.pidfile.unlink(missing_ok=True)
-        tied = (self.state.tied_to_pid is not None) if tied is None else tied
+        if tied is None:
+            # Tie a re-spawned QEMU (power on, restore) to the lab's owner only from the
+            # owner itself: tied to another process (a CLI call, a nested pytest) it would
+            # die when that process exits. Untied, `down` and the sweep still find it.
+            tied = self.state.tied_to_pid == os.getpid()
         proc = spawn(argv, host.dir / "qemu.log", tied=tied)
         self._qemu_handles[host.name] = proc
         state.pid, state.started_at, state.argv, state.powered = proc.pid, time.time(), argv, True

@@ -15,29 +15,34 @@ from ..waiting import wait_for
 from .processes import spawn
 
 
-def start_switch(socket_dir: Path, log: Path, tied: bool) -> tuple[int, subprocess.Popen | None]:
-    """Start a vde_switch hub and return (pid, handle-to-keep).
+def _start_vde_tool(argv: list[str], ready: Path, pidfile: Path, log: Path, tied: bool,
+                    label: str) -> tuple[int, subprocess.Popen | None]:
+    """Start a vde2 tool (vde_switch, wirefilter); return (pid, handle-to-keep).
 
-    tied: the switch runs in the foreground reading a pipe from us; when we die, the
-    pipe closes and vde_switch exits by itself (plus PDEATHSIG). Otherwise it daemonizes.
+    tied: it runs in the foreground reading a pipe from us; when we die the pipe closes
+    and the tool exits by itself (plus PDEATHSIG). Otherwise it daemonizes with a pid file.
     """
-    if not shutil.which("vde_switch"):
-        raise XenlabError("vde_switch is not installed (Debian package vde2); run `xenlab doctor`")
-    argv = ["vde_switch", "--hub", "--sock", str(socket_dir), "--dirmode", "0700", "--mode", "0600"]
+    if not shutil.which(argv[0]):
+        raise XenlabError(f"{argv[0]} is not installed (Debian package vde2); run `xenlab doctor`")
     if tied:
         proc = spawn(argv, log, tied=True, stdin_pipe=True)
-        pid = proc.pid
-        handle: subprocess.Popen | None = proc
+        pid, handle = proc.pid, proc
     else:
-        pidfile = socket_dir.with_name(socket_dir.name + ".pid")
         proc = spawn(argv + ["--daemon", "--pidfile", str(pidfile)], log, tied=False)
         if proc.wait(timeout=10) != 0:
-            raise XenlabError(f"vde_switch for {socket_dir.name} failed to start; see {log}")
-        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), f"pid file of {socket_dir.name}", 10, 0.05))
+            raise XenlabError(f"{label} failed to start; see {log}")
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), f"pid file of {label}", 10, 0.05))
         handle = None
-    wait_for(lambda: (socket_dir / "ctl").exists(), f"vde switch socket {socket_dir}/ctl", 10, 0.05,
+    wait_for(ready.exists, f"{label}: socket {ready}", 10, 0.05,
              evidence=lambda: log.read_text(errors="replace")[-500:] if log.exists() else "")
     return pid, handle
+
+
+def start_switch(socket_dir: Path, log: Path, tied: bool) -> tuple[int, subprocess.Popen | None]:
+    """A vde_switch hub on a unix socket directory (private to the run directory)."""
+    argv = ["vde_switch", "--hub", "--sock", str(socket_dir), "--dirmode", "0700", "--mode", "0600"]
+    return _start_vde_tool(argv, socket_dir / "ctl", socket_dir.with_name(socket_dir.name + ".pid"), log, tied,
+                           f"vde_switch {socket_dir.name}")
 
 
 def start_wirefilter(access: Path, core: Path, mgmt: Path, log: Path, tied: bool) -> tuple[int, subprocess.Popen | None]:
@@ -46,22 +51,8 @@ def start_wirefilter(access: Path, core: Path, mgmt: Path, log: Path, tied: bool
     The filter starts transparent; `WireFilter` later sets loss, delay and bandwidth on it
     (a partition is 100% loss: packets vanish but the machine's carrier stays up).
     """
-    if not shutil.which("wirefilter"):
-        raise XenlabError("wirefilter is not installed (Debian package vde2); run `xenlab doctor`")
     argv = ["wirefilter", "-v", f"{access}:{core}", "-M", str(mgmt), "--mgmtmode", "0600"]
-    if tied:
-        proc = spawn(argv, log, tied=True, stdin_pipe=True)
-        pid, handle = proc.pid, proc
-    else:
-        pidfile = mgmt.with_name(mgmt.name + ".pid")
-        proc = spawn(argv + ["--daemon", "--pidfile", str(pidfile)], log, tied=False)
-        if proc.wait(timeout=10) != 0:
-            raise XenlabError(f"wirefilter {mgmt.name} failed to start; see {log}")
-        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), f"pid file of {mgmt.name}", 10, 0.05))
-        handle = None
-    wait_for(mgmt.exists, f"wirefilter control socket {mgmt}", 10, 0.05,
-             evidence=lambda: log.read_text(errors="replace")[-500:] if log.exists() else "")
-    return pid, handle
+    return _start_vde_tool(argv, mgmt, mgmt.with_name(mgmt.name + ".pid"), log, tied, f"wirefilter {mgmt.name}")
 
 
 class WireFilter:

@@ -484,13 +484,8 @@ class XapiToolstack(Toolstack):
                 raise XenlabError(f"a guest named {guest.name!r} already exists in the pool")
             sr = self._require_sr(x)
             vm = x.VM.create(vm_record(guest))
-            vdi = x.VDI.create({"name_label": f"{guest.name} disk", "name_description": "", "SR": sr,
-                                "virtual_size": str(guest.disk_mib * MiB), "type": "user", "sharable": False,
-                                "read_only": False, "other_config": {}, "xenstore_data": {}, "sm_config": {},
-                                "tags": []})
-            x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
-                          "empty": False, "other_config": {"owner": "true"}, "qos_algorithm_type": "",
-                          "qos_algorithm_params": {}})
+            vdi = x.VDI.create(vdi_record(f"{guest.name} disk", sr, guest.disk_mib * MiB))
+            x.VBD.create(vbd_record(vm, vdi))
             network = self._guest_network(x)
             x.VIF.create({"device": "0", "network": network, "VM": vm, "MAC": "", "MTU": "1500",
                           "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
@@ -730,6 +725,19 @@ class XapiToolstack(Toolstack):
             except (NoMaster, *UNREACHABLE):
                 self._session = None
                 self._await_master(deadline)
+
+
+def vdi_record(name: str, sr: str, size_bytes: int) -> dict[str, Any]:
+    """A VDI.create record: a user disk of `size_bytes` on `sr`."""
+    return {"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size_bytes), "type": "user",
+            "sharable": False, "read_only": False, "other_config": {}, "xenstore_data": {}, "sm_config": {},
+            "tags": []}
+
+
+def vbd_record(vm: str, vdi: str, userdevice: str = "0") -> dict[str, Any]:
+    """A VBD.create record plugging `vdi` into `vm` as its (bootable) disk."""
+    return {"VM": vm, "VDI": vdi, "userdevice": userdevice, "bootable": True, "mode": "RW", "type": "Disk",
+            "empty": False, "other_config": {"owner": "true"}, "qos_algorithm_type": "", "qos_algorithm_params": {}}
 
 
 def vm_record(guest: GuestSpec) -> dict[str, Any]:
