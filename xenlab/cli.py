@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +20,9 @@ from rich.table import Table
 
 from . import __version__
 from .errors import SpecError, XenlabError
+
+if TYPE_CHECKING:
+    from .lab import Lab
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
@@ -47,7 +51,7 @@ def main() -> None:
     """Boot pools of real Xen hosts nested in QEMU, script them, measure them."""
 
 
-def _pick_lab(name: str | None) -> "object":
+def _pick_lab(name: str | None) -> "Lab":
     from .lab import attach_lab, running_labs
 
     if name:
@@ -361,7 +365,7 @@ def images_list(as_json: bool) -> None:
 
     cache = ImageCache()
     rows = []
-    for name, digest, built, _ in cache.list():
+    for name, digest, built in cache.list():
         rows.append({"name": name, "digest": digest, "built": built is not None,
                      "path": str(built.directory) if built else None,
                      "size_bytes": built.size_bytes() if built else None,

@@ -117,12 +117,10 @@ class ImageCache:
         assert found is not None
         return found
 
-    def list(self) -> list[tuple[str, str, BuiltImage | None, bool]]:
-        """(name, digest, cached image or None, whether the cached one is current) per recipe."""
-        rows = []
-        for name in sorted(self.recipes):
-            rows.append((name, self.digest(name), self.lookup(name), True))
-        return rows
+    def list(self) -> list[tuple[str, str, BuiltImage | None]]:
+        """(name, current digest, its cached image or None) per recipe; stale builds are
+        not listed here but by `stale_entries` (the cache is keyed by the current digest)."""
+        return [(name, self.digest(name), self.lookup(name)) for name in sorted(self.recipes)]
 
     def stale_entries(self) -> list[Path]:
         """Cached images whose recipe changed or vanished (prune candidates)."""
