@@ -1,5 +1,7 @@
 """Expectations: what scenario authors may write, and the verdicts and messages they get."""
 
+import re
+
 import pytest
 
 from xenlab.results import Figure
@@ -95,3 +97,41 @@ def test_a_bare_number_in_yaml_means_equal():
 def test_unreadable_expectations_are_refused(bad):
     with pytest.raises(ExpectationError):
         parse_expectation(bad)
+
+
+# -- one bound per accelerator -------------------------------------------------------------
+
+def test_a_per_accelerator_expectation_judges_by_the_labs_accelerator():
+    expectation = parse_expectation({"tcg": "< 12s", "kvm": "< 3s"})
+    eight = Figure(value=8.0, unit="s")
+    on_tcg = expectation.evaluate("downtime", eight, "tcg")
+    on_kvm = expectation.evaluate("downtime", eight, "kvm")
+    assert on_tcg.passed and "(bound for tcg)" in on_tcg.message
+    assert not on_kvm.passed and on_kvm.message == "downtime 8.00 s is not < 3 s (bound for kvm)"
+    assert on_kvm.expected == "< 3s (kvm)"
+    assert expectation.text == "tcg: < 12s, kvm: < 3s"
+
+
+def test_other_judges_a_lab_whose_accelerator_is_not_listed_and_without_it_nothing_is_judged():
+    with_other = parse_expectation({"tcg": "< 12s", "other": "< 1s"})
+    assert not with_other.evaluate("downtime", Figure(value=2.0, unit="s"), "").passed
+    without = parse_expectation({"tcg": "< 12s"}).evaluate("downtime", Figure(value=99.0, unit="s"), "kvm")
+    assert without.passed and "no bound for accelerator kvm" in without.message
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({}, "at least one of tcg, kvm, other"),
+    ({"arm": "< 1s"}, "'arm' is not an accelerator"),
+    ({"tcg": "< 1s", "kvm": "> 99%"}, "same kind of unit"),
+    ({"tcg": {"kvm": "< 1s"}}, "not a mapping"),
+    ({"tcg": "soon"}, "cannot read expectation 'soon'"),
+])
+def test_bad_per_accelerator_expectations_say_what_to_write(raw, fragment):
+    with pytest.raises(ExpectationError, match=re.escape(fragment)):
+        parse_expectation(raw)
+
+
+
+def test_a_per_accelerator_expectation_on_a_figure_of_another_unit_is_named_with_its_accelerator():
+    expectation = parse_expectation({"tcg": "< 12", "kvm": "< 3"})
+    assert expectation.unit_problem("s").startswith("(tcg) is measured in seconds")

@@ -465,3 +465,19 @@ def test_the_cli_shows_a_timeline_writes_results_and_exits_by_outcome(tmp_path, 
     assert "migrate vm1 -> other (1/5) passed" in result.output
     saved = RunResults.read(written)
     assert (saved.lab, saved.accel, saved.scenarios[0].outcome) == ("fake-lab", "tcg", outcome)
+
+
+def test_a_per_accelerator_bound_is_chosen_by_the_labs_accelerator():
+    scenario = parse_scenario(
+        "name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
+        "  - migrate: {vm: vm1, to: h2}\n    expect: {downtime: {tcg: '< 5s', kvm: '< 1s'}}\n", "t.yaml")
+    verdicts = {}
+    for accel in ("tcg", "kvm", ""):
+        pool = FakePool(World(), downtimes=[2.0], hosts=("h1", "h2"))
+        result = run_scenario(scenario, FakeLab(), pool, FakeObserver(pool.world), FakeFaults(pool), poll_s=0.01,
+                              accel=accel)
+        [expectation] = result.steps[2].expectations
+        verdicts[accel] = (result.outcome, expectation.passed, expectation.expected)
+    assert verdicts["tcg"] == ("passed", True, "< 5s (tcg)")
+    assert verdicts["kvm"] == ("failed", False, "< 1s (kvm)")
+    assert verdicts[""][:2] == ("passed", True) and verdicts[""][2] == "tcg: < 5s, kvm: < 1s"

@@ -5,6 +5,12 @@ Forms: `< 2s`, `<= 1500ms`, `> 99%`, `>= 3`, `== 0`, `!= 0`, `between 1s and 3s`
 `false` / `no`) for yes-or-no figures. Units: `ms`, `s`, `m`/`min` (time), `%`, none (a
 count). A time is compared in whatever time unit the figure has. A bad expectation is a
 ValueError, which scenario validation reports with the file and line.
+
+A figure that depends on the accelerator takes one bound per accelerator:
+`downtime: {tcg: "< 12s", kvm: "< 3s"}`, optionally with `other:` for any other lab (a
+simulated pool, real hardware). A lab whose accelerator has no bound there is not judged
+on that figure, and the verdict says so: one number cannot be right for both a software
+CPU and a hardware one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ OPERATORS = {
     "==": lambda v, a: math.isclose(v, a, rel_tol=1e-9, abs_tol=1e-12),
     "!=": lambda v, a: not math.isclose(v, a, rel_tol=1e-9, abs_tol=1e-12),
 }
+ACCEL_KEYS = ("tcg", "kvm", "other")  # `other`: any lab whose accelerator is not listed
 YES = ("ok", "true", "yes")
 NO = ("not ok", "false", "no")
 
@@ -71,8 +78,10 @@ class Expectation:
                   "count": "a plain number such as '<= 50'", "bool": "'ok' or 'not ok'"}
         return f"is measured in {_unit_name(unit)}: write {wanted.get(_dimension_of(unit), 'a matching unit')}"
 
-    def evaluate(self, figure_name: str, figure: Figure) -> ExpectationResult:
-        """The verdict, with a message a person reads: "downtime 2.40 s is not < 2 s"."""
+    def evaluate(self, figure_name: str, figure: Figure, accel: str = "") -> ExpectationResult:
+        """The verdict, with a message a person reads: "downtime 2.40 s is not < 2 s".
+
+        `accel` is accepted for the same call as AccelExpectation; one bound serves every lab."""
 
         def verdict(passed: bool, message: str) -> ExpectationResult:
             return ExpectationResult(figure=figure_name, expected=self.text, measured=figure, passed=passed,
@@ -102,8 +111,66 @@ class Expectation:
         return verdict(passed, f"{figure_name} {shown} {'is' if passed else 'is not'} {wanted}")
 
 
-def parse_expectation(raw: object) -> Expectation:
-    """Read an expectation as written in YAML (a string, a bool or a number)."""
+@dataclass(frozen=True)
+class AccelExpectation:
+    """One expectation per accelerator (`{tcg: "< 12s", kvm: "< 3s"}`); judged by the lab's."""
+
+    bounds: tuple[tuple[str, Expectation], ...]  # (accelerator key, its expectation), in file order
+
+    @property
+    def text(self) -> str:
+        return ", ".join(f"{key}: {expectation.text}" for key, expectation in self.bounds)
+
+    def bound_for(self, accel: str) -> tuple[str, Expectation] | None:
+        """The bound that judges a lab running under `accel`: its own, else `other`, else none."""
+        table = dict(self.bounds)
+        for key in (accel, "other"):
+            if key in table:
+                return key, table[key]
+        return None
+
+    def unit_problem(self, unit: str) -> str:
+        return next((f"({key}) {p}" for key, e in self.bounds if (p := e.unit_problem(unit))), "")
+
+    def evaluate(self, figure_name: str, figure: Figure, accel: str = "") -> ExpectationResult:
+        chosen = self.bound_for(accel)
+        if chosen is None:
+            listed = ", ".join(key for key, _ in self.bounds)
+            return ExpectationResult(figure=figure_name, expected=self.text, measured=figure, passed=True,
+                                     message=f"{figure_name} has no bound for accelerator {accel or 'unknown'} "
+                                             f"(bounds given for {listed}); not judged")
+        key, expectation = chosen
+        result = expectation.evaluate(figure_name, figure)
+        return result.model_copy(update={"expected": f"{expectation.text} ({key})",
+                                         "message": f"{result.message} (bound for {key})"})
+
+
+def parse_expectation(raw: object) -> Expectation | AccelExpectation:
+    """Read an expectation as written in YAML (a string, a bool, a number, or one per accelerator)."""
+    if isinstance(raw, dict):
+        return _parse_per_accel(raw)
+    return _parse_one(raw)
+
+
+def _parse_per_accel(raw: dict) -> AccelExpectation:
+    if not raw:
+        raise ExpectationError(f"a per-accelerator expectation names at least one of {', '.join(ACCEL_KEYS)}")
+    bounds = []
+    for key, value in raw.items():
+        if key not in ACCEL_KEYS:
+            raise ExpectationError(f"{key!r} is not an accelerator: a per-accelerator expectation has keys "
+                                   f"{', '.join(ACCEL_KEYS)}, e.g. {{tcg: '< 12s', kvm: '< 3s'}}")
+        if isinstance(value, dict):
+            raise ExpectationError(f"the bound for {key} is one expectation ({EXAMPLES}), not a mapping")
+        bounds.append((key, _parse_one(value)))
+    dimensions = {e.dimension for _, e in bounds}
+    if len(dimensions) > 1:
+        raise ExpectationError("every accelerator's bound needs the same kind of unit "
+                               f"(given: {', '.join(f'{k}: {e.text}' for k, e in bounds)})")
+    return AccelExpectation(tuple(bounds))
+
+
+def _parse_one(raw: object) -> Expectation:
     if isinstance(raw, bool):
         return Expectation("ok" if raw else "not ok", "ok" if raw else "not ok")
     if isinstance(raw, (int, float)):

@@ -18,7 +18,7 @@ from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_
 
 from ..spec import Name, StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
-from .expect import Expectation, parse_expectation
+from .expect import AccelExpectation, Expectation, parse_expectation
 
 Loc = tuple[Any, ...]
 Problem = tuple[Loc, str]
@@ -46,7 +46,7 @@ FIGURES: dict[str, dict[str, str]] = {
 }
 KINDS = tuple(FIGURES)
 
-ExpectationField = Annotated[Expectation, PlainValidator(parse_expectation), PlainSerializer(lambda e: e.text)]
+ExpectationField = Annotated[Expectation | AccelExpectation, PlainValidator(parse_expectation), PlainSerializer(lambda e: e.text)]
 
 
 class PoolSection(StrictModel):

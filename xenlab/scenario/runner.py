@@ -95,17 +95,20 @@ class InjectedFault:
 
 def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None = None, *, poll_s: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> ScenarioResult:
+                 sleep: Callable[[float], None] = time.sleep, accel: str = "") -> ScenarioResult:
     """Run every step of `scenario` and return its timed, measured result (never raises for a
-    failing step; a KeyboardInterrupt ends the run as an error after healing faults)."""
-    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, sleep).run()
+    failing step; a KeyboardInterrupt ends the run as an error after healing faults).
+
+    `accel` (tcg, kvm, ...) picks the bound of per-accelerator expectations."""
+    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, sleep, accel).run()
 
 
 class _ScenarioRun:
     def __init__(self, scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None, poll_s: float,
-                 sleep: Callable[[float], None]):
+                 sleep: Callable[[float], None], accel: str = ""):
         self.scenario, self.lab, self.toolstack = scenario, lab, toolstack
+        self.accel = accel
         self.observer, self.faults = observer, faults
         self.on_event = on_event or (lambda index, name, phase, message: None)
         self.poll_s, self.sleep = poll_s, sleep
@@ -206,7 +209,7 @@ class _ScenarioRun:
         for name, expectation in step.expect.items():
             figure = figures.get(name) or Figure(value=None, unit=FIGURES[step.kind].get(name, ""),
                                                  note="this step did not measure it")
-            results.append(expectation.evaluate(name, figure))
+            results.append(expectation.evaluate(name, figure, self.accel))
         return results
 
     def info(self, title: str, message: str) -> None:

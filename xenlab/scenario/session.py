@@ -110,13 +110,13 @@ def execute(plan: Plan, on_event: EventCallback | None = None) -> RunResults:
     toolstack = plan.factories["toolstack"](plan.lab)
     observer = plan.factories["observer"](plan.lab)
     faults = plan.factories["faults"](plan.lab)
-    result: ScenarioResult = run_scenario(plan.scenario, plan.lab, toolstack, observer, faults, on_event,
-                                          poll_s=getattr(plan.lab, "poll_s", 1.0))
     accel = ""
     try:
         accel = plan.lab.state.accel
     except (XenlabError, AttributeError):
         pass
+    result: ScenarioResult = run_scenario(plan.scenario, plan.lab, toolstack, observer, faults, on_event,
+                                          poll_s=getattr(plan.lab, "poll_s", 1.0), accel=accel)
     return RunResults(lab=plan.lab_name, accel=accel, scenarios=[result],
                       bringup=dict(getattr(plan.lab, "bringup_stages", {}) or {}) if plan.started_here else {})
 
