@@ -184,13 +184,14 @@ def unsupported_fault(kind: str, lab: str) -> str:
 def scenario_problems(scenario: Scenario, spec: LabSpec) -> list[tuple[int | None, str]]:
     """What `scenario` asks that a sim lab cannot do, with lines, before anything starts."""
     found = []
-    for loc, step in scenario.walk():
-        if step.fault is not None and step.fault.kind not in SIMULATED_FAULTS:
-            found.append((scenario.line_of(loc + ("fault",)), unsupported_fault(step.fault.kind, spec.name)))
-        elif step.fault is not None and spec.services is not None and spec.services.name in step.fault.targets:
-            found.append((scenario.line_of(loc + ("fault", "target")),
+    for loc, fault in scenario.faults():
+        if fault.kind not in SIMULATED_FAULTS:
+            found.append((scenario.line_of(loc), unsupported_fault(fault.kind, spec.name)))
+        elif spec.services is not None and spec.services.name in fault.targets:
+            found.append((scenario.line_of(loc + ("target",)),
                           f"sim lab {spec.name} does not simulate its services node {spec.services.name}"))
+    for loc, step in scenario.walk():
         if step.checkpoint is not None:
             found.append((scenario.line_of(loc + ("checkpoint",)),
                           f"checkpoints are not supported on sim lab {spec.name}"))
-    return found
+    return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order

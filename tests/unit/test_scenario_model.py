@@ -246,3 +246,20 @@ def test_a_guest_must_fit_beside_dom0():
 def test_a_bigger_lab_accepts_more_hosts():
     lab = parse_lab("name: pool3\nhosts:\n  h1:\n  h2:\n  h3:\n")
     assert lab_problems("  - form_pool: {members: [h1, h2, h3]}\n", lab) == []
+
+
+def test_a_fault_during_a_migration_is_checked_against_the_lab_like_a_fault_step():
+    scenario = parse_scenario(HEAD + "  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
+                              "  - migrate:\n      vm: vm1\n      to: h2\n      during:\n        after_s: 3\n"
+                              "        fault: {kind: link_down, target: h9, network: wan}\n", "s.yaml")
+    assert [f.kind for _, f in scenario.faults()] == ["link_down"]
+    found = check_against_lab(scenario, DEFAULT_LAB)
+    assert (10, "lab xen-pool2 has no host 'h9' (hosts: h1, h2; services node: services)") in found
+    assert any(line == 10 and "no network 'wan'" in message for line, message in found)
+
+
+def test_a_fault_during_a_migration_needs_a_delay_and_a_valid_fault():
+    found = problems(HEAD + "  - create_vm: {name: vm1, host: h1}\n"
+                     "  - migrate: {vm: vm1, to: h2, during: {fault: {kind: melt, target: h1}}}\n")
+    messages = " ".join(m for _, m in found)
+    assert "after_s" in messages and "Input should be 'power_cut'" in messages

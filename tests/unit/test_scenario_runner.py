@@ -481,3 +481,79 @@ def test_a_per_accelerator_bound_is_chosen_by_the_labs_accelerator():
     assert verdicts["tcg"] == ("passed", True, "< 5s (tcg)")
     assert verdicts["kvm"] == ("failed", False, "< 1s (kvm)")
     assert verdicts[""][:2] == ("passed", True) and verdicts[""][2] == "tcg: < 5s, kvm: < 1s"
+
+
+# -- faults during a migration ---------------------------------------------------------------
+class SlowMigrationPool(FakePoolWithRecover):
+    """A migration that runs in real time until it ends by itself or its source dies."""
+
+    def __init__(self, *args, migration_s=2.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.migration_s = migration_s
+
+    def migrate(self, vm, destination):
+        self.calls.append(("migrate", vm, destination))
+        source, started = self.placement[vm], time.time()
+        while time.time() - started < self.migration_s:
+            if source in self.dead:
+                return MigrationResult(vm, source, destination, started, time.time() - started, ok=False,
+                                       error=f"the migration stream from {source} broke")
+            time.sleep(0.01)  # the fake migration's own progress, not a wait on the runner
+        self.world.outages.setdefault(vm, []).append((started + 0.2, started + 0.5, False))
+        self.placement[vm] = destination
+        return MigrationResult(vm, source, destination, started, time.time() - started)
+
+
+POWER_CUT_DURING = """name: t
+pool: {protected: [vm1]}
+steps:
+  - form_pool: {members: [h1, h2]}
+  - create_vm: {name: vm1, host: h1}
+  - migrate:
+      vm: vm1
+      to: h2
+      during: {after_s: %s, fault: {name: cut, kind: power_cut, target: h1}%s}
+  - wait: {for: {vm_on: {vm: vm1, host: h2}}, timeout: 30}
+  - assert: [{vm_running: vm1}, {data_intact: vm1}]
+"""
+
+
+def test_a_power_cut_during_a_migration_is_reported_and_failover_brings_the_guest_back_once():
+    pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=5.0)
+    result, faults = run(parse_scenario(POWER_CUT_DURING % (0.2, "") + "  - heal: cut\n", "t.yaml"), pool)
+    assert result.outcome == "passed", [s.message for s in result.steps]
+    migrate = result.steps[2]
+    assert migrate.figures["completed"].value == 0.0 and "stream from h1 broke" in migrate.figures["completed"].note
+    assert 0.15 < migrate.figures["fault_at"].value + FAULT_AGO_S < 1.0  # fake faults date themselves back
+    assert migrate.figures["downtime"].value is None and "did not complete" in migrate.message
+    assert ("recover", "h1", faults.injected[0].started_at) in pool.calls
+    assert pool.placement["vm1"] == "h2" and result.steps[4].outcome == "passed"
+    assert faults.injected[0].healed
+
+
+def test_a_fault_due_after_the_migration_ended_fails_the_step_with_what_to_change():
+    pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=0.1)
+    result, faults = run(parse_scenario(POWER_CUT_DURING % (5, ""), "t.yaml"), pool)
+    migrate = result.steps[2]
+    assert migrate.outcome == "failed" and "before cut was due at 5 s: lower `after_s`" in migrate.message
+    assert faults.injected == []
+
+
+def test_a_fault_healed_during_the_migration_lets_it_complete_and_is_measured():
+    pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=1.0)
+    text = (POWER_CUT_DURING % (0.1, ", heal_after_s: 0.1")).replace("kind: power_cut", "kind: impair, loss_pct: 5")
+    text = text.split("  - wait:")[0]
+    result, faults = run(parse_scenario(text, "t.yaml"), pool)
+    migrate = result.steps[2]
+    assert migrate.outcome == "passed", migrate.message
+    assert migrate.figures["completed"].value == 1.0 and migrate.figures["downtime"].value is not None
+    assert faults.injected[0].healed and "healed 0.1 s later" in migrate.message
+    assert result.steps[-1].kind != "heal"  # nothing was left for cleanup
+
+
+def test_a_fault_struck_during_a_migration_and_left_active_must_be_healed_by_name_or_by_cleanup():
+    pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=5.0)
+    result, faults = run(parse_scenario(POWER_CUT_DURING % (0.2, ""), "t.yaml"), pool)
+    assert result.steps[-1].name == "cleanup: heal cut" and faults.injected[0].healed
+    with pytest.raises(XenlabError, match="fault 'cut' is already active"):
+        parse_scenario(POWER_CUT_DURING % (0.2, "") + "  - fault: {name: cut, kind: power_cut, target: h2}\n", "t.yaml")

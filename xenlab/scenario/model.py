@@ -33,7 +33,7 @@ FIGURES: dict[str, dict[str, str]] = {
     "form_pool": {"duration": "s", "members": "count", "refused": "count"},
     "create_vm": {"duration": "s", "first_heartbeat": "s"},
     "migrate": {"duration": "s", "downtime": "s", "heartbeats_lost": "count", "heartbeats_missed": "count",
-                "integrity": "bool", "records": "count"},
+                "integrity": "bool", "records": "count", "completed": "bool", "fault_at": "s"},
     "evacuate": {"duration": "s", "migrations": "count", "downtime": "s", "heartbeats_lost": "count",
                  "heartbeats_missed": "count", "integrity": "bool", "records": "count"},
     "fault": {"duration": "s"},
@@ -84,12 +84,6 @@ class CreateVM(StrictModel):
     ready_timeout_s: float = Field(180.0, gt=0, le=3600, description="how long its first heartbeat may take")
 
 
-class Migrate(StrictModel):
-    vm: Name
-    to: Name = Field(description=f"a host, or {OTHER!r}: the pool's other member")
-    settle_s: float = Field(30.0, gt=0, le=600, description="how long heartbeats may take to resume afterwards")
-
-
 class Evacuate(StrictModel):
     host: Name
     settle_s: float = Field(30.0, gt=0, le=600)
@@ -135,6 +129,23 @@ class FaultStep(StrictModel):
         """Keyword arguments for `faults.inject` (only what the scenario set)."""
         keys = ("network",) + IMPAIRMENT_PARAMS
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class FaultDuring(StrictModel):
+    """A fault that strikes while a migration runs: the reliability of the operation itself."""
+
+    after_s: float = Field(gt=0, le=600, description="seconds after the migration starts")
+    fault: FaultStep
+    heal_after_s: float | None = Field(None, gt=0, le=600,
+                                       description="heal it this long after it struck, while the migration runs")
+
+
+class Migrate(StrictModel):
+    vm: Name
+    to: Name = Field(description=f"a host, or {OTHER!r}: the pool's other member")
+    settle_s: float = Field(30.0, gt=0, le=600, description="how long heartbeats may take to resume afterwards")
+    during: FaultDuring | None = Field(None, description="a fault injected while the migration runs; the "
+                                       "migration may then fail, which is reported (`completed`), not a failure")
 
 
 class VMOn(StrictModel):
@@ -302,6 +313,15 @@ class Scenario(StrictModel):
         """Every step with its YAML path, in document order, repeat bodies included once."""
         yield from _walk(self.steps, ("steps",))
 
+    def faults(self) -> Iterator[tuple[Loc, FaultStep]]:
+        """Every fault the scenario injects, with the YAML path of its mapping: fault steps and
+        faults struck during a migration (`migrate.during.fault`)."""
+        for loc, step in self.walk():
+            if step.fault is not None:
+                yield loc + ("fault",), step.fault
+            elif step.migrate is not None and step.migrate.during is not None:
+                yield loc + ("migrate", "during", "fault"), step.migrate.during.fault
+
     def protected_guests(self) -> tuple[str, ...]:
         """pool.protected, then guests created with `protected: true`, in order of appearance."""
         names = list(self.pool.protected)
@@ -371,6 +391,14 @@ class _Replay:
                 self.created[a.name] = loc
             case "migrate":
                 self.need_vm(a.vm, loc + ("migrate", "vm"))
+                if a.during is not None:
+                    label = a.during.fault.label
+                    if label in self.active:
+                        self.problems.append((loc + ("migrate", "during", "fault"),
+                                              f"fault {label!r} is already active here; heal it first or give "
+                                              "this one another name"))
+                    if a.during.heal_after_s is None:
+                        self.active[label] = loc
                 if a.to == OTHER and self.pool_size is not None and self.pool_size != 2:
                     self.problems.append((loc + ("migrate", "to"), (f"`to: {OTHER}` needs a pool of two members, "
                                                                     f"this one has {self.pool_size}")))
@@ -474,17 +502,16 @@ def check_against_lab(scenario: Scenario, lab_spec: Any) -> list[tuple[int | Non
                     host(a.to, loc + ("migrate", "to"))
             case "evacuate":
                 host(a.host, loc + ("evacuate", "host"))
-            case "fault":
-                for i, target in enumerate(a.targets):
-                    host(target, loc + ("fault", "target") + ((i,) if isinstance(a.target, list) else ()),
-                         allow_services=True)
-                if a.network is not None and a.network not in networks:
-                    found.append((loc + ("fault", "network"), (f"lab {lab_spec.name} has no network {a.network!r} "
-                                                               f"(networks: {', '.join(networks)})")))
             case "wait":
                 if a.for_ is not None:
                     host(a.for_.host, loc + ("wait", "for"))
             case "assert":
                 for i, condition in enumerate(a):
                     host(condition.host, loc + ("assert", i))
+    for loc, fault in scenario.faults():
+        for i, target in enumerate(fault.targets):
+            host(target, loc + ("target",) + ((i,) if isinstance(fault.target, list) else ()), allow_services=True)
+        if fault.network is not None and fault.network not in networks:
+            found.append((loc + ("network",), (f"lab {lab_spec.name} has no network {fault.network!r} "
+                                               f"(networks: {', '.join(networks)})")))
     return [(scenario.line_of(loc), message) for loc, message in found]

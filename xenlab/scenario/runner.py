@@ -19,6 +19,7 @@ later steps are recorded as skipped. Faults still active at the end are always h
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
 from ..results import ExpectationResult, Figure, Outcome, ScenarioResult, StepResult
 from ..toolstack.base import FailoverResult, GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
 from ..waiting import wait_for
-from .model import FIGURES, HOST_LOSS_FAULTS, OTHER, Condition, Scenario, Step
+from .model import FIGURES, HOST_LOSS_FAULTS, OTHER, Condition, FaultStep, Scenario, Step
 
 EventCallback = Callable[[int, str, str, str], None]  # (step index, step name, phase, message)
 HEARTBEAT_FRESH_S = 2.0  # a guest whose last heartbeat is older than this is not sending
@@ -285,6 +286,8 @@ class _ScenarioRun:
         if destination == source:
             raise StepFailed(f"{a.vm} is already on {destination}")
         self.info(step.title, f"{a.vm}: {source} -> {destination}")
+        if a.during is not None:
+            return self.migrate_under_fault(step, source, destination, figures, details)
         result = self.toolstack.migrate(a.vm, destination)
         figures["duration"] = Figure(value=round(result.duration_s, 3), unit="s")
         details["migration"] = asdict(result)
@@ -297,6 +300,51 @@ class _ScenarioRun:
         if now.host != destination or now.state != "running":
             raise StepFailed(f"after migrating to {destination}, {a.vm} is {now.state} on {now.host}")
         return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + _downtime_words(figures)
+
+    def migrate_under_fault(self, step: Step, source: str, destination: str, figures: dict, details: dict) -> str:
+        """Migrate while a fault strikes `after_s` into it (healed `heal_after_s` later, if asked).
+
+        Whatever the migration does then is the finding: it completed (measured as any
+        migration) or it failed (reported with where the guest is now; a host-loss fault
+        leaves its guests to the failover that a later wait asks for)."""
+        a = step.migrate
+        during = a.during
+        strike = _StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
+        strike.start()
+        try:
+            result = self.toolstack.migrate(a.vm, destination)
+        finally:
+            strike.stop()
+        figures["duration"] = Figure(value=round(result.duration_s, 3), unit="s")
+        details["migration"] = asdict(result)
+        details["during"] = strike.details
+        if strike.error is not None:
+            raise StepFailed(f"{during.fault.label} could not be injected during the migration: {strike.error}")
+        if strike.fault is None:
+            raise StepFailed(f"the migration of {a.vm} ended after {result.duration_s:.1f} s, before "
+                             f"{during.fault.label} was due at {during.after_s:g} s: lower `after_s`")
+        fault_at = strike.fault.started_at - result.started_at
+        figures["fault_at"] = Figure(value=round(fault_at, 3), unit="s", note=f"{during.fault.label}, after the "
+                                     "migration started")
+        struck = f"{during.fault.label} struck {fault_at:.1f} s in"
+        healed = f", healed {during.heal_after_s:g} s later" if strike.healed else ""
+        if not result.ok:
+            figures["completed"] = Figure(value=0.0, unit="bool", note=result.error)
+            unmeasured = "the migration did not complete"
+            for name, unit in (("downtime", "s"), ("heartbeats_lost", "count"), ("heartbeats_missed", "count")):
+                figures[name] = Figure(value=None, unit=unit, note=unmeasured)
+            where = "; ".join(f"{v.state} on {v.host}" for v in self.toolstack.vms() if v.name == a.vm) or "gone"
+            return (f"{a.vm} {source} -> {destination} did not complete ({struck}{healed}): {result.error}; "
+                    f"{a.vm} now: {where}")
+        figures["completed"] = Figure(value=1.0, unit="bool")
+        self.measure_migration(step, result, a.settle_s, figures)
+        self.migrations.append(result)
+        details["migration"] = asdict(result)
+        now = self.toolstack.vm(a.vm)
+        if now.host != destination or now.state != "running":
+            raise StepFailed(f"the migration reported success, yet {a.vm} is {now.state} on {now.host}")
+        return (f"{a.vm} {source} -> {destination} completed in {result.duration_s:.1f} s ({struck}{healed})"
+                + _downtime_words(figures))
 
     def other_member(self, host: str) -> str:
         pool = self.toolstack.pool()
@@ -387,7 +435,12 @@ class _ScenarioRun:
         return report
 
     def do_fault(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        a = step.fault
+        fault = self.inject(step.fault, details)
+        on = f"; guests there: {', '.join(fault.guests)}" if fault.guests else ""
+        return f"{fault.kind} on {', '.join(fault.targets)}{on}"
+
+    def inject(self, a: FaultStep, details: dict) -> InjectedFault:
+        """Strike a fault, remembering which guests stood on the hosts it takes away."""
         guests: dict[str, str] = {}
         if a.kind in HOST_LOSS_FAULTS:
             guests = {v.name: v.host for v in self.toolstack.vms()
@@ -400,8 +453,7 @@ class _ScenarioRun:
         self.active[a.label] = fault
         details.update(kind=a.kind, target=a.target, params=a.params(), started_at=fault.started_at,
                        guests_on_target=guests)
-        on = f"; guests there: {', '.join(guests)}" if guests else ""
-        return f"{a.kind} on {', '.join(a.targets)}{on}"
+        return fault
 
     def do_heal(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
         labels = list(reversed(self.active)) if step.heal == "all" else [step.heal]
@@ -622,6 +674,42 @@ class _ScenarioRun:
 
 
 # -- small pure helpers ---------------------------------------------------------------
+class _StrikeDuring:
+    """Injects a scenario's fault on a timer while the runner is busy in a migration call."""
+
+    def __init__(self, run: _ScenarioRun, fault: FaultStep, after_s: float, heal_after_s: float | None):
+        self.run, self.spec, self.after_s, self.heal_after_s = run, fault, after_s, heal_after_s
+        self.fault: InjectedFault | None = None
+        self.healed = False
+        self.error: str | None = None
+        self.details: dict[str, Any] = {"after_s": after_s, "heal_after_s": heal_after_s}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._strike, name=f"strike {fault.label}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The migration returned: a strike not yet due is called off; a due heal still happens."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _strike(self) -> None:
+        if self._stopped.wait(self.after_s):
+            return  # the migration ended first
+        try:
+            self.fault = self.run.inject(self.spec, self.details)
+            self.run.info("during migration", f"{self.spec.label} struck")
+            if self.heal_after_s is None:
+                return
+            self.run.sleep(self.heal_after_s)  # due whether or not the migration has returned by then
+            self.fault.handle.heal()
+            self.run.active.pop(self.fault.label, None)
+            self.healed = True
+        except Exception as exc:  # noqa: BLE001 - reported by the step, and healed by cleanup if active
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
 def _accepted(function: Callable[..., Any], offered: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of `offered` that `function` declares (optional extras of a driver)."""
     try:
