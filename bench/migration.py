@@ -10,7 +10,9 @@ Run (root, after ./setup.sh), on a lab that is up or is brought up for the run:
 2. On the same guest, --raw migrations are then run by hand: the system `ssh` client runs
    `xl migrate GUEST ADDRESS` on the source host, timed from outside.
 Prints both distributions and the ratio of medians (scenario / raw; target <= 1.1), and
-the downtime distribution of the scenario's migrations.
+the downtime distribution of the scenario's migrations. The scenario runs with
+`keep_going`: a missed expectation does not stop it, and the misses are listed beside the
+figures (a benchmark reports what it measured whatever the bounds say).
 """
 
 from __future__ import annotations
@@ -63,10 +65,16 @@ def main() -> None:
         plan.lab.checkpoint_save("ready")
     elif "ready" in {c.tag for c in plan.lab.state.checkpoints}:
         plan.lab.checkpoint_restore("ready")
-    results = execute(plan)
+    results = execute(plan, keep_going=True)
     scenario = results.scenarios[0]
-    if scenario.outcome != "passed":
-        raise SystemExit(f"the scenario {scenario.outcome}; see its results")
+    missed = [f"{step.name}: {e.message}" for step in scenario.steps for one in (step, *step.substeps)
+              for e in one.expectations if not e.passed]
+    broken = [f"{step.name}: {step.message}" for step in scenario.steps if step.outcome == "error"
+              or (step.outcome == "failed" and not any(not e.passed for e in step.expectations)
+                  and step.kind != "repeat")]
+    if broken:
+        raise SystemExit("the scenario did not run through, so there is nothing to compare:\n  "
+                         + "\n  ".join(broken))
     migrations = [s for step in scenario.steps for s in step.substeps if s.kind == "migrate"]
     durations = [s.figures["duration"].value for s in migrations]
     downtimes = [s.figures["downtime"].value for s in migrations if s.figures.get("downtime")
@@ -88,6 +96,9 @@ def main() -> None:
     print(line("scenario downtime", downtimes))
     ratio = statistics.median(durations) / statistics.median(raw)
     print(f"  ratio scenario / raw (medians) {ratio:.2f}   target <= 1.1")
+    print(f"  scenario {scenario.outcome}; expectations missed: {len(missed) or 'none'}")
+    for message in missed:
+        print(f"    {message}")
 
 
 if __name__ == "__main__":

@@ -557,3 +557,22 @@ def test_a_fault_struck_during_a_migration_and_left_active_must_be_healed_by_nam
     assert result.steps[-1].name == "cleanup: heal cut" and faults.injected[0].healed
     with pytest.raises(XenlabError, match="fault 'cut' is already active"):
         parse_scenario(POWER_CUT_DURING % (0.2, "") + "  - fault: {name: cut, kind: power_cut, target: h2}\n", "t.yaml")
+
+
+def test_keep_going_runs_every_step_past_missed_expectations_and_still_fails_the_scenario():
+    pool = FakePool(World(), downtimes=[1.0, 1.0, 1.0, 1.0, 12.0], hosts=("h1", "h2"))
+    result = run_scenario(shipped("live-migration"), FakeLab(), pool, FakeObserver(pool.world), FakeFaults(pool),
+                          poll_s=0.01, keep_going=True)
+    assert result.outcome == "failed"
+    repeat = result.steps[2]
+    assert len(repeat.substeps) == 5 and repeat.figures["migrations"].value == 5
+    assert [s.outcome for s in repeat.substeps] == ["passed", "passed", "passed", "passed", "failed"]
+    assert repeat.message.startswith("1 of 5 steps missed an expectation")
+    assert result.steps[3].outcome == "passed"  # the run went on to the last step
+
+
+def test_keep_going_still_stops_at_a_step_that_went_wrong():
+    pool = FakePool(World(), hosts=("h1", "h2"), refuse={"h2": "no shared SR"})
+    result = run_scenario(shipped("live-migration"), FakeLab(), pool, FakeObserver(pool.world), FakeFaults(pool),
+                          poll_s=0.01, keep_going=True)
+    assert result.steps[0].outcome == "failed" and {s.outcome for s in result.steps[1:]} == {"skipped"}

@@ -96,20 +96,25 @@ class InjectedFault:
 
 def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None = None, *, poll_s: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep, accel: str = "") -> ScenarioResult:
+                 sleep: Callable[[float], None] = time.sleep, accel: str = "",
+                 keep_going: bool = False) -> ScenarioResult:
     """Run every step of `scenario` and return its timed, measured result (never raises for a
     failing step; a KeyboardInterrupt ends the run as an error after healing faults).
 
-    `accel` (tcg, kvm, ...) picks the bound of per-accelerator expectations."""
-    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, sleep, accel).run()
+    `accel` (tcg, kvm, ...) picks the bound of per-accelerator expectations. With
+    `keep_going`, a step that did its work but missed an expectation does not stop the run
+    (benchmarks measure every figure and report the misses beside them)."""
+    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, sleep, accel,
+                        keep_going).run()
 
 
 class _ScenarioRun:
     def __init__(self, scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None, poll_s: float,
-                 sleep: Callable[[float], None], accel: str = ""):
+                 sleep: Callable[[float], None], accel: str = "", keep_going: bool = False):
         self.scenario, self.lab, self.toolstack = scenario, lab, toolstack
-        self.accel = accel
+        self.accel, self.keep_going = accel, keep_going
+        self._only_missed: set[int] = set()  # id() of step results that failed only on expectations
         self.observer, self.faults = observer, faults
         self.on_event = on_event or (lambda index, name, phase, message: None)
         self.poll_s, self.sleep = poll_s, sleep
@@ -132,7 +137,7 @@ class _ScenarioRun:
                     continue
                 result = self.run_step(index, step)
                 steps.append(result)
-                if result.outcome != "passed":
+                if self.stops(result):
                     stopped = result
         finally:
             cleanup = self.cleanup(len(steps))
@@ -198,12 +203,24 @@ class _ScenarioRun:
         figures.setdefault("duration", Figure(value=round(ended - started, 3), unit="s"))
         expectations = self.check(step, figures)
         missed = [e.message for e in expectations if not e.passed]
+        only_missed = False
         if missed and outcome == "passed":
-            outcome, message = "failed", "; ".join(missed)
+            outcome, message, only_missed = "failed", "; ".join(missed), True
         self.on_event(index, title, outcome, message or _figures_line(figures))
-        return StepResult(index=index, name=title, kind=step.kind, started_at=started, ended_at=ended,
-                          outcome=outcome, figures=figures, expectations=expectations, message=message,
-                          details=details, substeps=substeps)
+        result = StepResult(index=index, name=title, kind=step.kind, started_at=started, ended_at=ended,
+                            outcome=outcome, figures=figures, expectations=expectations, message=message,
+                            details=details, substeps=substeps)
+        if only_missed or (substeps and all(id(s) in self._only_missed for s in substeps if s.outcome != "passed")
+                           and outcome == "failed" and self.keep_going):
+            self._only_missed.add(id(result))
+        return result
+
+    def stops(self, result: StepResult) -> bool:
+        """Whether the run ends after this step: it went wrong, or (unless keep_going) missed
+        an expectation."""
+        if result.outcome == "passed":
+            return False
+        return not (self.keep_going and id(result) in self._only_missed)
 
     def check(self, step: Step, figures: dict[str, Figure]) -> list[ExpectationResult]:
         results = []
@@ -609,9 +626,13 @@ class _ScenarioRun:
                     result = self.run_step(self._index, sub, f"{sub.title} ({round_}/{a.times})")
                     result.index = len(substeps)
                     substeps.append(result)
-                    if result.outcome != "passed":
+                    if self.stops(result):
                         raise StepFailed(f"round {round_}/{a.times}, {sub.title}: {result.message}", result.outcome)
                 done = round_
+            missed = [s for s in substeps if s.outcome != "passed"]
+            if missed:  # keep_going: every round ran; the repeat reports its misses
+                raise StepFailed(f"{len(missed)} of {len(substeps)} steps missed an expectation: "
+                                 f"{missed[0].name}: {missed[0].message}")
         finally:
             figures["iterations"] = Figure(value=done, unit="count")
             moved = self.migrations[first_migration:]

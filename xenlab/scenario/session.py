@@ -103,8 +103,10 @@ def start_lab(plan: Plan, progress: Progress) -> None:
     plan.lab, plan.started_here = lab, True
 
 
-def execute(plan: Plan, on_event: EventCallback | None = None) -> RunResults:
-    """Build the drivers for the running lab, run the scenario, gather the run's results."""
+def execute(plan: Plan, on_event: EventCallback | None = None, keep_going: bool = False) -> RunResults:
+    """Build the drivers for the running lab, run the scenario, gather the run's results.
+
+    `keep_going`: missed expectations do not stop the run (benchmarks measure everything)."""
     if plan.lab is None:
         raise XenlabError(f"lab {plan.lab_name} is not up")
     toolstack = plan.factories["toolstack"](plan.lab)
@@ -116,7 +118,8 @@ def execute(plan: Plan, on_event: EventCallback | None = None) -> RunResults:
     except (XenlabError, AttributeError):
         pass
     result: ScenarioResult = run_scenario(plan.scenario, plan.lab, toolstack, observer, faults, on_event,
-                                          poll_s=getattr(plan.lab, "poll_s", 1.0), accel=accel)
+                                          poll_s=getattr(plan.lab, "poll_s", 1.0), accel=accel,
+                                          keep_going=keep_going)
     return RunResults(lab=plan.lab_name, accel=accel, scenarios=[result],
                       bringup=dict(getattr(plan.lab, "bringup_stages", {}) or {}) if plan.started_here else {})
 
