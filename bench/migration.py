@@ -69,12 +69,10 @@ def main() -> None:
     scenario = results.scenarios[0]
     missed = [f"{step.name}: {e.message}" for step in scenario.steps for one in (step, *step.substeps)
               for e in one.expectations if not e.passed]
-    broken = [f"{step.name}: {step.message}" for step in scenario.steps if step.outcome == "error"
-              or (step.outcome == "failed" and not any(not e.passed for e in step.expectations)
-                  and step.kind != "repeat")]
-    if broken:
-        raise SystemExit("the scenario did not run through, so there is nothing to compare:\n  "
-                         + "\n  ".join(broken))
+    stopped = next((step for step in scenario.steps if step.outcome == "error"), None) or next(
+        (scenario.steps[i - 1] for i, step in enumerate(scenario.steps) if step.outcome == "skipped"), None)
+    if stopped is not None:  # keep_going stops only at a step that went wrong: nothing complete to compare
+        raise SystemExit(f"the scenario stopped at {stopped.name!r}: {stopped.message}")
     migrations = [s for step in scenario.steps for s in step.substeps if s.kind == "migrate"]
     durations = [s.figures["duration"].value for s in migrations]
     downtimes = [s.figures["downtime"].value for s in migrations if s.figures.get("downtime")
