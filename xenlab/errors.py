@@ -7,8 +7,15 @@ class XenlabError(Exception):
     """A failure the user can understand and fix; the CLI prints it without a traceback."""
 
 
-class SpecError(XenlabError):
-    """A lab or scenario file is invalid; names the file, the line and what is wrong."""
+class InvalidInput(XenlabError):
+    """Input refused before anything was started or written (the CLI exits 2)."""
+
+
+class SpecError(InvalidInput):
+    """A user file (lab, scenario, profile, results, history database) is invalid.
+
+    Names the file, the line where there is one, what is wrong and what to write instead.
+    """
 
     def __init__(self, path: str, problems: list[tuple[int | None, str]]):
         self.path = path

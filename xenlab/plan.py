@@ -11,22 +11,13 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from .spec import LabSpec
+from .spec import LabSpec, default_subnet, lab_number
+
+__all__ = ["default_subnet", "lab_number", "plan_lab"]  # the first two are defined with the spec
 
 MAC_PREFIX = 0x02  # locally administered, unicast
 FIRST_HOST_OCTET = 11  # hosts get .11, .12, ...; the services node gets .2
 SERVICES_OCTET = 2
-
-
-def lab_number(lab_name: str) -> int:
-    """A stable 12-bit number for a lab name (0..4095)."""
-    return int.from_bytes(hashlib.sha256(lab_name.encode()).digest()[:2], "big") & 0x0FFF
-
-
-def default_subnet(lab_name: str, network_index: int) -> ipaddress.IPv4Network:
-    """10.(64 + n/32).((n%32)*8 + i).0/24: unique per (lab number, network index < 8)."""
-    n = lab_number(lab_name)
-    return ipaddress.IPv4Network(f"10.{64 + n // 32}.{(n % 32) * 8 + network_index}.0/24")
 
 
 def mac_address(lab_name: str, network_index: int, machine_index: int) -> str:

@@ -7,8 +7,11 @@ with the file and line it comes from, before anything is started.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,12 +22,55 @@ from .yamlfile import LocatedDocument, load_located, parse_located
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,23}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# Every machine's first NIC is QEMU user-mode networking on this subnet (SSH port forward).
+MANAGEMENT_SUBNET = ipaddress.IPv4Network("10.0.2.0/24")
+HOST_BOOT, SERVICES_BOOT = "xen", "linux"  # what an image recipe's `boot` must be for each role
 
 
 class StrictModel(BaseModel):
-    """Every spec model refuses unknown keys: a typo must not be silently ignored."""
+    """Every spec model refuses unknown keys and converts nothing: a typo or a `yes` where a
+    number belongs must not be silently read as something else (YAML gives real types)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def lab_number(lab_name: str) -> int:
+    """A stable 12-bit number for a lab name (0..4095)."""
+    return int.from_bytes(hashlib.sha256(lab_name.encode()).digest()[:2], "big") & 0x0FFF
+
+
+def default_subnet(lab_name: str, network_index: int) -> ipaddress.IPv4Network:
+    """10.(64 + n/32).((n%32)*8 + i).0/24: unique per (lab number, network index < 8)."""
+    n = lab_number(lab_name)
+    return ipaddress.IPv4Network(f"10.{64 + n // 32}.{(n % 32) * 8 + network_index}.0/24")
+
+
+def default_images_dir() -> Path:
+    """XENLAB_IMAGES, else ./images, else the images/ of the source tree xenlab runs from."""
+    env = os.environ.get("XENLAB_IMAGES")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "images"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[1] / "images"
+
+
+def image_boots(images_dir: Path | None = None) -> dict[str, str]:
+    """Recipe name -> its `boot` (xen, linux, pv), for the recipes of the images directory.
+
+    A recipe that cannot be read is left out here; `images.load_recipes` reports it.
+    """
+    directory = images_dir or default_images_dir()
+    boots: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+        try:
+            data = load_located(path).data
+        except SpecError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("boot"), str):
+            boots[path.stem] = data["boot"]
+    return boots
 
 
 class NetworkSpec(StrictModel):
@@ -34,14 +80,32 @@ class NetworkSpec(StrictModel):
         None, description="IPv4 /24 or larger; derived from the lab name when omitted"
     )
 
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if value is None or isinstance(value, ipaddress.IPv4Network):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a subnet: write one like 192.168.50.0/24")  # noqa: TRY004 (pydantic reports ValueError)
+        try:
+            return ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                network = ipaddress.IPv4Network(value, strict=False)
+                raise ValueError(f"{value} has host bits set: write {network}") from None
+            raise ValueError(f"{value!r} is not an IPv4 subnet: write one like 192.168.50.0/24") from None
+
     @field_validator("subnet")
     @classmethod
     def _private(cls, value: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network | None:
         if value is not None:
-            if not value.is_private or value.is_loopback:
-                raise ValueError("a lab subnet must be a private (RFC 1918) range")
+            if not value.is_private or value.is_loopback or value.is_link_local or value.is_multicast:
+                raise ValueError(f"{value} is not a private range: a lab subnet is RFC 1918, e.g. 192.168.50.0/24")
             if value.prefixlen > 24:
-                raise ValueError("a lab subnet must be /24 or larger")
+                raise ValueError(f"{value} is smaller than a /24: write a /24 or larger")
+            if value.overlaps(MANAGEMENT_SUBNET):
+                raise ValueError(f"{value} overlaps {MANAGEMENT_SUBNET}, the management network of every machine: "
+                                 "choose another range, e.g. 192.168.50.0/24")
         return value
 
 
@@ -63,6 +127,23 @@ class HostSpec(StrictModel):
     nics: list[Name] | None = Field(None, description="networks in NIC order; default: the lab's first network")
     disks: list[DiskSpec] = Field(default_factory=list)
 
+    @field_validator("nics")
+    @classmethod
+    def _some_nic(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list leaves the host without a network: name at least one, "
+                             "or leave nics out for the lab's first network")
+        return value
+
+    @field_validator("disks")
+    @classmethod
+    def _distinct_disks(cls, value: list[DiskSpec]) -> list[DiskSpec]:
+        names = [d.name for d in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"disk name {', '.join(map(repr, twice))} is used twice: give each disk its own name")
+        return value
+
     @field_validator("dom0_memory_mib")
     @classmethod
     def _dom0_fits(cls, value: int, info: ValidationInfo) -> int:
@@ -82,7 +163,28 @@ class ServicesSpec(StrictModel):
     vcpus: int = Field(1, ge=1, le=8)
     memory_mib: int = Field(512, ge=256, le=16384)
     nics: list[Name] | None = Field(None, description="networks in NIC order; default: the lab's first network")
-    nfs_export: str = Field("/srv/xenlab", pattern=r"^/[A-Za-z0-9/_.-]+$")
+    nfs_export: str = Field("/srv/xenlab", max_length=200, description="an absolute path on the services node")
+
+    @field_validator("nics")
+    @classmethod
+    def _some_nic(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list leaves the services node without a network: name at least one, "
+                             "or leave nics out for the lab's first network")
+        return value
+
+    @field_validator("nfs_export")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9/_.-]+", value):
+            raise ValueError(f"{value!r} is not a plain absolute path: write one like /srv/xenlab "
+                             "(letters, digits, '/', '_', '.', '-')")
+        parts = value.split("/")[1:]
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{value!r} has an empty, '.' or '..' part: write a plain path such as /srv/xenlab")
+        if value.rstrip("/") in ("/", "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/usr", "/bin", "/lib"):
+            raise ValueError(f"{value!r} is a system directory: export a directory of its own, e.g. /srv/xenlab")
+        return value
 
 
 class SimSpec(StrictModel):
@@ -146,12 +248,38 @@ class LabSpec(StrictModel):
             for name_b, b in named[i + 1 :]:
                 if a.overlaps(b):
                     problems.append((("networks", name_b, "subnet"), f"subnet {b} of {name_b!r} overlaps {a} of {name_a!r}"))
+        defaults = [(name, default_subnet(self.name, i)) for i, (name, n) in enumerate(self.networks.items())
+                    if n.subnet is None]
+        for name_a, a in named:
+            for name_b, b in defaults:
+                if a.overlaps(b):
+                    problems.append((("networks", name_a, "subnet"),
+                                     (f"subnet {a} of {name_a!r} overlaps {b}, the default subnet of {name_b!r}: "
+                                      f"choose another range, or give {name_b!r} a subnet too")))
         if len(self.networks) > 8:
             problems.append((("networks",), "at most 8 networks per lab"))
         if self.sim is not None and self.backend != "sim":
             problems.append((("sim",), "a sim section needs `backend: sim`"))
         if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
             problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
+        return problems
+
+    def image_problems(self, boots: dict[str, str]) -> list[tuple[tuple[Any, ...], str]]:
+        """Images that have no recipe in `boots` (see `image_boots`), or one for another role."""
+        if not boots:
+            return []  # no recipes to check against (no images directory): `xenlab up` says so
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        uses: list[tuple[tuple[Any, ...], str, str, str]] = [
+            (("hosts", n, "image"), n, h.image, HOST_BOOT) for n, h in self.hosts.items()]
+        if self.services is not None:
+            uses.append((("services", "image"), self.services.name, self.services.image, SERVICES_BOOT))
+        for loc, machine, image, boot in uses:
+            fitting = ", ".join(sorted(n for n, b in boots.items() if b == boot)) or "none"
+            if image not in boots:
+                problems.append((loc, f"{machine}: no image recipe {image!r} (images for it: {fitting})"))
+            elif boots[image] != boot:
+                problems.append((loc, (f"{machine}: image {image!r} boots {boots[image]}, this machine needs a "
+                                       f"{boot} image ({fitting})")))
         return problems
 
     def nics_of(self, machine: HostSpec | ServicesSpec) -> list[str]:
@@ -165,31 +293,112 @@ class LabSpec(StrictModel):
         return names
 
 
+YAML11_BOOLEANS = {"yes", "no", "on", "off", "y", "n"}
+_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_TYPE_TAG = re.compile(r"^(?:str|int|float|bool|none|list\[.*\]|dict\[.*\]|tuple\[.*\]|constrained-.*|function-.*"
+                       r"|literal\[.*\]|is-instance\[.*\]|[A-Z][A-Za-z]+)$")
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
 def _message(error: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error["loc"])
-    msg = error["msg"]
-    if error["type"] == "extra_forbidden":
-        return f"unknown key {error['loc'][-1]!r}" + (f" in {'.'.join(map(str, error['loc'][:-1]))}" if len(error["loc"]) > 1 else "")
-    if error["type"] == "missing":
-        return f"missing required key {loc!r}"
-    if error["type"] == "string_pattern_mismatch":
-        return f"{loc}: {error['input']!r} is not a valid name (lowercase letters, digits and '-', starting with a letter, at most 24)"
-    msg = msg.removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
+    """One pydantic error as a sentence that says what is wrong and what to write instead."""
+    loc = error["loc"]
+    where = _where(loc)
+    kind, value = error["type"], error.get("input")
+    msg = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}" + (f" in {_where(loc[:-1])}" if len(loc) > 1 else "")
+    if kind == "missing":
+        return f"missing required key {where!r}"
+    if kind == "string_pattern_mismatch":
+        return (f"{where}: {value!r} is not a valid name (lowercase letters, digits and '-', starting with a letter, "
+                "at most 24)")
+    hint = _type_hint(kind, value, msg)
+    if hint:
+        return f"{where}: {hint}" if where else hint
+    return f"{where}: {msg}" if where else msg
+
+
+def _type_hint(kind: str, value: Any, msg: str) -> str:
+    """What to write when YAML gave a value of the wrong type (xenlab converts nothing)."""
+    shown = repr(value) if isinstance(value, str) else json.dumps(value) if isinstance(value, bool | None) else repr(value)
+    yaml11 = isinstance(value, str) and value.lower() in YAML11_BOOLEANS
+    if kind in ("int_type", "int_parsing"):
+        if yaml11:
+            return (f"{shown} is text, not a number (YAML 1.1 read it as a boolean; xenlab reads YAML 1.2): "
+                    "write a whole number such as 2")
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+            return f"{shown} is quoted, which makes it text: write {value.strip()} without quotes"
+        return f"{shown} is not a whole number: write one such as 2"
+    if kind in ("float_type", "float_parsing"):
+        if isinstance(value, str) and _SEXAGESIMAL.match(value):
+            return (f"{shown} is text, not a number (YAML 1.1 read it as base 60; xenlab reads YAML 1.2): write "
+                    "plain seconds such as 90")
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9.]+\s*", value):
+            return f"{shown} is quoted, which makes it text: write {value.strip()} without quotes"
+        return f"{shown} is not a number: write one such as 30"
+    if kind in ("bool_type", "bool_parsing"):
+        if yaml11:
+            return f"{shown} is text in YAML 1.2 (xenlab's YAML): write true or false"
+        return f"{shown} is not true or false: write true or false"
+    if kind == "string_type" and isinstance(value, bool | int | float):
+        return f"{shown} is a {'boolean' if isinstance(value, bool) else 'number'}, not text: quote it (\"{shown}\")"
+    if kind == "finite_number":
+        return f"{shown} is not a finite number: write an ordinary number"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of keys here, not {_kind_of(value)}"
+    if kind == "literal_error":
+        return f"{shown} is not allowed here: " + msg.replace("Input should be", "write")
+    if kind == "list_type":
+        return f"expected a list here (e.g. [a, b]), not {_kind_of(value)}"
+    return ""
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: f"the text {value!r}", bool: f"{json.dumps(value)}"}.get(
+        type(value), f"the number {value!r}")
+
+
+def _clean_loc(loc: tuple[Any, ...], doc: LocatedDocument) -> tuple[tuple[Any, ...], bool]:
+    """pydantic's error path without its type tags (`str`, `list[...]`, `function-after[...]`, `[key]`).
+
+    Returns the path as written in the YAML, and whether the error is about a mapping key.
+    """
+    cleaned: list[Any] = []
+    about_key = False
+    for part in loc:
+        if part == "[key]":
+            about_key = True
+            continue
+        candidate = tuple(cleaned) + (part,)
+        if isinstance(part, str) and candidate not in doc.lines and _TYPE_TAG.match(part):
+            continue
+        cleaned.append(part)
+    return tuple(cleaned), about_key
 
 
 def validate_document(model: type[StrictModel], doc: LocatedDocument) -> Any:
     """Validate located YAML data against a model; all problems reported with lines."""
     if not isinstance(doc.data, dict):
-        raise SpecError(doc.path, [(1, "expected a mapping of keys at the top level")])
+        raise SpecError(doc.path, [(doc.line_of(()), (f"the top level is {_kind_of(doc.data)}, not a mapping of keys: "
+                                                       "write the file's keys (such as `name:`) at the top level"))])
     try:
         spec = model.model_validate(doc.data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
-            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            # pydantic appends "[key]" for dict keys; our paths match the YAML structure
-            problems.append((doc.line_of(loc), _message({**error, "loc": loc})))
+            loc, about_key = _clean_loc(error["loc"], doc)
+            message = _message({**error, "loc": loc})
+            if about_key:
+                message = f"{_where(loc[:-1]) or 'key'}: the key " + message.removeprefix(f"{_where(loc)}: ")
+            problem = (doc.line_of(loc), message)
+            if problem not in problems:
+                problems.append(problem)
         raise SpecError(doc.path, problems) from None
     cross_check = getattr(spec, "cross_check", None)
     if cross_check is not None:
@@ -199,13 +408,21 @@ def validate_document(model: type[StrictModel], doc: LocatedDocument) -> Any:
     return spec
 
 
+def _checked_lab(doc: LocatedDocument) -> LabSpec:
+    spec: LabSpec = validate_document(LabSpec, doc)
+    found = spec.image_problems(image_boots())
+    if found:
+        raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])
+    return spec
+
+
 def load_lab(path: str | Path) -> LabSpec:
     """Read and validate a lab file; raises SpecError naming file and line."""
-    return validate_document(LabSpec, load_located(path))
+    return _checked_lab(load_located(path))
 
 
 def parse_lab(text: str, path: str = "<string>") -> LabSpec:
-    return validate_document(LabSpec, parse_located(text, path))
+    return _checked_lab(parse_located(text, path))
 
 
 def resolve_lab_path(name_or_path: str, labs_dir: Path | None = None) -> Path:

@@ -104,7 +104,7 @@ def test_duplicate_keys_are_errors():
 
 
 def test_empty_and_non_mapping_files():
-    assert problems("")[0][1] == "the file is empty"
+    assert problems("")[0][1].startswith("the file is empty")
     assert "mapping" in problems("- a\n- b\n")[0][1]
 
 

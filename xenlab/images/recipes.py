@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from ..errors import XenlabError
-from ..spec import Name, StrictModel, validate_document
+from ..spec import Name, StrictModel, default_images_dir, validate_document
 from ..yamlfile import load_located
 
 FILES_DIR = Path(__file__).parent / "files"
@@ -44,17 +43,6 @@ class Recipe(StrictModel):
             h.update(name.encode())
             h.update((FILES_DIR / name).read_bytes())
         return h.hexdigest()[:16]
-
-
-def default_images_dir() -> Path:
-    """XENLAB_IMAGES, else ./images, else the images/ of the source tree xenlab runs from."""
-    env = os.environ.get("XENLAB_IMAGES")
-    if env:
-        return Path(env)
-    here = Path.cwd() / "images"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[2] / "images"
 
 
 def load_recipes(images_dir: Path | None = None) -> dict[str, Recipe]:
