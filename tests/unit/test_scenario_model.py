@@ -11,6 +11,7 @@ from xenlab.spec import load_lab, parse_lab
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LAB = load_lab(REPO / "labs/xen-pool2.yaml")
 HEAD = "name: t\nsteps:\n"
+POOLED = HEAD + "  - form_pool: {members: [h1, h2]}\n"  # guests need a pool
 
 
 def problems(text: str) -> list[tuple[int | None, str]]:
@@ -121,36 +122,36 @@ def test_expect_refused_must_name_members():
 
 
 # -- expectations -----------------------------------------------------------------------
-STEPS = HEAD + "  - create_vm: {name: vm1, host: h1}\n  - migrate: {vm: vm1, to: h2}\n    expect:\n"
+STEPS = POOLED + "  - create_vm: {name: vm1, host: h1}\n  - migrate: {vm: vm1, to: h2}\n    expect:\n"
 
 
 def test_an_unreadable_expectation_names_its_line():
     line, message = only(STEPS + "      duration: '< 30s'\n      downtime: '<< 2s'\n")
-    assert line == 7 and "cannot read expectation '<< 2s'" in message
+    assert line == 8 and "cannot read expectation '<< 2s'" in message
 
 
 def test_a_figure_the_step_does_not_measure():
     line, message = only(STEPS + "      downtme: '< 2s'\n")
-    assert line == 6 and "does not measure 'downtme'" in message and "downtime" in message
+    assert line == 7 and "does not measure 'downtme'" in message and "downtime" in message
 
 
 def test_a_limit_without_the_figures_unit():
     line, message = only(STEPS + "      downtime: '< 2'\n")
-    assert line == 6 and "measured in seconds" in message
+    assert line == 7 and "measured in seconds" in message
 
 
 def test_a_repeat_step_has_its_own_figures():
-    text = (HEAD + "  - create_vm: {name: vm1, host: h1}\n  - repeat:\n      times: 2\n      steps:\n"
+    text = (POOLED + "  - create_vm: {name: vm1, host: h1}\n  - repeat:\n      times: 2\n      steps:\n"
             "        - migrate: {vm: vm1, to: h2}\n    expect:\n      downtime_p50: '< 5s'\n"
             "      recovery: '< 5s'\n")
     line, message = only(text)
-    assert line == 10 and "a repeat step does not measure 'recovery'" in message
+    assert line == 11 and "a repeat step does not measure 'recovery'" in message
 
 
 # -- references between steps ------------------------------------------------------------
 def test_a_guest_used_before_it_is_created():
-    line, message = only(HEAD + "  - migrate: {vm: vm1, to: h2}\n  - create_vm: {name: vm1, host: h1}\n")
-    assert line == 3 and "'vm1' is used before a create_vm step" in message
+    line, message = only(POOLED + "  - migrate: {vm: vm1, to: h2}\n  - create_vm: {name: vm1, host: h1}\n")
+    assert line == 4 and "'vm1' is used before a create_vm step" in message
 
 
 def test_a_guest_in_a_condition_must_exist():
@@ -159,13 +160,13 @@ def test_a_guest_in_a_condition_must_exist():
 
 
 def test_a_guest_created_twice():
-    line, message = only(HEAD + "  - create_vm: {name: vm1, host: h1}\n  - create_vm: {name: vm1, host: h2}\n")
-    assert line == 4 and "already created" in message
+    line, message = only(POOLED + "  - create_vm: {name: vm1, host: h1}\n  - create_vm: {name: vm1, host: h2}\n")
+    assert line == 5 and "already created" in message
 
 
 def test_creating_inside_a_repeat_creates_again():
-    line, message = only(HEAD + "  - repeat:\n      times: 3\n      steps:\n        - create_vm: {name: a, host: h1}\n")
-    assert line == 6 and "next repetition" in message
+    line, message = only(POOLED + "  - repeat:\n      times: 3\n      steps:\n        - create_vm: {name: a, host: h1}\n")
+    assert line == 7 and "next repetition" in message
 
 
 def test_healing_a_fault_that_was_never_injected():
@@ -195,7 +196,7 @@ def test_restoring_a_checkpoint_under_an_active_fault():
 
 
 def test_a_protected_guest_that_is_never_created():
-    line, message = only("name: t\npool:\n  protected: [vm1, vm9]\nsteps:\n  - create_vm: {name: vm1, host: h1}\n")
+    line, message = only("name: t\npool:\n  protected: [vm1, vm9]\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n")
     assert line == 3 and "'vm9' is never created" in message
 
 
@@ -225,8 +226,8 @@ def test_hosts_must_be_hosts_of_the_lab():
 
 def test_the_services_node_may_be_a_fault_target_but_not_a_pool_member():
     assert lab_problems("  - fault: {kind: storage_loss, target: services}\n") == []
-    [(line, message)] = lab_problems("  - create_vm: {name: a, host: services}\n")
-    assert line == 3 and "services node" in message
+    [(line, message)] = lab_problems("  - form_pool: {members: [h1]}\n  - create_vm: {name: a, host: services}\n")
+    assert line == 4 and "services node" in message
 
 
 def test_a_fault_target_list_points_at_the_bad_entry():
@@ -240,8 +241,9 @@ def test_a_fault_network_must_exist():
 
 
 def test_a_guest_must_fit_beside_dom0():
-    [(line, message)] = lab_problems("  - create_vm:\n      name: big\n      host: h1\n      memory_mib: 1536\n")
-    assert line == 6 and "does not fit on h1" in message
+    [(line, message)] = lab_problems("  - form_pool: {members: [h1]}\n  - create_vm:\n      name: big\n      host: h1\n"
+                                     "      memory_mib: 1536\n")
+    assert line == 7 and "does not fit on h1" in message
 
 
 def test_a_bigger_lab_accepts_more_hosts():

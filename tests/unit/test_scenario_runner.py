@@ -314,30 +314,30 @@ def test_failover_without_recover_is_measured_but_detection_is_not():
 
 def test_a_guest_running_twice_is_a_split_brain():
     pool = FakePool(World(), hosts=("h1", "h2"))
-    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+    scenario = parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
                               "  - assert: [{vm_on: {vm: vm1, host: h1}}]\n")
     pool.vms = lambda: [VMInfo("vm1", "h1", "running", 128), VMInfo("vm1", "h2", "running", 128)]
     result, _ = run(scenario, pool)
-    assert result.outcome == "failed" and "vm1 runs 2 times: on h1, h2" in result.steps[1].message
+    assert result.outcome == "failed" and "vm1 runs 2 times: on h1, h2" in result.steps[2].message
 
 
 # -- stopping, cleanup, events --------------------------------------------------------
 def test_faults_are_healed_when_a_step_fails():
     pool = FakePool(World(), hosts=("h1", "h2"))
     scenario = parse_scenario(
-        "name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n  - fault: {name: f, kind: freeze, target: h2}\n"
-        "  - assert: [{vm_on: {vm: vm1, host: h2}}]\n  - heal: f\n")
+        "name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
+        "  - fault: {name: f, kind: freeze, target: h2}\n  - assert: [{vm_on: {vm: vm1, host: h2}}]\n  - heal: f\n")
     events: list[tuple] = []
     result, faults = run(scenario, pool, events)
-    assert [s.outcome for s in result.steps] == ["passed", "passed", "failed", "skipped", "passed"]
-    assert result.steps[2].message == "vm1 on h2: vm1 is running on h1"
+    assert [s.outcome for s in result.steps] == ["passed", "passed", "passed", "failed", "skipped", "passed"]
+    assert result.steps[3].message == "vm1 on h2: vm1 is running on h1"
     cleanup = result.steps[-1]
     assert cleanup.name == "cleanup: heal f" and cleanup.details == {"healed": ["f"]}
     assert faults.injected[0].healed
     assert result.outcome == "failed"
     phases = [(e[0], e[2]) for e in events if e[2] != "info"]
     assert phases[:2] == [(0, "start"), (0, "passed")]
-    assert (3, "skipped") in phases and phases[-1] == (4, "passed")
+    assert (4, "skipped") in phases and phases[-1] == (5, "passed")
 
 
 def test_a_toolstack_failure_fails_the_step_and_a_harness_bug_is_an_error():
@@ -347,10 +347,10 @@ def test_a_toolstack_failure_fails_the_step_and_a_harness_bug_is_an_error():
         raise XenlabError("xl migrate exited 1: no route to host")
 
     pool.migrate = broken_migrate
-    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+    scenario = parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
                               "  - migrate: {vm: vm1, to: h2}\n    expect: {downtime: '< 5s'}\n")
     result, _ = run(scenario, pool)
-    step = result.steps[1]
+    step = result.steps[2]
     assert step.outcome == "failed" and "no route to host" in step.message
     assert step.expectations[0].message == "downtime was not measured: this step did not measure it"
 
@@ -358,21 +358,21 @@ def test_a_toolstack_failure_fails_the_step_and_a_harness_bug_is_an_error():
         def verify_disk(self, vm):
             raise RuntimeError("collector crashed")
 
-    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+    scenario = parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
                               "  - assert: [{data_intact: vm1}]\n")
     result = run_scenario(scenario, None, FakePool(World()), BrokenObserver(World()), FakeFaults(pool), poll_s=0.01)
-    assert result.outcome == "error" and result.steps[1].message == "RuntimeError: collector crashed"
+    assert result.outcome == "error" and result.steps[2].message == "RuntimeError: collector crashed"
 
 
 def test_a_migration_reported_as_failed_fails_the_step():
     pool = FakePool(World(), hosts=("h1", "h2"))
     pool.migrate = lambda vm, dest: MigrationResult(vm, "h1", dest, time.time(), 3.0, ok=False,
                                                     error="migration receiver died")
-    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n  - migrate: {vm: vm1, to: h2}\n")
+    scenario = parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n  - migrate: {vm: vm1, to: h2}\n")
     result, _ = run(scenario, pool)
-    assert result.steps[1].outcome == "failed"
-    assert result.steps[1].message == "migration of vm1 from h1 to h2 failed: migration receiver died"
-    assert result.steps[1].details["migration"]["ok"] is False
+    assert result.steps[2].outcome == "failed"
+    assert result.steps[2].message == "migration of vm1 from h1 to h2 failed: migration receiver died"
+    assert result.steps[2].details["migration"]["ok"] is False
 
 
 def test_heartbeats_that_do_not_resume_leave_downtime_unmeasured():
@@ -386,10 +386,10 @@ def test_heartbeats_that_do_not_resume_leave_downtime_unmeasured():
         return result
 
     pool.migrate = migrate_into_silence
-    scenario = parse_scenario("name: t\nsteps:\n  - create_vm: {name: vm1, host: h1}\n"
+    scenario = parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
                               "  - migrate: {vm: vm1, to: h2, settle_s: 0.05}\n    expect: {downtime: '< 5s'}\n")
     result, _ = run(scenario, pool)
-    step = result.steps[1]
+    step = result.steps[2]
     assert step.figures["downtime"].value is None
     assert step.outcome == "failed" and "had not resumed" in step.message
 

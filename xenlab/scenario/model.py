@@ -27,6 +27,9 @@ OTHER = "other"  # `migrate: {to: other}`: the pool's other member
 FAULT_KINDS = ("power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss")
 HOST_LOSS_FAULTS = ("power_cut", "partition")  # the pool should fail over the target's protected guests
 IMPAIRMENT_PARAMS = ("loss_pct", "delay_ms", "bandwidth_kbit")
+# Planning limits: validation stays linear, and a scenario that would run for days is refused.
+MAX_REPEAT_DEPTH = 4  # repeats inside repeats
+MAX_PLANNED_STEPS = 10_000  # steps the scenario would run, repeats multiplied out
 
 # What each kind of step measures (figure -> unit): expectations may name only these.
 FIGURES: dict[str, dict[str, str]] = {
@@ -103,6 +106,10 @@ class FaultStep(StrictModel):
     def _some_target(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and not value:
             raise ValueError("name at least one target host")
+        if isinstance(value, list):
+            twice = sorted({t for t in value if value.count(t) > 1})
+            if twice:
+                raise ValueError(f"{', '.join(twice)} is listed twice: name each target host once")
         return value
 
     @model_validator(mode="after")
@@ -330,8 +337,18 @@ class Scenario(StrictModel):
                 names.append(step.create_vm.name)
         return tuple(names)
 
+    def planned_steps(self) -> int:
+        """How many steps a run executes, each repeat body multiplied by its times."""
+        return _count(self.steps)
+
     def cross_check(self) -> list[Problem]:
         """Problems between steps, each with its YAML path (see validate_document)."""
+        limits = _limit_problems(self.steps, ("steps",), 0)
+        if not limits and self.planned_steps() > MAX_PLANNED_STEPS:
+            limits.append((("steps",), (f"this scenario would run {self.planned_steps()} steps, more than "
+                                        f"{MAX_PLANNED_STEPS} (the limit): lower a repeat's times")))
+        if limits:
+            return limits
         problems: list[Problem] = []
         for loc, step in self.walk():
             figures = FIGURES[step.kind]
@@ -344,6 +361,9 @@ class Scenario(StrictModel):
                 unit_problem = expectation.unit_problem(figures[figure])
                 if unit_problem:
                     problems.append((where, f"{figure} {unit_problem}, not {expectation.text!r}"))
+                elif any(limit.value < 0 for limit in getattr(expectation, "limits", ())):
+                    problems.append((where, (f"{figure} {expectation.text!r} has a negative limit, which no "
+                                             f"{_what(figures[figure])} can be: write a limit of 0 or more")))
         state = _Replay(problems)
         state.run(self.steps, ("steps",))
         created = state.created
@@ -358,20 +378,28 @@ class Scenario(StrictModel):
 
 
 class _Replay:
-    """Plays the steps in order (each repeat body twice) to find dangling references."""
+    """Plays the steps in order to find dangling references and steps out of order.
+
+    A repeat body is played twice (its second pass finds what breaks on repetition); inside
+    a second pass, nested repeats are played once, so the cost stays linear in the depth.
+    """
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         self.created: dict[str, Loc] = {}
         self.active: dict[str, Loc] = {}  # fault label -> where it was injected
         self.pool_size: int | None = None
+        self.pool_at: Loc | None = None  # where the pool was formed
+        self.saved: dict[str, tuple[int | None, Loc | None, dict[str, Loc]]] = {}
 
-    def run(self, steps: list[Step], base: Loc) -> None:
+    def run(self, steps: list[Step], base: Loc, repeated: bool = False) -> None:
         for index, step in enumerate(steps):
             loc = base + (index,)
             if step.repeat is not None:
-                for _ in range(min(step.repeat.times, 2)):
-                    self.run(step.repeat.steps, loc + ("repeat", "steps"))
+                body = loc + ("repeat", "steps")
+                self.run(step.repeat.steps, body, repeated)
+                if step.repeat.times > 1 and not repeated:
+                    self.run(step.repeat.steps, body, repeated=True)
             else:
                 self.play(step, loc)
 
@@ -383,8 +411,17 @@ class _Replay:
         a = step.action
         match step.kind:
             case "form_pool":
+                if self.pool_at is not None:
+                    again = " (again, on the next repetition)" if self.pool_at == loc else ""
+                    self.problems.append((loc + ("form_pool",), (f"the pool is already formed{again}: a scenario "
+                                                                 "forms its pool once; list every member in that "
+                                                                 "form_pool")))
                 self.pool_size = len(a.members) - len(a.expect_refused)
+                self.pool_at = loc
             case "create_vm":
+                if self.pool_at is None:
+                    self.problems.append((loc + ("create_vm",), (f"guest {a.name!r} needs a pool: put a form_pool "
+                                                                 "step before this create_vm")))
                 if a.name in self.created:
                     again = " (again, on the next repetition)" if self.created[a.name] == loc else ""
                     self.problems.append((loc + ("create_vm", "name"), f"guest {a.name!r} is already created{again}"))
@@ -423,9 +460,38 @@ class _Replay:
                 for i, condition in enumerate(a):
                     self.need_vm(condition.vm, loc + ("assert", i))
             case "checkpoint":
-                if a.restore is not None and self.active:
+                if a.save is not None:
+                    self.saved[a.save] = (self.pool_size, self.pool_at, dict(self.created))
+                    return
+                if self.active:
                     self.problems.append((loc + ("checkpoint",), ("restoring a checkpoint while faults are active "
                                                                   f"({', '.join(self.active)}): heal them first")))
+                # a tag saved outside the scenario (`ready`, from bring-up) is a lab without pool or guests
+                self.pool_size, self.pool_at, created = self.saved.get(a.restore, (None, None, {}))
+                self.created = dict(created)
+
+
+def _count(steps: list[Step]) -> int:
+    return sum(step.repeat.times * _count(step.repeat.steps) if step.repeat is not None else 1 for step in steps)
+
+
+def _limit_problems(steps: list[Step], base: Loc, depth: int) -> list[Problem]:
+    """Repeats nested deeper than MAX_REPEAT_DEPTH, each at the repeat that crosses the limit."""
+    problems: list[Problem] = []
+    for index, step in enumerate(steps):
+        if step.repeat is None:
+            continue
+        loc = base + (index, "repeat")
+        if depth + 1 > MAX_REPEAT_DEPTH:
+            problems.append((loc, (f"repeats nest more than {MAX_REPEAT_DEPTH} deep (the limit): "
+                                   "flatten the inner repeats into one")))
+        else:
+            problems += _limit_problems(step.repeat.steps, loc + ("steps",), depth + 1)
+    return problems
+
+
+def _what(unit: str) -> str:
+    return {"s": "time", "count": "count", "%": "percentage"}.get(unit, "figure")
 
 
 def _walk(steps: list[Step], base: Loc) -> Iterator[tuple[Loc, Step]]:
