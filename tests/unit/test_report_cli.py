@@ -44,6 +44,6 @@ def test_bad_inputs_are_one_clear_message(tmp_path):
     assert done.exit_code == 2 and f"{profile}:3: metrics.downtime_p50" in " ".join(done.output.split())
     (tmp_path / "junk.json").write_text('{"schema": "xenlab.results/1", "lab": 3}')
     done = CliRunner().invoke(main, ["report", str(tmp_path / "junk.json"), "--out", str(tmp_path)])
-    assert done.exit_code == 1 and "not a xenlab results file (lab:" in " ".join(done.output.split())
+    assert done.exit_code == 2 and "not a xenlab results file (lab:" in " ".join(done.output.split())
     done = CliRunner().invoke(main, ["report", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
-    assert done.exit_code == 1 and "missing.json: no such results file" in " ".join(done.output.split())
+    assert done.exit_code == 2 and "missing.json: no such results file" in " ".join(done.output.split())

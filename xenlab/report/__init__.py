@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from ..errors import XenlabError
-from ..results import RunResults
+from ..results import RunResults, load_results
 from .inventory import collect_inventory
 from .qualification import QualificationProfile, QualificationReport, load_profile, qualify
 
@@ -34,21 +31,6 @@ class ReportFiles:
     qualification_html: Path | None = None
     qualification_json: Path | None = None
     qualification: QualificationReport | None = None
-
-
-def load_results(path: str | Path) -> RunResults:
-    """A results file, or a XenlabError naming the file and what is wrong with it."""
-    try:
-        return RunResults.read(Path(path))
-    except FileNotFoundError:
-        raise XenlabError(f"{path}: no such results file") from None
-    except ValueError as exc:  # JSON syntax, or a pydantic ValidationError (a ValueError)
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            detail = f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-        else:
-            detail = str(exc).splitlines()[0]
-        raise XenlabError(f"{path}: not a xenlab results file ({detail})") from None
 
 
 def write_reports(results: RunResults, out_dir: Path, profile: QualificationProfile | None = None,
