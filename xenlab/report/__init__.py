@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..results import RunResults, load_results
 from .inventory import collect_inventory
-from .qualification import QualificationProfile, QualificationReport, load_profile, qualify
+from .qualification import QualificationProfile, QualificationReport, check_profile, load_profile, qualify
 
 __all__ = [
     "QualificationProfile",
@@ -38,6 +38,8 @@ def write_reports(results: RunResults, out_dir: Path, profile: QualificationProf
     """Write `<stem>.html` (and with a profile `qualification.html` + `.json`) into out_dir."""
     from .html import render_qualification_html, render_run_html
 
+    if profile is not None:
+        check_profile(profile, results)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = qualify(results, profile) if profile is not None else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sqlite3
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
 
+from ..errors import SpecError
 from ..results import RunResults
 
 Direction = Literal["lower", "higher"]
@@ -106,7 +108,7 @@ class Trend:
 
 
 def figures_of(results: RunResults) -> list[tuple[str, str, str, float]]:
-    """(scenario, figure, unit, value) for every measured summary figure and bring-up stage."""
+    """(scenario, figure, unit, value) for every measured (finite) summary figure and bring-up stage."""
     rows = [(s.name, name, f.unit, float(f.value)) for s in results.scenarios for name, f in s.summary.items()
             if f.value is not None]
     for host, stages in results.bringup.items():
@@ -114,7 +116,7 @@ def figures_of(results: RunResults) -> list[tuple[str, str, str, float]]:
     if results.bringup:
         ready = max(max(stages.values(), default=0.0) for stages in results.bringup.values())
         rows.append((BRINGUP, "ready", "s", float(ready)))
-    return rows
+    return [row for row in rows if math.isfinite(row[3])]  # NaN or infinity is not a measurement
 
 
 def judge(values: list[float], direction: Direction, window: int, threshold_pct: float
@@ -136,18 +138,71 @@ def judge(values: list[float], direction: Direction, window: int, threshold_pct:
     return judged
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+COLUMNS = {"runs": {"id", "created_at", "added_at", "lab", "accel", "xenlab_version", "source", "digest", "results"},
+           "figures": {"run_id", "lab", "scenario", "figure", "unit", "value"}}
+
+
 class History:
-    """The nightly store. One file; safe to share between CI jobs that add runs one at a time."""
+    """The nightly store. One file; safe to share between CI jobs that add runs one at a time.
+
+    A path that is not a xenlab history (another file, another program's SQLite database, a
+    directory) is refused before anything is written to it; reading a history that does not
+    exist yet creates nothing.
+    """
 
     def __init__(self, path: Path | str | None = None):
         self.path = Path(path) if path else default_db()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA)
+        self._db: sqlite3.Connection | None = None
+        if self.path.exists() or self.path.is_symlink():
+            self._connect(create=False)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, creating the database (and its directory) on first use."""
+        if self._db is None:
+            self._connect(create=True)
+        assert self._db is not None
+        return self._db
+
+    def _refuse(self, message: str) -> SpecError:
+        return SpecError(str(self.path), [(None, message + ": give another --db (a new file is created)")])
+
+    def _connect(self, create: bool) -> None:
+        if self.path.is_dir():
+            raise self._refuse("is a directory, not a history database")
+        if self.path.exists():
+            try:
+                with open(self.path, "rb") as f:
+                    header = f.read(len(SQLITE_HEADER))
+            except OSError as exc:
+                raise self._refuse(f"cannot be read ({exc.strerror or exc})") from None
+            if header and header != SQLITE_HEADER:
+                raise self._refuse("is not an SQLite database (a xenlab history is one)")
+        elif create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path)
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table, wanted in COLUMNS.items():
+                if table in tables:
+                    columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    if not wanted <= columns:
+                        db.close()
+                        raise self._refuse(f"is an SQLite database whose {table!r} table is not a xenlab history's")
+            if tables and not tables & set(COLUMNS):
+                db.close()
+                raise self._refuse(f"is an SQLite database of something else (tables: {', '.join(sorted(tables))})")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise self._refuse(f"cannot be used as a history database ({exc})") from None
+        self._db = db
 
     def close(self) -> None:
-        self.db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> Self:
         return self
@@ -175,11 +230,15 @@ class History:
         return run_id, True
 
     def run_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        if self._db is None:
+            return 0  # no history yet
+        return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def trends(self, window: int = 7, threshold_pct: float = 20.0) -> list[Trend]:
         """Every metric over its runs in time order, each value judged against its rolling baseline."""
-        rows = self.db.execute(
+        if self._db is None:
+            return []  # no history yet
+        rows = self._db.execute(
             "SELECT f.lab, f.scenario, f.figure, f.unit, r.id, r.created_at, f.value FROM figures f "
             "JOIN runs r ON r.id = f.run_id ORDER BY f.lab, f.scenario, f.figure, f.unit, r.created_at, r.id")
         series: dict[MetricKey, list[tuple[int, float, float]]] = {}

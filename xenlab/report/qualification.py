@@ -9,15 +9,28 @@ files: unknown keys and malformed thresholds are refused with file and line.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
+from ..errors import SpecError
 from ..results import HostInventory, RunResults
 from ..spec import StrictModel, validate_document
-from ..yamlfile import load_located, parse_located
-from .units import Threshold, VersionRequirement, format_value
+from ..yamlfile import LocatedDocument, load_located, parse_located
+from .units import Threshold, VersionRequirement, format_value, unit_family
+
+# The summary figures xenlab's scenario runner measures (xenlab.scenario.runner), with their
+# units, and the bring-up stages of a host; a profile may also name any figure of the run it
+# judges (pytest's `metrics` fixture records its own).
+_DISTRIBUTION = ("min", "p50", "p90", "p99", "max", "mean")
+KNOWN_METRICS: dict[str, str] = {
+    "migrations": "count", "heartbeats_lost": "count", "recovery_max": "s",
+    **{f"migration_duration_{k}": "s" for k in _DISTRIBUTION}, **{f"downtime_{k}": "s" for k in _DISTRIBUTION},
+}
+BRINGUP_STAGES = ("boot", "ssh", "toolstack")
+KNOWN_METRICS.update({f"bringup_{stage}": "s" for stage in BRINGUP_STAGES})
 
 
 def _threshold(text: Any) -> str:
@@ -55,6 +68,47 @@ class QualificationProfile(StrictModel):
     metrics: dict[str, ThresholdText] = Field(
         default_factory=dict, description="summary figure (or bringup_<stage>) -> threshold, e.g. '< 5s'")
     scenarios_passed: bool = Field(True, description="every scenario of the run must have passed (or been skipped)")
+
+    _source: LocatedDocument | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> str:
+        return self._source.path if self._source is not None else "<profile>"
+
+    def cross_check(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Thresholds whose unit does not fit what the metric is measured in (known metrics)."""
+        return [(("metrics", name), problem) for name, text in self.metrics.items()
+                if (problem := _unit_problem(name, Threshold.parse(text), KNOWN_METRICS.get(name)))]
+
+    def problems_with(self, results: RunResults) -> list[tuple[int | None, str]]:
+        """Metrics neither xenlab nor this run measures, or whose unit does not fit the run's figure."""
+        measured: dict[str, str] = dict(KNOWN_METRICS)
+        for scenario in results.scenarios:
+            for name, figure in scenario.summary.items():
+                measured.setdefault(name, figure.unit)
+        found: list[tuple[int | None, str]] = []
+        line = self._source.line_of if self._source is not None else (lambda loc: None)
+        for name, text in self.metrics.items():
+            if name not in measured:
+                close = difflib.get_close_matches(name, list(measured), n=3)
+                hint = f"; did you mean {' or '.join(close)}?" if close else f" (known: {', '.join(KNOWN_METRICS)})"
+                found.append((line(("metrics", name)), (f"metrics: {name!r} is not a figure xenlab or this run "
+                                                        f"measures{hint}")))
+            elif problem := _unit_problem(name, Threshold.parse(text), measured[name]):
+                found.append((line(("metrics", name)), problem))
+        return found
+
+
+def _unit_problem(name: str, threshold: Threshold, unit: str | None) -> str:
+    """Why `threshold` cannot judge `name` measured in `unit` ("" when it can, or when unknown)."""
+    if unit is None or not threshold.unit:
+        return ""
+    wanted, given = unit_family(unit), unit_family(threshold.unit)
+    if wanted is None or given is None or wanted[0] == given[0]:
+        return ""
+    example = {"time": "'< 5s'", "count": "'<= 3'", "size": "'>= 1 GiB'", "percent": "'> 99%'"}.get(wanted[0], "")
+    return (f"metrics.{name}: {threshold.text!r} is in {threshold.unit}, but {name} is measured in {unit}"
+            + (f": write a threshold such as {example}" if example else ""))
 
 
 class CheckResult(BaseModel):
@@ -100,13 +154,26 @@ class QualificationReport(BaseModel):
         return f"FAIL: {len(failed)} of {len(self.checks)} checks failed: {names} ({where})"
 
 
+def _validated(doc: LocatedDocument) -> QualificationProfile:
+    profile: QualificationProfile = validate_document(QualificationProfile, doc)
+    profile._source = doc
+    return profile
+
+
 def load_profile(path: str | Path) -> QualificationProfile:
     """Read and validate a profile; SpecError names the file and line of every problem."""
-    return validate_document(QualificationProfile, load_located(path))
+    return _validated(load_located(path))
 
 
 def parse_profile(text: str, path: str = "<string>") -> QualificationProfile:
-    return validate_document(QualificationProfile, parse_located(text, path))
+    return _validated(parse_located(text, path))
+
+
+def check_profile(profile: QualificationProfile, results: RunResults) -> None:
+    """Refuse (SpecError, with the profile's lines) a profile that cannot judge these results."""
+    found = profile.problems_with(results)
+    if found:
+        raise SpecError(profile.path, found)
 
 
 def _host_checks(inv: HostInventory, checks: HostChecks) -> list[CheckResult]:
