@@ -1,7 +1,10 @@
 """The `xenlab` command: a thin face over Lab, ImageCache and the simulator.
 
-Errors a user can fix are printed as one clear message (exit 1; 2 for invalid files),
-never as a traceback. `--json` output shapes are documented in docs/json-output.md.
+Errors a user can fix are printed as one clear message, never as a traceback, with one
+meaning per exit code (docs/exit-codes.md): 1 failed, 2 input refused (nothing started
+or written), 3 qualification failed or a metric regressed, 130 interrupted. Text from a
+user's files is never read as Rich markup, and nothing is wrapped when the output is not
+a terminal. `--json` output shapes are documented in docs/json-output.md.
 """
 
 from __future__ import annotations
@@ -16,16 +19,39 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
-from .errors import SpecError, XenlabError
+from .errors import InvalidInput, SpecError, XenlabError
 
 if TYPE_CHECKING:
     from .lab import Lab
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+FAILED_EXIT = 1  # a scenario or check failed, or xenlab could not do what was asked
+INVALID_INPUT_EXIT = 2  # a file or an argument was refused; nothing was started or written (click's usage errors too)
+INTERRUPTED_EXIT = 130
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that never wraps lines: a log reader or a CI page sees each message whole."""
+    made = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not made.is_terminal:
+        made.width = 100_000  # tables take the width of their content, not 80 columns
+    return made
+
+
+console = _console(stderr=True)
+out = _console()
+
+
+def print_error(exc: Exception) -> None:
+    """An error as plain text: whatever a user's file holds (`[/red]`, `[key]`) is printed as it is."""
+    message = Text("error:", style="red")
+    message.append(" invalid file\n" if isinstance(exc, SpecError) else " ")
+    message.append(str(exc))
+    console.print(message)
 
 
 class XenlabGroup(click.Group):
@@ -34,15 +60,15 @@ class XenlabGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except SpecError as exc:
-            console.print(f"[red]error:[/red] invalid file\n{exc}", markup=True)
-            sys.exit(2)
+        except InvalidInput as exc:
+            print_error(exc)
+            sys.exit(INVALID_INPUT_EXIT)
         except XenlabError as exc:
-            console.print(f"[red]error:[/red] {exc}", markup=True)
-            sys.exit(1)
+            print_error(exc)
+            sys.exit(FAILED_EXIT)
         except KeyboardInterrupt:
             console.print("interrupted")
-            sys.exit(130)
+            sys.exit(INTERRUPTED_EXIT)
 
 
 @click.group(cls=XenlabGroup)
@@ -424,7 +450,7 @@ def validate(lab_file: str) -> None:
     from .spec import load_lab, resolve_lab_path
 
     spec = load_lab(resolve_lab_path(lab_file))
-    console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)")
+    console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)", markup=False)
 
 
 # -- simulator ------------------------------------------------------------------------
@@ -458,8 +484,6 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
 
     A running lab is first restored to its `ready` checkpoint (if it has one), so every
     scenario starts from the same fresh lab."""
-    from rich.markup import escape
-
     from .scenario.session import default_results_path, execute, plan_run, start_lab
 
     plan = plan_run(scenario_file, lab_ref)
@@ -503,7 +527,7 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
                 out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
     colour = "green" if outcome.outcome == "passed" else "red"
     console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome}[/{colour}] in "
-                  f"{outcome.ended_at - outcome.started_at:.1f}s; results in {path}")
+                  f"{outcome.ended_at - outcome.started_at:.1f}s; results in {escape(str(path))}")
     if outcome.outcome != "passed":
         sys.exit(1)
 
@@ -524,10 +548,10 @@ def report_command(results_file: str, out_dir: str, profile: str | None) -> None
     results = load_results(results_file)
     qualification_profile = load_profile(profile) if profile else None
     files = write_reports(results, Path(out_dir), qualification_profile)
-    out.print(f"wrote {files.html}")
+    out.print(f"wrote {files.html}", markup=False)
     if files.qualification is not None:
-        out.print(f"wrote {files.qualification_html}\nwrote {files.qualification_json}")
-        out.print(files.qualification.verdict)
+        out.print(f"wrote {files.qualification_html}\nwrote {files.qualification_json}", markup=False)
+        out.print(files.qualification.verdict, markup=False)
         if not files.qualification.passed:
             sys.exit(REGRESSION_EXIT)
 
@@ -554,9 +578,10 @@ def history_add(results_file: str, db_path: str | None) -> None:
         run_id, added = db.add(results, source=str(Path(results_file).resolve()))
         where = db.path
     if added:
-        out.print(f"stored run {run_id} ({len(figures_of(results))} figures, lab {results.lab or '?'}) in {where}")
+        out.print(f"stored run {run_id} ({len(figures_of(results))} figures, lab {results.lab or '?'}) in {where}",
+                  markup=False)
     else:
-        out.print(f"already stored as run {run_id} in {where}")
+        out.print(f"already stored as run {run_id} in {where}", markup=False)
 
 
 @history.command("report")
@@ -579,7 +604,7 @@ def history_report(db_path: str | None, out_dir: str | None, window: int, thresh
         table.add_column(column)
     for trend in sorted(trends, key=lambda t: (not t.regressed, t.key)):
         p = trend.latest
-        table.add_row(str(trend.key), trend.direction, format_value(p.value, trend.key.unit),
+        table.add_row(Text(str(trend.key)), trend.direction, format_value(p.value, trend.key.unit),
                       format_value(p.baseline, trend.key.unit) if p.baseline is not None else "(too few runs)",
                       "" if p.change_pct is None else f"{p.change_pct:+.1f}%",
                       "[red]REGRESSION[/red]" if trend.regressed else "ok")
@@ -589,11 +614,13 @@ def history_report(db_path: str | None, out_dir: str | None, window: int, thresh
         target.mkdir(parents=True, exist_ok=True)
         (target / "history.html").write_text(render_history_html(trends, window, threshold, runs), encoding="utf-8")
         (target / "history.json").write_text(export_trends(trends), encoding="utf-8")
-        out.print(f"wrote {target / 'history.html'}")
+        out.print(f"wrote {target / 'history.html'}", markup=False)
     regressed = [t for t in trends if t.regressed]
     if regressed:
-        console.print(f"{len(regressed)} metric(s) regressed: " + ", ".join(str(t.key) for t in regressed[:5]))
+        console.print(f"{len(regressed)} metric(s) regressed: " + ", ".join(str(t.key) for t in regressed[:5]),
+                      markup=False)
         sys.exit(REGRESSION_EXIT)
+
 
 if __name__ == "__main__":
     main()
