@@ -177,3 +177,10 @@ def test_a_subnet_beside_the_other_networks_defaults_is_fine():
     taken = default_subnet("ok", 0)
     spec = parse_lab("name: ok\nnetworks:\n  lab:\n  storage: {subnet: 192.168.60.0/24}\nhosts:\n  h1:\n")
     assert spec.networks["storage"].subnet is not None and not spec.networks["storage"].subnet.overlaps(taken)
+
+
+def test_a_negative_limit_for_one_accelerator_is_refused():
+    with pytest.raises(SpecError) as info:
+        parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: a, host: h1}\n"
+                       "  - migrate: {vm: a, to: h2}\n    expect: {downtime: {tcg: '< 12s', kvm: '< -1s'}}\n")
+    assert info.value.problems[0][0] == 6 and "has a negative limit" in info.value.problems[0][1]

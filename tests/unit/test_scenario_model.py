@@ -265,4 +265,4 @@ def test_a_fault_during_a_migration_needs_a_delay_and_a_valid_fault():
     found = problems(HEAD + "  - create_vm: {name: vm1, host: h1}\n"
                      "  - migrate: {vm: vm1, to: h2, during: {fault: {kind: melt, target: h1}}}\n")
     messages = " ".join(m for _, m in found)
-    assert "after_s" in messages and "Input should be 'power_cut'" in messages
+    assert "after_s" in messages and "'melt' is not allowed here: write 'power_cut'" in messages

@@ -361,7 +361,7 @@ class Scenario(StrictModel):
                 unit_problem = expectation.unit_problem(figures[figure])
                 if unit_problem:
                     problems.append((where, f"{figure} {unit_problem}, not {expectation.text!r}"))
-                elif any(limit.value < 0 for limit in getattr(expectation, "limits", ())):
+                elif any(limit.value < 0 for limit in _limits_of(expectation)):
                     problems.append((where, (f"{figure} {expectation.text!r} has a negative limit, which no "
                                              f"{_what(figures[figure])} can be: write a limit of 0 or more")))
         state = _Replay(problems)
@@ -432,8 +432,8 @@ class _Replay:
                     label = a.during.fault.label
                     if label in self.active:
                         self.problems.append((loc + ("migrate", "during", "fault"),
-                                              f"fault {label!r} is already active here; heal it first or give "
-                                              "this one another name"))
+                                              (f"fault {label!r} is already active here; heal it first or give "
+                                              "this one another name")))
                     if a.during.heal_after_s is None:
                         self.active[label] = loc
                 if a.to == OTHER and self.pool_size is not None and self.pool_size != 2:
@@ -488,6 +488,12 @@ def _limit_problems(steps: list[Step], base: Loc, depth: int) -> list[Problem]:
         else:
             problems += _limit_problems(step.repeat.steps, loc + ("steps",), depth + 1)
     return problems
+
+
+def _limits_of(expectation: Any) -> list[Any]:
+    """Every limit of an expectation, of each accelerator's bound for a per-accelerator one."""
+    bounds = [e for _, e in expectation.bounds] if hasattr(expectation, "bounds") else [expectation]
+    return [limit for bound in bounds for limit in bound.limits]
 
 
 def _what(unit: str) -> str:
