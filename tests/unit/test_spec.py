@@ -115,7 +115,7 @@ def test_missing_file(tmp_path):
 
 
 def test_hosts_are_required():
-    [(line, message)] = problems("name: x\n")
+    [(_, message)] = problems("name: x\n")
     assert "missing required key 'hosts'" in message
 
 

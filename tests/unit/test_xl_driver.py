@@ -1,8 +1,7 @@
 """Pure parts of the xl driver: parsing xl output, homogeneity, guest config and addressing."""
 
 from xenlab.toolstack.base import GuestSpec, HostFacts
-from xenlab.toolstack.xl import (check_homogeneous, guest_config, guest_mac, parse_xl_info, parse_xl_list,
-                                 vm_state)
+from xenlab.toolstack.xl import check_homogeneous, guest_config, guest_mac, parse_xl_info, parse_xl_list, vm_state
 
 XL_LIST = """Name                                        ID   Mem VCPUs\tState\tTime(s)
 Domain-0                                     0  1024     1     r-----      88.8
@@ -24,8 +23,8 @@ xen_commandline        : console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M
 
 
 def facts(**changes) -> HostFacts:
-    base = dict(name="h1", address="10.0.0.11", xen_version="4.17.5", cpu_features="078bfbff:80282203",
-                memory_total_mib=2047, memory_free_mib=967, bridges=("xenbr0",))
+    base = {"name": "h1", "address": "10.0.0.11", "xen_version": "4.17.5", "cpu_features": "078bfbff:80282203",
+            "memory_total_mib": 2047, "memory_free_mib": 967, "bridges": ("xenbr0",)}
     base.update(changes)
     return HostFacts(**base)
 
