@@ -67,18 +67,3 @@ def test_types_and_enums_come_from_the_export():
     assert (f.type.kind, f.type.name, f.default) == ("ref", "host", "OpaqueRef:NULL")
     assert dm.cls("network").fields["MTU"].default == 1500
     assert dm.message("VM", "start").args[0].name == "vm"
-
-
-def test_missing_export_names_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setenv(datamodel.ENV_VAR, str(tmp_path / "nope.json"))
-    with pytest.raises(datamodel.DatamodelNotFound) as ei:
-        datamodel.find_datamodel_json(start=tmp_path / "a" / "b")
-    msg = str(ei.value)
-    assert str(tmp_path / "nope.json") in msg
-    assert str(tmp_path / "a" / "b" / "shared" / "reference" / "xenapi.json") in msg
-
-
-def test_env_var_wins(tmp_path, monkeypatch):
-    real = datamodel.find_datamodel_json()
-    monkeypatch.setenv(datamodel.ENV_VAR, str(real))
-    assert datamodel.find_datamodel_json(start=tmp_path) == real

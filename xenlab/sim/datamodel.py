@@ -1,53 +1,28 @@
-"""Load xapi's datamodel export and turn it into typed, queryable specs.
+"""The simulator's datamodel: typed, queryable specs of xapi's classes and messages.
 
 Everything the simulator knows about classes, fields, types, enums, messages
-and error codes comes from ``xenapi.json`` at run time, so the simulator
-follows whatever xapi release the export was taken from.  Only facts (names,
-types, qualifiers, defaults) are used; the prose in the export is ignored.
+and error codes comes from ``data/datamodel.json``, a compact file shipped in
+the package and derived from xapi's full export (``xenapi.json``) by
+``scripts/derive_datamodel.py``.  Only facts (names, types, qualifiers,
+defaults, lifecycle) are kept; nothing at run time reads the export.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-ENV_VAR = "XENLAB_XENAPI_JSON"
-REL_PATH = Path("shared") / "reference" / "xenapi.json"
+COMPACT = "data/datamodel.json"  # package-relative
+FORMAT = "xenlab.sim.datamodel/1"
 
 NULL_REF = "OpaqueRef:NULL"
 EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-
-
-class DatamodelNotFound(FileNotFoundError):
-    """Raised when xenapi.json cannot be located; lists every place tried."""
-
-
-def find_datamodel_json(start: Path | None = None) -> Path:
-    """Locate xenapi.json: $XENLAB_XENAPI_JSON, else shared/reference in a parent dir."""
-    tried: list[str] = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        p = Path(env)
-        if p.is_file():
-            return p
-        tried.append(f"${ENV_VAR}={env}")
-    here = (start or Path(__file__)).resolve()
-    for parent in [here, *here.parents]:
-        cand = parent / REL_PATH
-        tried.append(str(cand))
-        if cand.is_file():
-            return cand
-    raise DatamodelNotFound(
-        "xapi datamodel export (xenapi.json) not found; set "
-        f"{ENV_VAR} or place it at ../shared/reference/xenapi.json beside the repo. "
-        "Looked at: " + ", ".join(tried)
-    )
 
 
 # --------------------------------------------------------------------------- types
@@ -188,7 +163,7 @@ class ClassSpec:
 
 @dataclass
 class Datamodel:
-    path: Path
+    source: str  # where the compact datamodel was read from
     classes: dict[str, ClassSpec]
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
     error_codes: frozenset[str] = frozenset()
@@ -308,16 +283,26 @@ def parse_datetime(s: str) -> _dt.datetime:
 # --------------------------------------------------------------------------- loading
 
 
+def _compact_text(path: Path | str | None) -> tuple[str, str]:
+    if path is not None:
+        return Path(path).read_text(), str(path)
+    ref = resources.files(__package__).joinpath(COMPACT)
+    return ref.read_text(), f"{__package__}/{COMPACT}"
+
+
 def load(path: Path | str | None = None) -> Datamodel:
-    p = Path(path) if path else find_datamodel_json()
-    raw = json.loads(p.read_text())
+    """Parse a compact datamodel (default: the one shipped in the package)."""
+    text, where = _compact_text(path)
+    raw = json.loads(text)
+    if raw.get("format") != FORMAT:
+        raise ValueError(f"{where}: not a {FORMAT} file (regenerate it with scripts/derive_datamodel.py)")
     enums: dict[str, tuple[str, ...]] = {}
-    for c in raw:
-        for e in c.get("enums", []):
-            enums[e["name"]] = tuple(v["name"] for v in e["values"])
+    for c in raw["classes"]:
+        for name, values in c["enums"]:
+            enums[name] = tuple(values)
     classes: dict[str, ClassSpec] = {}
     codes: set[str] = set()
-    for c in raw:
+    for c in raw["classes"]:
         fields: dict[str, FieldSpec] = {}
         for f in c["fields"]:
             t = parse_type(f["type"])
@@ -325,36 +310,31 @@ def load(path: Path | str | None = None) -> Datamodel:
                 dflt, has = _parse_literal(f["default"], t, enums), True
             else:
                 dflt, has = type_default(t, enums), False
-            state = (f.get("lifecycle") or {}).get("state", "Published_s")
-            fields[f["name"]] = FieldSpec(f["name"], t, f["qualifier"], dflt, has, state)
+            fields[f["name"]] = FieldSpec(f["name"], t, f["qualifier"], dflt, has, f.get("state", "Published_s"))
         msgs: dict[str, MessageSpec] = {}
         for m in c["messages"]:
-            params = tuple(ParamSpec(p["name"], parse_type(p["type"])) for p in m["params"])
-            res_text = m["result"][0] if m.get("result") else "void"
-            for e in m.get("errors", []):
-                codes.add(e["name"])
+            errors = tuple(m.get("errors", ()))
+            codes.update(errors)
             msgs[m["name"]] = MessageSpec(
                 cls=c["name"],
                 name=m["name"],
-                params=params,
-                result=parse_type(res_text),
-                result_text=res_text,
-                errors=tuple(e["name"] for e in m.get("errors", [])),
+                params=tuple(ParamSpec(n, parse_type(t)) for n, t in m["params"]),
+                result=parse_type(m["result"]),
+                result_text=m["result"],
+                errors=errors,
                 implicit=bool(m.get("implicit")),
-                state=(m.get("lifecycle") or {}).get("state", "Published_s"),
+                state=m.get("state", "Published_s"),
             )
-        classes[c["name"]] = ClassSpec(
-            c["name"], fields, msgs, {e["name"]: tuple(v["name"] for v in e["values"]) for e in c.get("enums", [])}
-        )
-    return Datamodel(path=p, classes=classes, enums=enums, error_codes=frozenset(codes))
+        classes[c["name"]] = ClassSpec(c["name"], fields, msgs, {n: tuple(v) for n, v in c["enums"]})
+    return Datamodel(source=where, classes=classes, enums=enums, error_codes=frozenset(codes))
 
 
 _CACHE: dict[str, Datamodel] = {}
 
 
 def get(path: Path | str | None = None) -> Datamodel:
-    """Process-wide cached datamodel (the export is ~1.5 MB; parse it once)."""
-    p = str(Path(path) if path else find_datamodel_json())
-    if p not in _CACHE:
-        _CACHE[p] = load(p)
-    return _CACHE[p]
+    """Process-wide cached datamodel (parsed once per file)."""
+    key = str(path) if path else ""
+    if key not in _CACHE:
+        _CACHE[key] = load(path)
+    return _CACHE[key]
