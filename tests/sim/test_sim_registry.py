@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from xenlab.sim import datamodel, implemented_messages
 from xenlab.sim.codes import SR_BACKEND_PREFIX, XAPI_CORE_CODES
 from xenlab.sim.dispatch import CUSTOM
@@ -50,7 +48,7 @@ def test_custom_handlers_name_real_messages():
 
 def test_every_raised_code_is_known():
     dm = datamodel.get()
-    src = "\n".join(p.read_text() for p in SIM_DIR.glob("*.py"))
+    src = "\n".join(p.read_text() for p in SIM_DIR.rglob("*.py"))
     codes = set(re.findall(r'ApiError\(\s*"([A-Z][A-Z0-9_]+)"', src))
     codes |= set(re.findall(r'\(\s*"([A-Z][A-Z0-9_]+)",\s*\[', src))  # planner tuples
     assert "VM_BAD_POWER_STATE" in codes and "SESSION_INVALID" in codes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 def implemented_messages() -> list[str]:
     """Wire names (``Class.message``) the simulator answers with real behaviour."""
-    from . import datamodel, dispatch, semantics  # noqa: F401  (semantics registers handlers)
+    from . import datamodel, dispatch
 
     return dispatch.implemented_messages(datamodel.get())
 

@@ -153,9 +153,16 @@ class Deployment:
         dom0_memory: int = DEFAULT_DOM0_MEMORY,
         guest_boot_s: float = DEFAULT_BOOT_S,
         switchover_s: float = DEFAULT_SWITCHOVER_S,
+        event_timeouts: str = "clock",
+        addresses: list[str] | None = None,
     ) -> None:
         if hosts < 1:
             raise ValueError("need at least one host")
+        if event_timeouts not in ("clock", "wall"):
+            raise ValueError(f"event_timeouts must be 'clock' or 'wall', not {event_timeouts!r}")
+        if addresses is not None and len(addresses) != hosts:
+            raise ValueError(f"{len(addresses)} addresses for {hosts} hosts")
+        self.event_timeouts = event_timeouts  # "wall": event.from timeouts in real time (served mode)
         self.dm = dm or dmod.get()
         self.user = user
         self._password = password
@@ -176,7 +183,7 @@ class Deployment:
                 h = SimHost(
                     index=i,
                     name=f"h{i + 1}",
-                    address=f"10.0.0.{i + 1}",
+                    address=addresses[i] if addresses else f"10.0.0.{i + 1}",
                     uuid=new_uuid(),
                     ref=new_ref(),
                     memory_total=host_memory,

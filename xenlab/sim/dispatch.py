@@ -10,25 +10,20 @@ from __future__ import annotations
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .datamodel import EPOCH, Datamodel, MessageSpec, Type
+from .calls import Ctx, Impl, new_task
+from .datamodel import Datamodel, MessageSpec, Type
 from .deployment import Deployment, SimHost
-from .model import ApiError, Database
+from .handlers import registry
+from .model import ApiError
 from .wire import XML, DecodeError, decode, encode
 
 Handler = Callable[..., Any]
 
 
-@dataclass
-class Impl:
-    fn: Handler
-    duration: Callable[[Ctx, tuple], float] | float = 0.0
-
-
-# wire name -> implementation, filled by semantics.py (custom) and generic().
-CUSTOM: dict[str, Impl] = {}
+# wire name -> custom implementation, from the handler modules' explicit registries.
+CUSTOM: dict[str, Impl] = registry()
 
 # Trailing parameters xapi declares with defaults (facts from xapi's IDL,
 # not present in the JSON export).  Only used when the export lists them.
@@ -42,30 +37,6 @@ OPTIONAL_TRAILING: dict[str, tuple[str, ...]] = {
 # Implicit message families answered generically for every class.
 GENERIC_PREFIXES = ("get_", "set_", "add_to_", "remove_from_", "add_", "remove_")
 HIDDEN_GENERIC = ("get_all_records_where",)  # hidden from the export, accepted by xapi
-
-
-def api(name: str, duration: Callable[[Ctx, tuple], float] | float = 0.0):
-    """Register a custom implementation for a datamodel message."""
-
-    def deco(fn: Handler) -> Handler:
-        CUSTOM[name] = Impl(fn, duration)
-        return fn
-
-    return deco
-
-
-@dataclass
-class Ctx:
-    dep: Deployment
-    host: SimHost
-    db: Database
-    session: str | None
-    msg: MessageSpec
-    task: str | None = None
-
-    @property
-    def dm(self) -> Datamodel:
-        return self.dep.dm
 
 
 class Outcome:
@@ -137,8 +108,6 @@ _IMPL_CACHE: dict[tuple[int, str], Impl | None] = {}
 
 
 def implementation(dm: Datamodel, m: MessageSpec) -> Impl | None:
-    from . import semantics  # noqa: F401  (registers CUSTOM before anything is cached)
-
     key = (id(dm), m.wire_name)
     if key not in _IMPL_CACHE:
         impl = CUSTOM.get(m.wire_name)
@@ -154,6 +123,12 @@ def has_async(m: MessageSpec) -> bool:
     if m.implicit and m.name not in ("create", "destroy"):
         return False
     return m.cls not in ("session", "event") or m.name not in ("login_with_password", "from", "next")
+
+
+def list_methods(dm: Datamodel) -> list[str]:
+    """What xapi's generated server answers to ``system.listMethods``: the sync wire name
+    of every message of every class, in datamodel order, removed ones included."""
+    return [m.wire_name for c in dm.classes.values() for m in c.messages.values()]
 
 
 def implemented_messages(dm: Datamodel) -> list[str]:
@@ -199,7 +174,7 @@ def dispatch(dep: Deployment, host: SimHost, name: str, params: list[Any], proto
 def _dispatch(dep: Deployment, host: SimHost, name: str, params: list[Any], proto: str) -> Outcome:
     dm = dep.dm
     if name == "system.listMethods":
-        return Outcome(True, value=implemented_messages(dm))
+        return Outcome(True, value=list_methods(dm))
     if name.startswith("system.isAlive:"):
         return Outcome(True, value=params[0] if params else "")
     call, m, is_async = resolve(dm, name)
@@ -278,29 +253,6 @@ def xml_value(v: Any) -> str:
     start = body.index("<value>")
     end = body.rindex("</value>") + len("</value>")
     return body[start:end]
-
-
-def new_task(ctx: Ctx, label: str, description: str = "", cancellable: bool = False) -> str:
-    dep, db = ctx.dep, ctx.db
-    t = db.create(
-        "task",
-        name_label=label,
-        name_description=description,
-        status="pending",
-        progress=0.0,
-        created=dep.now(),
-        finished=EPOCH,
-        resident_on=ctx.host.ref,
-        allowed_operations=["cancel"] if cancellable else [],
-        error_info=[],
-        result="",
-        type="<none/>",
-    )
-    if ctx.session and db.exists(ctx.session, "session"):
-        srec = db.get(ctx.session, "session")
-        if "tasks" in srec and t not in srec["tasks"]:
-            srec["tasks"].append(t)
-    return t
 
 
 def start_async(ctx: Ctx, impl: Impl, args: tuple, proto: str) -> str:

@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from xml.parsers.expat import ExpatError
 
-from . import semantics as _semantics  # noqa: F401  (registers handlers)
 from .deployment import Deployment, SimHost
 from .dispatch import Outcome, dispatch
 from .faults import Control
@@ -111,12 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(404, b"no such host\n", "text/plain")
             if not host.serving:
                 raise _Drop
-            if path.rstrip("/") == "/jsonrpc":
+            if api_handler(path) == "jsonrpc":
                 self._jsonrpc(host, body)
-            elif path in ("/", "", "/RPC2"):
-                self._xmlrpc(host, body)
             else:
-                self._reply(404, b"not found\n", "text/plain")
+                self._xmlrpc(host, body)
         except _Drop:
             self.close_connection = True
             try:
@@ -137,6 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (ExpatError, ValueError, TypeError, IndexError, xmlrpc.client.ResponseError):
             return self._reply(400, b"malformed XML-RPC request\n", "text/plain")
         out = self._call(host, method or "", list(params), XML)
+        if method == "system.listMethods" and out.ok:
+            # xapi answers this one call with the bare array, not a Status/Value struct
+            data = xmlrpc.client.dumps((out.value,), methodresponse=True, allow_none=False)
+            return self._reply(200, data.encode("utf-8"), "text/xml")
         if out.ok:
             resp = {"Status": "Success", "Value": out.value}
         else:
@@ -182,6 +183,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+# xapi's POST handlers for the API, matched by longest prefix of the path as its HTTP
+# server does (Radix_tree.longest_prefix): "/xmlrpc" and "/anything" reach "/".
+API_PATHS = {"/": "xmlrpc", "/RPC2": "xmlrpc", "/json": "xmlrpc", "/jsonrpc": "jsonrpc"}
+
+
+def api_handler(path: str) -> str:
+    """Which API handler xapi would run for a POST to ``path``."""
+    best = max((p for p in API_PATHS if path.startswith(p)), key=len, default="/")
+    return API_PATHS[best]
+
+
 def _shutdown(srv: _Server) -> None:
     """Stop accepting, close the listening socket, cut open connections."""
     srv.shutdown()
@@ -207,10 +219,19 @@ class SimServer:
         realtime: bool = False,
         *,
         user: str = "root",
+        loopback_addresses: bool = False,
         **options: Any,
     ) -> None:
         if password is None:
             raise TypeError("SimServer needs the password clients must log in with")
+        if loopback_addresses and hosts > 250:
+            raise ValueError("loopback addresses: at most 250 hosts")
+        # loopback_addresses: host i's address is 127.0.0.<i+1> and it listens there, every
+        # host on the same port, so a client that follows HOST_IS_SLAVE to the master's
+        # address (Xen Orchestra does) reaches it; otherwise addresses are 10.0.0.N labels.
+        self.loopback_addresses = loopback_addresses
+        if loopback_addresses:
+            options["addresses"] = [f"127.0.0.{i + 1}" for i in range(hosts)]
         self.deployment = Deployment(hosts=hosts, password=password, user=user, realtime=realtime, **options)
         self.base_port = port
         self.control = Control(self.deployment)
@@ -228,14 +249,21 @@ class SimServer:
             return self
         cport = self.base_port if self.base_port else 0
         self._control_server = self._listen(cport, None)
+        shared = self.base_port + 1 if self.base_port else 0
         for h in self.deployment.hosts:
-            p = self.base_port + 1 + h.index if self.base_port else 0
-            self._open_host(h, p)
+            if self.loopback_addresses:
+                self._open_host(h, shared)
+                shared = self._ports[h.index]  # every host on the first one's port
+            else:
+                self._open_host(h, self.base_port + 1 + h.index if self.base_port else 0)
         self._started = True
         return self
 
+    def _bind_address(self, host: SimHost | None) -> str:
+        return host.address if host is not None and self.loopback_addresses else BIND
+
     def _listen(self, port: int, host: SimHost | None) -> _Server:
-        srv = _Server((BIND, port), _Handler, self, host)
+        srv = _Server((self._bind_address(host), port), _Handler, self, host)
         t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         t.name = f"sim-http-{host.name if host else 'control'}"
         t.start()
@@ -286,7 +314,7 @@ class SimServer:
     def url_for(self, host: int | str) -> str:
         """XML-RPC URL of a host given its index, name ("h1"), address or uuid."""
         h = self.deployment.host(host)
-        return f"http://{BIND}:{self._ports[h.index]}/"
+        return f"http://{self._bind_address(h)}:{self._ports[h.index]}/"
 
     def jsonrpc_url_for(self, host: int | str) -> str:
         return self.url_for(host) + "jsonrpc"

@@ -1,0 +1,516 @@
+"""VM.*: lifecycle (create/clone/copy/provision/start/shutdown/reboot/pause), migration, memory, HA settings, snapshots."""
+
+from __future__ import annotations
+
+import copy
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from ..calls import Ctx, Handlers
+from ..generic import ctor_fields
+from ..model import NULL_REF, ApiError, new_uuid
+from .common import ALLOWED_STATES, LOWER, assert_contact, host_of, migrate_duration, vm_duration, vm_op_check
+from .storage import _clone_vdi, _sr_alloc
+
+HANDLERS = Handlers("vm")
+
+
+@HANDLERS.api("VM.create")
+def vm_create(ctx: Ctx, record: dict[str, Any]) -> str:
+    dep, db = ctx.dep, ctx.db
+    f = ctor_fields(ctx.dm, "VM", record)
+    for k in ("is_control_domain",):
+        f.pop(k, None)
+    metrics = db.create("VM_metrics", install_time=dep.now(), last_updated=dep.now())
+    f.update(metrics=metrics, power_state="Halted", domid=-1)
+    if not f.get("memory_target"):
+        f["memory_target"] = f["memory_dynamic_max"]
+    vm = db.create("VM", **{k: v for k, v in f.items() if k in ctx.dm.cls("VM").fields})
+    dep.update_overhead(db, vm)
+    return vm
+
+
+@HANDLERS.api("VM.destroy")
+def vm_destroy(ctx: Ctx, vm: str) -> None:
+    db = ctx.db
+    rec = db.get(vm, "VM")
+    if rec["is_control_domain"]:
+        raise ApiError("OPERATION_NOT_ALLOWED", "Cannot destroy a control domain")
+    if rec["power_state"] not in ALLOWED_STATES["destroy"]:
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted, suspended", LOWER[rec["power_state"]])
+    for vbd in list(rec["VBDs"]):
+        db.destroy(vbd)
+    for vif in list(rec["VIFs"]):
+        db.destroy(vif)
+    if db.exists(rec["metrics"]):
+        db.destroy(rec["metrics"])
+    db.destroy(vm)
+
+
+def _copy_vm(
+    ctx: Ctx, vm: str, new_name: str, sr: str | None, full: bool, vbds: list[str] | None = None, vdi_fn=None
+) -> str:
+    dep, db = ctx.dep, ctx.db
+    rec = copy.deepcopy(db.get(vm, "VM"))
+    skip = {
+        "uuid",
+        "VBDs",
+        "VIFs",
+        "consoles",
+        "VUSBs",
+        "crash_dumps",
+        "VTPMs",
+        "metrics",
+        "guest_metrics",
+        "snapshots",
+        "children",
+        "resident_on",
+        "scheduled_to_be_resident_on",
+        "current_operations",
+        "allowed_operations",
+        "VGPUs",
+        "attached_PCIs",
+        "blobs",
+        "snapshot_of",
+        "parent",
+    }
+    fields = {k: v for k, v in rec.items() if k not in skip}
+    metrics = db.create("VM_metrics", install_time=dep.now(), last_updated=dep.now())
+    fields.update(name_label=new_name, metrics=metrics, power_state="Halted", domid=-1, is_default_template=False)
+    new = db.create("VM", **fields, parent=vm if not full else NULL_REF)
+    dep.update_overhead(db, new)
+    for vbd in rec["VBDs"] if vbds is None else vbds:
+        v = copy.deepcopy(db.get(vbd, "VBD"))
+        vdi = v["VDI"]
+        if not v["empty"] and db.exists(vdi, "VDI") and v["type"] == "Disk":
+            vdi = vdi_fn(ctx, vdi) if vdi_fn else _clone_vdi(ctx, vdi, sr if full else None)
+        keep = {
+            k: x
+            for k, x in v.items()
+            if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
+        }
+        db.create("VBD", VM=new, VDI=vdi, currently_attached=False, **keep)
+    for vif in rec["VIFs"]:
+        v = copy.deepcopy(db.get(vif, "VIF"))
+        keep = {
+            k: x
+            for k, x in v.items()
+            if k not in ("uuid", "VM", "currently_attached", "current_operations", "MAC", "metrics")
+        }
+        u = new_uuid().replace("-", "")
+        db.create(
+            "VIF", VM=new, MAC="02:" + ":".join(u[i : i + 2] for i in range(0, 10, 2)), currently_attached=False, **keep
+        )
+    return new
+
+
+@HANDLERS.api("VM.clone", duration=2.0)
+def vm_clone(ctx: Ctx, vm: str, new_name: str) -> str:
+    vm_op_check(ctx, vm, "clone")
+    return _copy_vm(ctx, vm, new_name, None, full=False)
+
+
+@HANDLERS.api("VM.copy", duration=10.0)
+def vm_copy(ctx: Ctx, vm: str, new_name: str, sr: str) -> str:
+    vm_op_check(ctx, vm, "copy")
+    if sr != NULL_REF:
+        ctx.db.get(sr, "SR")
+    return _copy_vm(ctx, vm, new_name, sr, full=True)
+
+
+@HANDLERS.api("VM.provision", duration=2.0)
+def vm_provision(ctx: Ctx, vm: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    rec = vm_op_check(ctx, vm, "provision")
+    spec = rec["other_config"].get("disks")
+    if not spec:
+        return
+    try:
+        root = ET.fromstring(spec)
+    except ET.ParseError:
+        raise ApiError("INVALID_VALUE", "disks", spec) from None
+    default_sr = dep.pool(db)["default_SR"]
+    for d in root.findall("disk"):
+        sr_uuid = d.get("sr", "")
+        sr = db.by_uuid("SR", sr_uuid) if sr_uuid else default_sr
+        if not db.exists(sr, "SR"):
+            raise ApiError("HANDLE_INVALID", "SR", sr)
+        size = int(d.get("size", "0"))
+        _sr_alloc(ctx, sr, size)
+        vdi = db.create(
+            "VDI",
+            name_label=f"{rec['name_label']} {d.get('device', '0')}",
+            SR=sr,
+            virtual_size=size,
+            physical_utilisation=size,
+            type=d.get("type", "system") if d.get("type") in ctx.dm.enums.get("vdi_type", ()) else "system",
+            sharable=False,
+            read_only=False,
+            other_config={},
+            location=new_uuid(),
+        )
+        db.create(
+            "VBD",
+            VM=vm,
+            VDI=vdi,
+            userdevice=d.get("device", "0"),
+            bootable=d.get("bootable") == "true",
+            mode="RW",
+            type="Disk",
+            empty=False,
+            other_config={"owner": "true"},
+            qos_algorithm_type="",
+            qos_algorithm_params={},
+        )
+    oc = dict(rec["other_config"])
+    oc.pop("disks", None)
+    db.set(vm, other_config=oc)
+
+
+def _start(ctx: Ctx, vm: str, host: str | None, paused: bool, op: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    vm_op_check(ctx, vm, op)
+    if host is None:
+        target = dep.pick_host(db, vm)
+        if target is None:
+            raise ApiError("NO_HOSTS_AVAILABLE")
+    else:
+        host_of(ctx, host)
+        dep.check_can_boot(db, vm, host)
+        target = host
+    dep.boot_vm(db, vm, target, paused)
+
+
+@HANDLERS.api("VM.start", duration=vm_duration)
+def vm_start(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> None:
+    _start(ctx, vm, None, start_paused, "start")
+
+
+@HANDLERS.api("VM.start_on", duration=vm_duration)
+def vm_start_on(ctx: Ctx, vm: str, host: str, start_paused: bool, force: bool) -> None:
+    _start(ctx, vm, host, start_paused, "start_on")
+
+
+@HANDLERS.api("VM.resume", duration=vm_duration)
+def vm_resume(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> None:
+    _start(ctx, vm, None, start_paused, "resume")
+
+
+@HANDLERS.api("VM.resume_on", duration=vm_duration)
+def vm_resume_on(ctx: Ctx, vm: str, host: str, start_paused: bool, force: bool) -> None:
+    _start(ctx, vm, host, start_paused, "resume_on")
+
+
+def _halt(ctx: Ctx, vm: str, op: str, state: str = "Halted") -> None:
+    dep, db = ctx.dep, ctx.db
+    rec = vm_op_check(ctx, vm, op)
+    if rec["is_control_domain"]:
+        raise ApiError("OPERATION_NOT_ALLOWED", "Cannot shut down a control domain")
+    host = rec["resident_on"]
+    if host != NULL_REF:
+        assert_contact(ctx, host)
+    dep.force_halt(db, vm)
+    if state != "Halted":
+        db.set(vm, power_state=state)
+    if state == "Halted":
+        db.set(vm, ha_always_run=False)  # a user shutdown ends HA protection of the run
+
+
+@HANDLERS.api("VM.clean_shutdown", duration=vm_duration)
+def vm_clean_shutdown(ctx: Ctx, vm: str) -> None:
+    _halt(ctx, vm, "clean_shutdown")
+
+
+@HANDLERS.api("VM.hard_shutdown", duration=0.5)
+def vm_hard_shutdown(ctx: Ctx, vm: str) -> None:
+    _halt(ctx, vm, "hard_shutdown")
+
+
+@HANDLERS.api("VM.shutdown", duration=vm_duration)
+def vm_shutdown(ctx: Ctx, vm: str) -> None:
+    _halt(ctx, vm, "shutdown")
+
+
+@HANDLERS.api("VM.suspend", duration=vm_duration)
+def vm_suspend(ctx: Ctx, vm: str) -> None:
+    _halt(ctx, vm, "suspend", state="Suspended")
+
+
+def _reboot(ctx: Ctx, vm: str, op: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    rec = vm_op_check(ctx, vm, op)
+    assert_contact(ctx, rec["resident_on"])
+    host = rec["resident_on"]
+    db.set(vm, power_state="Running", domid=dep.next_domid(dep.host_by_ref(host)))
+    dep.vm_metrics_running(db, vm)
+    dep.guests.booted(vm, dep.clock.now())
+
+
+@HANDLERS.api("VM.clean_reboot", duration=vm_duration)
+def vm_clean_reboot(ctx: Ctx, vm: str) -> None:
+    _reboot(ctx, vm, "clean_reboot")
+
+
+@HANDLERS.api("VM.hard_reboot", duration=1.0)
+def vm_hard_reboot(ctx: Ctx, vm: str) -> None:
+    _reboot(ctx, vm, "hard_reboot")
+
+
+@HANDLERS.api("VM.pause", duration=0.2)
+def vm_pause(ctx: Ctx, vm: str) -> None:
+    rec = vm_op_check(ctx, vm, "pause")
+    assert_contact(ctx, rec["resident_on"])
+    ctx.db.set(vm, power_state="Paused")
+    ctx.dep.guests.paused(vm, ctx.dep.clock.now())
+    if ctx.db.exists(rec["metrics"]):
+        ctx.db.set(rec["metrics"], state=["paused"])
+
+
+@HANDLERS.api("VM.unpause", duration=0.2)
+def vm_unpause(ctx: Ctx, vm: str) -> None:
+    rec = vm_op_check(ctx, vm, "unpause")
+    assert_contact(ctx, rec["resident_on"])
+    ctx.db.set(vm, power_state="Running")
+    ctx.dep.guests.resumed(vm, ctx.dep.clock.now())
+    if ctx.db.exists(rec["metrics"]):
+        ctx.db.set(rec["metrics"], state=["running"])
+
+
+@HANDLERS.api("VM.power_state_reset")
+def vm_power_state_reset(ctx: Ctx, vm: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    rec = db.get(vm, "VM")
+    host = rec["resident_on"]
+    if (
+        host != NULL_REF
+        and rec["power_state"] in ("Running", "Paused")
+        and dep.reachable(dep.master_of(db), dep.host_by_ref(host))
+        and dep.host_live(db, host)
+    ):
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+    dep.force_halt(db, vm)
+
+
+def _migrate(ctx: Ctx, vm: str, host: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    rec = db.get(vm, "VM")
+    src = rec["resident_on"]
+    if host != src:
+        dep.check_can_boot(db, vm, host)
+    db.set(vm, resident_on=host, domid=dep.next_domid(dep.host_by_ref(host)))
+    if host != src:
+        dep.guests.migrated(vm, dep.clock.now())  # the switch-over: paused, then running on `host`
+    if db.exists(rec["metrics"]):
+        db.set(rec["metrics"], last_updated=dep.now())
+    if src != NULL_REF and db.exists(src, "host"):
+        dep.refresh_memory(db, src)
+    dep.refresh_memory(db, host)
+
+
+@HANDLERS.api("VM.pool_migrate", duration=migrate_duration)
+def vm_pool_migrate(ctx: Ctx, vm: str, host: str, options: dict[str, str]) -> None:
+    rec = vm_op_check(ctx, vm, "pool_migrate")
+    host_of(ctx, host)
+    assert_contact(ctx, rec["resident_on"])
+    _migrate(ctx, vm, host)
+
+
+@HANDLERS.api("VM.assert_can_boot_here")
+def vm_assert_can_boot_here(ctx: Ctx, vm: str, host: str) -> None:
+    ctx.db.get(vm, "VM")
+    host_of(ctx, host)
+    ctx.dep.check_can_boot(ctx.db, vm, host)
+
+
+@HANDLERS.api("VM.get_possible_hosts")
+def vm_get_possible_hosts(ctx: Ctx, vm: str) -> list[str]:
+    dep, db = ctx.dep, ctx.db
+    db.get(vm, "VM")
+    out = []
+    for h in dep.members(db):
+        try:
+            dep.check_can_boot(db, vm, h.ref)
+            out.append(h.ref)
+        except ApiError:
+            pass
+    return out
+
+
+@HANDLERS.api("VM.get_allowed_VBD_devices")
+def vm_allowed_vbd(ctx: Ctx, vm: str) -> list[str]:
+    used = {ctx.db.get(v, "VBD")["userdevice"] for v in ctx.db.get(vm, "VM")["VBDs"]}
+    return [str(n) for n in range(16) if str(n) not in used]
+
+
+@HANDLERS.api("VM.get_allowed_VIF_devices")
+def vm_allowed_vif(ctx: Ctx, vm: str) -> list[str]:
+    used = {ctx.db.get(v, "VIF")["device"] for v in ctx.db.get(vm, "VM")["VIFs"]}
+    return [str(n) for n in range(7) if str(n) not in used]
+
+
+@HANDLERS.api("VM.compute_memory_overhead")
+def vm_compute_memory_overhead(ctx: Ctx, vm: str) -> int:
+    return int(ctx.db.get(vm, "VM")["memory_overhead"])
+
+
+@HANDLERS.api("VM.set_ha_restart_priority")
+def vm_set_ha_restart_priority(ctx: Ctx, vm: str, value: str) -> None:
+    rec = ctx.db.get(vm, "VM")
+    if value not in ("restart", "best-effort", ""):
+        raise ApiError("INVALID_VALUE", "ha_restart_priority", value)
+    ctx.db.set(vm, ha_restart_priority=value)
+    if rec["power_state"] == "Running":
+        ctx.db.set(vm, ha_always_run=value == "restart")
+
+
+@HANDLERS.api("VM.set_ha_always_run")
+def vm_set_ha_always_run(ctx: Ctx, vm: str, value: bool) -> None:
+    vm_set_ha_restart_priority(ctx, vm, "restart" if value else "")
+
+
+def _vm_setter(field: str, halted_only: bool = False):
+    def fn(ctx: Ctx, vm: str, value: Any) -> None:
+        rec = ctx.db.get(vm, "VM")
+        if halted_only and rec["power_state"] != "Halted":
+            raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ApiError("INVALID_VALUE", field, value)
+        ctx.db.set(vm, **{field: value})
+        if field.startswith(("memory_", "VCPUs_", "HVM_shadow", "domain_type")):
+            ctx.dep.update_overhead(ctx.db, vm)
+
+    return fn
+
+
+for _f, _halted in (
+    ("order", False),
+    ("start_delay", False),
+    ("shutdown_delay", False),
+    ("VCPUs_max", True),
+    ("VCPUs_at_startup", True),
+    ("memory_static_max", True),
+    ("memory_static_min", True),
+    ("memory_dynamic_max", False),
+    ("memory_dynamic_min", False),
+    ("suspend_VDI", False),
+    ("domain_type", True),
+    ("HVM_boot_policy", True),
+    ("HVM_shadow_multiplier", True),
+    ("actions_after_crash", False),
+    ("NVRAM", True),
+    ("has_vendor_device", True),
+    ("appliance", False),
+    ("snapshot_schedule", False),
+    ("bios_strings", True),
+):
+    HANDLERS.api(f"VM.set_{_f}")(_vm_setter(_f, _halted))
+
+
+@HANDLERS.api("VM.set_memory")
+def vm_set_memory(ctx: Ctx, vm: str, value: int) -> None:
+    rec = ctx.db.get(vm, "VM")
+    if rec["power_state"] != "Halted":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+    ctx.db.set(vm, memory_static_max=value, memory_dynamic_max=value, memory_dynamic_min=value, memory_target=value)
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+@HANDLERS.api("VM.set_memory_limits")
+def vm_set_memory_limits(ctx: Ctx, vm: str, smin: int, smax: int, dmin: int, dmax: int) -> None:
+    rec = ctx.db.get(vm, "VM")
+    if not (smin <= dmin <= dmax <= smax):
+        raise ApiError(
+            "MEMORY_CONSTRAINT_VIOLATION",
+            "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max",
+        )
+    if rec["power_state"] != "Halted":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+    ctx.db.set(vm, memory_static_min=smin, memory_static_max=smax, memory_dynamic_min=dmin, memory_dynamic_max=dmax)
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+@HANDLERS.api("VM.set_memory_dynamic_range")
+def vm_set_memory_dynamic_range(ctx: Ctx, vm: str, lo: int, hi: int) -> None:
+    ctx.db.get(vm, "VM")
+    ctx.db.set(vm, memory_dynamic_min=lo, memory_dynamic_max=hi)
+
+
+@HANDLERS.api("VM.set_memory_static_range")
+def vm_set_memory_static_range(ctx: Ctx, vm: str, lo: int, hi: int) -> None:
+    rec = ctx.db.get(vm, "VM")
+    if rec["power_state"] != "Halted":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+    ctx.db.set(vm, memory_static_min=lo, memory_static_max=hi)
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+@HANDLERS.api("VM.set_is_a_template")
+def vm_set_is_a_template(ctx: Ctx, vm: str, value: bool) -> None:
+    rec = ctx.db.get(vm, "VM")
+    if value and rec["power_state"] != "Halted":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
+    ctx.db.set(vm, is_a_template=value)
+
+
+@HANDLERS.api("VDI.snapshot", duration=1.0)
+def vdi_snapshot(ctx: Ctx, vdi: str, driver_params: dict | None = None) -> str:
+    snap = _clone_vdi(ctx, vdi)
+    ctx.db.set(snap, is_a_snapshot=True, snapshot_of=vdi, snapshot_time=ctx.dep.now(), read_only=True)
+    return snap
+
+
+@HANDLERS.api("VM.snapshot", duration=2.0)
+def vm_snapshot(ctx: Ctx, vm: str, new_name: str, ignore_vdis: list[str] | None = None) -> str:
+    """Disk-only snapshot: a halted template marked is_a_snapshot, VDIs snapshotted."""
+    db = ctx.db
+    rec = vm_op_check(ctx, vm, "snapshot")
+    ignore = set(ignore_vdis or [])
+    keep_vbds = [v for v in rec["VBDs"] if db.get(v, "VBD")["VDI"] not in ignore]
+    snap = _copy_vm(ctx, vm, new_name, None, full=False, vbds=keep_vbds, vdi_fn=vdi_snapshot)
+    db.set(
+        snap,
+        is_a_snapshot=True,
+        is_a_template=True,
+        snapshot_of=vm,
+        snapshot_time=ctx.dep.now(),
+        parent=NULL_REF,
+        ha_always_run=False,
+        ha_restart_priority="",
+    )
+    return snap
+
+
+@HANDLERS.api("VM.revert", duration=2.0)
+def vm_revert(ctx: Ctx, snapshot: str) -> None:
+    dep, db = ctx.dep, ctx.db
+    srec = db.get(snapshot, "VM")
+    vm = srec["snapshot_of"]
+    if not srec["is_a_snapshot"] or not db.exists(vm, "VM"):
+        raise ApiError("VM_REVERT_FAILED", snapshot, vm)
+    if db.get(vm, "VM")["power_state"] != "Halted":
+        dep.force_halt(db, vm)
+    for vbd in list(db.get(vm, "VM")["VBDs"]):
+        if db.get(vbd, "VBD")["type"] == "Disk":
+            db.destroy(vbd)
+    for vbd in srec["VBDs"]:
+        v = copy.deepcopy(db.get(vbd, "VBD"))
+        vdi = _clone_vdi(ctx, v["VDI"]) if db.exists(v["VDI"], "VDI") else v["VDI"]
+        if db.exists(vdi, "VDI"):
+            db.set(vdi, is_a_snapshot=False, snapshot_of=NULL_REF, read_only=False)
+        keep = {
+            k: x
+            for k, x in v.items()
+            if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
+        }
+        db.create("VBD", VM=vm, VDI=vdi, currently_attached=False, **keep)
+    for field in (
+        "memory_static_max",
+        "memory_dynamic_max",
+        "memory_dynamic_min",
+        "memory_static_min",
+        "VCPUs_max",
+        "VCPUs_at_startup",
+        "platform",
+    ):
+        db.set(vm, **{field: copy.deepcopy(srec[field])})
+    dep.update_overhead(db, vm)
