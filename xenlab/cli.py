@@ -460,15 +460,30 @@ def sim() -> None:
 
 
 @sim.command("serve")
-@click.option("--port", default=0, show_default=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
-@click.option("--hosts", default=3, show_default=True, help="simulated hosts")
-@click.option("--realtime", is_flag=True, help="run the clock in real time (for demos)")
-@click.option("--password-file", type=click.Path(exists=True, dir_okay=False), help="file holding root's password")
-def sim_serve(port: int, hosts: int, realtime: bool, password_file: str | None) -> None:
+@click.option("--port", default=0, show_default=True,
+              help="TCP port on 127.0.0.1 for the control API; host i listens on port+1+i (0: free ports)")
+@click.option("--hosts", default=3, show_default=True, type=click.IntRange(1, 250), help="simulated hosts")
+@click.option("--pool", is_flag=True, help="join every host into h1's pool (default: standalone hosts)")
+@click.option("--virtual-clock", is_flag=True,
+              help="simulated time only moves through POST /_sim/advance (event.from still waits in real time)")
+@click.option("--realtime", is_flag=True, hidden=True, help="the default now; kept for old scripts")
+@click.option("--loopback-addresses", is_flag=True,
+              help="host i is 127.0.0.<i+1> on one shared port, so clients that follow HOST_IS_SLAVE "
+                   "to the master's address (Xen Orchestra) reach it")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="file whose first line is root's password (default: a generated one in a new 0600 file)")
+def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: bool, loopback_addresses: bool,
+              password_file: str | None) -> None:
     """Serve a simulated XAPI pool on 127.0.0.1 until interrupted."""
-    from .sim.server import serve_forever
+    from .sim.server import read_password_file, serve_forever
 
-    serve_forever(port=port, hosts=hosts, realtime=realtime, password_file=password_file)
+    if password_file:
+        try:
+            read_password_file(password_file)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+    serve_forever(port=port, hosts=hosts, realtime=not virtual_clock, password_file=password_file, pool=pool,
+                  loopback_addresses=loopback_addresses)
 
 
 # -- scenarios ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ match the parameter count, check the session, then run the implementation.
 from __future__ import annotations
 
 import time
-import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from .datamodel import Datamodel, MessageSpec, Type
 from .deployment import Deployment, SimHost
 from .handlers import registry
 from .model import ApiError
-from .wire import XML, DecodeError, decode, encode
+from .wire import XML, DecodeError, decode, encode, xml_value
 
 Handler = Callable[..., Any]
 
@@ -242,17 +241,6 @@ def _duration(impl: Impl, ctx: Ctx, args: tuple) -> float:
 
 
 # ---------------------------------------------------------------------------- tasks
-
-
-def xml_value(v: Any) -> str:
-    """xapi stores task results as the XML-RPC encoding of the return value."""
-    if isinstance(v, str):
-        return "<value>" + xmlrpc.client.escape(v) + "</value>"
-    body = xmlrpc.client.dumps((v,), allow_none=True)
-    # dumps wraps in <params><param>...; keep just the <value> element
-    start = body.index("<value>")
-    end = body.rindex("</value>") + len("</value>")
-    return body[start:end]
 
 
 def start_async(ctx: Ctx, impl: Impl, args: tuple, proto: str) -> str:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import xmlrpc.client
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from xml.parsers.expat import ExpatError
@@ -27,7 +28,7 @@ from xml.parsers.expat import ExpatError
 from .deployment import Deployment, SimHost
 from .dispatch import Outcome, dispatch
 from .faults import Control
-from .wire import JSON, XML
+from .wire import JSON, XML, xml_response
 
 BIND = "127.0.0.1"
 
@@ -136,14 +137,12 @@ class _Handler(BaseHTTPRequestHandler):
         out = self._call(host, method or "", list(params), XML)
         if method == "system.listMethods" and out.ok:
             # xapi answers this one call with the bare array, not a Status/Value struct
-            data = xmlrpc.client.dumps((out.value,), methodresponse=True, allow_none=False)
-            return self._reply(200, data.encode("utf-8"), "text/xml")
+            return self._reply(200, xml_response(out.value), "text/xml")
         if out.ok:
             resp = {"Status": "Success", "Value": out.value}
         else:
             resp = {"Status": "Failure", "ErrorDescription": out.error}
-        data = xmlrpc.client.dumps((resp,), methodresponse=True, allow_none=False)
-        self._reply(200, data.encode("utf-8"), "text/xml")
+        self._reply(200, xml_response(resp), "text/xml")
 
     def _jsonrpc(self, host: SimHost, body: bytes) -> None:
         try:
@@ -329,29 +328,95 @@ class SimServer:
         return [self.url_for(h.index) for h in self.deployment.hosts]
 
 
-def serve_forever(port: int, hosts: int, realtime: bool, password_file: str | None) -> None:
-    """Run a simulator until interrupted (for ``xenlab sim serve``); prints URLs."""
-    if password_file:
-        with open(password_file) as f:
-            password = f.read().strip()
-    else:
-        password = secrets.token_urlsafe(12)
-        fd, path = tempfile.mkstemp(prefix="xenlab-sim-", suffix=".pw")
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-        os.chmod(path, 0o600)
-        password_file = path
-    sim = SimServer(hosts=hosts, password=password, port=port, realtime=realtime)
-    sim.start()
-    user = sim.deployment.user
-    print(f"xenlab XAPI simulator: {hosts} hosts, {'real-time' if realtime else 'virtual'} clock", flush=True)
-    print(f"  login: user {user!r}, password in {password_file}")
-    for h in sim.deployment.hosts:
-        print(f"  {h.name} ({h.address}): {sim.url_for(h.index)}  jsonrpc: {sim.jsonrpc_url_for(h.index)}")
-    print(f"  control: {sim.control_url}  (POST kill_host/isolate_host/heal/advance/status)", flush=True)
-    stop = threading.Event()
+def read_password_file(path: str) -> str:
+    """The first line of a password file; a clear error (naming the file) if it is unusable."""
     try:
-        stop.wait()
+        with open(path) as f:
+            password = f.readline().strip()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the password file: {e.strerror}") from None
+    if not password:
+        raise ValueError(f"{path}: the password file is empty (line 1 should hold the password)")
+    return password
+
+
+def generated_password_file() -> tuple[str, str]:
+    """A fresh password in a new 0600 file: (password, path)."""
+    password = secrets.token_urlsafe(16)
+    fd, path = tempfile.mkstemp(prefix="xenlab-sim-", suffix=".pw")
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    os.chmod(path, 0o600)
+    return password, path
+
+
+def form_pool(sim: SimServer, password: str) -> None:
+    """Join every other host into h1's pool (``--pool``), through the XAPI surface itself."""
+    dep = sim.deployment
+    scale, dep.time_scale = dep.time_scale, 0.0  # formation is instant, whatever the clock
+    try:
+        master = dep.host(0)
+        for h in dep.hosts[1:]:
+            login = dispatch(dep, h, "session.login_with_password", [dep.user, password, "2.21", "xenlab"], JSON)
+            if not login.ok:
+                raise RuntimeError(f"{h.name}: login failed: {login.error}")
+            out = dispatch(dep, h, "pool.join", [login.value, master.address, dep.user, password], JSON)
+            if not out.ok:
+                raise RuntimeError(f"{h.name}: pool.join failed: {out.error}")
+    finally:
+        dep.time_scale = scale
+
+
+def describe(sim: SimServer, password_file: str, pool: bool) -> list[str]:
+    """What ``xenlab sim serve`` prints: where it listens, how to log in, each host."""
+    dep = sim.deployment
+    n = len(dep.hosts)
+    clock = "real-time" if dep.clock.realtime else "virtual (POST /_sim/advance moves it)"
+    shape = f"one pool of {n} (master h1)" if pool else f"{n} standalone host{'s' if n > 1 else ''}"
+    lines = [
+        f"xenlab XAPI simulator: {shape}, {clock} clock; event.from timeouts in wall-clock time",
+        f"  login: user {dep.user!r}, password read from {password_file}",
+        "  (XML-RPC at / and /xmlrpc, JSON-RPC at /jsonrpc; a pool member answers HOST_IS_SLAVE)",
+    ]
+    for h in dep.hosts:
+        role = ("master" if dep.is_master(h) else "member") if pool else "standalone"
+        lines.append(f"  {h.name} ({h.address}, {role}): {sim.url_for(h.index)}  jsonrpc: {sim.jsonrpc_url_for(h.index)}")
+    lines.append(f"  control: {sim.control_url}  (POST kill_host/isolate_host/heal/advance/status)")
+    return lines
+
+
+def serve_forever(
+    port: int,
+    hosts: int,
+    realtime: bool,
+    password_file: str | None,
+    *,
+    pool: bool = False,
+    loopback_addresses: bool = False,
+    ready: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Run a simulator until interrupted (for ``xenlab sim serve``); prints how to reach it.
+
+    Real clients wait on a served simulator in real time, so event.from/event.next
+    timeouts are always wall-clock; ``realtime`` says whether the simulated clock (HA
+    timeouts, task durations) runs too, or only moves through ``/_sim/advance``.
+    """
+    if password_file:
+        password = read_password_file(password_file)
+    else:
+        password, password_file = generated_password_file()
+    sim = SimServer(hosts=hosts, password=password, port=port, realtime=realtime, event_timeouts="wall",
+                    loopback_addresses=loopback_addresses)
+    sim.start()
+    try:
+        if pool:
+            form_pool(sim, password)
+        lines = describe(sim, password_file, pool)
+        for line in lines:
+            print(line, flush=True)
+        if ready is not None:
+            ready(lines)
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -177,3 +177,56 @@ def decode(dm: Datamodel, value: Any, t: Type) -> Any:
     if k == "option":
         return decode(dm, value, t.elem)  # type: ignore[arg-type]
     return value
+
+
+# ----------------------------------------------------------------------------- XML-RPC text
+
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def xml_value(v: Any) -> str:
+    """One XML-RPC ``<value>`` as xapi's rpclib writes it: compact, strings untagged.
+
+    Clients parse xapi's exact text (Xen Orchestra's parser keeps whitespace nodes), so
+    no pretty-printing; xapi also stores task results in this form."""
+    parts: list[str] = []
+    _xml(v, parts)
+    return "".join(parts)
+
+
+def _xml(v: Any, out: list[str]) -> None:
+    if isinstance(v, Lazy):
+        v = v.fn(XML)
+    if isinstance(v, str):
+        out += ["<value>", v.translate(_XML_ESCAPES), "</value>"]
+    elif isinstance(v, bool):
+        out.append(f"<value><boolean>{int(v)}</boolean></value>")
+    elif isinstance(v, int):
+        out.append(f"<value><i4>{v}</i4></value>")
+    elif isinstance(v, float):
+        out.append(f"<value><double>{v!r}</double></value>")
+    elif isinstance(v, xmlrpc.client.DateTime):
+        out.append(f"<value><dateTime.iso8601>{v.value}</dateTime.iso8601></value>")
+    elif isinstance(v, _dt.datetime):
+        out.append(f"<value><dateTime.iso8601>{fmt_datetime(v)}</dateTime.iso8601></value>")
+    elif isinstance(v, dict):
+        out.append("<value><struct>")
+        for k, x in v.items():
+            out += ["<member><name>", _key(k).translate(_XML_ESCAPES), "</name>"]
+            _xml(x, out)
+            out.append("</member>")
+        out.append("</struct></value>")
+    elif isinstance(v, (list, tuple)):
+        out.append("<value><array><data>")
+        for x in v:
+            _xml(x, out)
+        out.append("</data></array></value>")
+    elif v is None:
+        out.append("<value><nil/></value>")
+    else:
+        _xml(str(v), out)
+
+
+def xml_response(v: Any) -> bytes:
+    """A methodResponse carrying ``v`` (xapi's envelope, byte for byte in form)."""
+    return f'<?xml version="1.0"?><methodResponse><params><param>{xml_value(v)}</param></params></methodResponse>'.encode()
