@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what xenlab needs on a Debian 12 machine: QEMU, vde2, debootstrap, e2fsprogs,
 # a static busybox and gcc (for the PV guest image), Chromium (HTML report checks), then
-# xenlab itself with its test extras.
+# xenlab itself with its test extras, and Xen Orchestra's npm client for the simulator tests.
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,4 +19,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Xen Orchestra's XAPI client (npm xen-api), which tests/sim drives the simulator with;
+# `npm ci` installs exactly the lock file, and only when it changed since the last run.
+XO_DIR=tests/sim/xo_client
+if ! command -v npm >/dev/null; then
+    echo "setup: npm is missing (Node.js >= 18 is needed for the simulator's client tests)" >&2
+    exit 1
+fi
+if ! cmp -s "$XO_DIR/package-lock.json" "$XO_DIR/node_modules/.xenlab-installed-lock"; then
+    echo "setup: installing Xen Orchestra's xen-api client in $XO_DIR"
+    (cd "$XO_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$XO_DIR/package-lock.json" "$XO_DIR/node_modules/.xenlab-installed-lock"
+fi
 echo "setup: done ($(xenlab --version))"

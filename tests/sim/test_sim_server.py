@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import XenAPI
 from sim_helpers import PW, ROOT, GiB, connect, failure, host_ref, make_nfs_sr, make_vm
@@ -43,34 +45,71 @@ def test_control_api_over_http(sim):
         assert e.code == 400
 
 
-def test_serve_forever_cli(tmp_path):
+def _serve(args, tmp_path):
+    """`xenlab sim serve ARGS` in a subprocess; (process, its output up to the control line)."""
+    proc = subprocess.Popen([sys.executable, "-m", "xenlab.cli", "sim", "serve", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = []
+    deadline = time.time() + 30
+    while time.time() < deadline and not any("control:" in line for line in lines):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    return proc, lines
+
+
+def _host_urls(lines):
+    return [w for line in lines if line.strip().startswith("h") for w in line.split()
+            if w.startswith("http") and not w.endswith("jsonrpc")]
+
+
+def test_sim_serve_cli_pool_over_wall_clock(tmp_path):
     pwfile = tmp_path / "pw"
-    pwfile.write_text("cli-secret\n")
-    code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from xenlab.sim.server import serve_forever\n"
-        f"serve_forever(0, 2, False, {str(pwfile)!r})\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pwfile.write_text("cli-secret-pw\n")
+    proc, lines = _serve(["--hosts", "3", "--pool", "--virtual-clock", "--password-file", str(pwfile)], tmp_path)
     try:
-        lines = []
-        deadline = time.time() + 20
-        while time.time() < deadline and not any("control:" in l for l in lines):
-            lines.append(proc.stdout.readline())
         out = "".join(lines)
-        assert "cli-secret" not in out  # passwords are never printed
-        urls = [
-            w
-            for l in lines
-            if l.strip().startswith(("h1", "h2"))
-            for w in l.split()
-            if w.startswith("http") and not w.endswith("jsonrpc")
-        ]
-        assert len(urls) == 2
-        s = XenAPI.Session(urls[1])
+        assert "cli-secret" not in out  # the password is never printed, only where it is read from
+        assert f"password read from {pwfile}" in out and "one pool of 3 (master h1)" in out
+        assert "h2 (10.0.0.2, member)" in out
+        urls = _host_urls(lines)
+        assert len(urls) == 3
+        member = XenAPI.Session(urls[1])
+        assert failure(member.xenapi.login_with_password, "root", "cli-secret-pw") == ["HOST_IS_SLAVE", "10.0.0.1"]
+        s = XenAPI.Session(urls[0])
         assert failure(s.xenapi.login_with_password, "root", "wrong")[0] == "SESSION_AUTHENTICATION_FAILED"
-        s.xenapi.login_with_password("root", "cli-secret")
-        assert len(s.xenapi.host.get_all()) == 1
+        s.xenapi.login_with_password("root", "cli-secret-pw")
+        assert len(s.xenapi.host.get_all()) == 3
+        # a virtual clock, yet an idle event.from returns after its timeout in real time
+        token = s.xenapi.event_from(["pool"], "", 0.0)["token"]
+        t0 = time.monotonic()
+        assert s.xenapi.event_from(["pool"], token, 1.0)["events"] == []
+        assert 0.9 <= time.monotonic() - t0 < 5.0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_sim_serve_cli_refuses_an_empty_password_file(tmp_path):
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("\n")
+    proc = subprocess.run([sys.executable, "-m", "xenlab.cli", "sim", "serve", "--password-file", str(pwfile)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "the password file is empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sim_serve_generates_a_private_password_file(tmp_path):
+    proc, lines = _serve(["--hosts", "1"], tmp_path)
+    try:
+        (line,) = [line for line in lines if "password read from" in line]
+        path = Path(line.split("password read from ")[1].strip())
+        assert path.stat().st_mode & 0o777 == 0o600
+        s = XenAPI.Session(_host_urls(lines)[0])
+        s.xenapi.login_with_password("root", path.read_text().strip())
+        path.unlink()
     finally:
         proc.terminate()
         proc.wait(10)

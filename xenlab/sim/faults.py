@@ -45,6 +45,18 @@ class Control:
                 raise ValueError(f"{len(refs)} simulated guests are named {vm!r}")
             return d.guests.series(refs[0], d.clock.now(), since)
 
+    def drop_sessions(self) -> int:
+        """Forget every session, as a restarted xapi does: clients next get SESSION_INVALID."""
+        d = self.deployment
+        with d.lock:
+            dropped = 0
+            for db in d.databases():
+                for ref in list(db.refs("session")):
+                    db.destroy(ref)
+                    dropped += 1
+            d.cond.notify_all()
+            return dropped
+
     def advance(self, seconds: float) -> float:
         """Move simulated time forward (fires HA timeouts, task completions)."""
         return self.deployment.clock.advance(float(seconds))
@@ -86,7 +98,7 @@ class Control:
         if action == "configure_host":
             facts = {k: str(v) for k, v in args.items() if k != "host"}
             return self.configure_host(_host_arg(args), **facts)
-        if action in ("now", "status"):
+        if action in ("now", "status", "drop_sessions"):
             return getattr(self, action)()
         raise KeyError(f"unknown control action {action!r}")
 

@@ -175,11 +175,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, json.dumps({"ok": False, "error": str(e)}).encode(), "application/json")
 
     def _reply(self, code: int, data: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away while we worked (e.g. a waiting event.from)
 
 
 # xapi's POST handlers for the API, matched by longest prefix of the path as its HTTP
