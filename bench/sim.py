@@ -8,7 +8,15 @@ It starts an in-process simulator (virtual clock), forms a pool of all hosts
 with ``pool.join``, creates an NFS SR, creates and starts the VMs, then
 evacuates every host in turn (disable, evacuate, enable).  It prints the
 pool formation time, the evacuate-all time, and the latency (p50/p99) of
-every XenAPI call the client made.  Figures only; nothing is asserted.
+every XenAPI call the client made.
+
+Then, on a served simulator (real-time clock, wall-clock event timeouts, as
+``xenlab sim serve`` runs it), it measures how long event.from takes to deliver a
+change to a watching Xen Orchestra client (npm ``xen-api``, installed by
+setup.sh): XenAPI renames the pool, and the time runs from that call's return to
+the moment XO's object cache holds the new name (``--xo-samples``, 0 to skip;
+changes are 0.3 s apart so XO's 200 ms debounce between event.from calls has
+passed).  Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sim"))
 
 import XenAPI
+from clients import XOClient, write_password_file, xo_missing
 
 from xenlab.sim.server import SimServer
 from xenlab.toolstack.base import GuestSpec
@@ -65,11 +75,42 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100.0 * (len(xs) - 1)))]
 
 
+def xo_event_latency(samples: int) -> tuple[list[float], list[float]]:
+    """(event.from delivery to a watching Xen Orchestra client, the XenAPI call that changed it)."""
+    import tempfile
+
+    pw = os.urandom(8).hex()
+    delivered: list[float] = []
+    calls: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp, SimServer(1, password=pw, realtime=True,
+                                                         event_timeouts="wall") as sim:
+        pwfile = write_password_file(Path(tmp) / "pw", pw)
+        x = XenAPI.Session(sim.url_for(0))
+        x.xenapi.login_with_password("root", pw, "2.21", "xenlab-bench")
+        (pool,) = x.xenapi.pool.get_all()
+        with XOClient(sim.url_for(0), pwfile) as xo:
+            for i in range(samples):
+                value = f"bench-{i}"
+                xo.send("wait_pool_name", value=value)
+                time.sleep(0.3)  # XO's debounce has passed: its next event.from is waiting
+                t0 = time.perf_counter()
+                x.xenapi.pool.set_name_label(pool, value)
+                t1 = time.perf_counter()
+                answer = xo.receive(10.0, f"see pool name {value}")
+                t2 = time.perf_counter()
+                if answer.get("seen") != value:
+                    raise RuntimeError(f"Xen Orchestra's client did not see {value}: {answer}")
+                calls.append(t1 - t0)
+                delivered.append(t2 - t1)
+    return delivered, calls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=64)
     ap.add_argument("--vms", type=int, default=1000)
     ap.add_argument("--vm-memory-mib", type=int, default=1024)
+    ap.add_argument("--xo-samples", type=int, default=50, help="event.from deliveries to Xen Orchestra to time")
     args = ap.parse_args()
 
     pw = os.urandom(8).hex()
@@ -143,6 +184,20 @@ def main() -> None:
         f"XenAPI call latency, VM.get_power_state:  p50 {pct(read_samples, 50) * 1e3:6.3f} ms  "
         f"p99 {pct(read_samples, 99) * 1e3:6.3f} ms"
     )
+    if args.xo_samples > 0:
+        why = xo_missing()
+        if why:
+            print(f"event.from to Xen Orchestra: not measured: {why}")
+        else:
+            delivered, calls = xo_event_latency(args.xo_samples)
+            print(
+                f"XenAPI pool.set_name_label (served sim):  p50 {pct(calls, 50) * 1e3:6.3f} ms  "
+                f"p99 {pct(calls, 99) * 1e3:6.3f} ms"
+            )
+            print(
+                f"event.from -> Xen Orchestra cache, {len(delivered)} changes:  p50 {pct(delivered, 50) * 1e3:6.3f} ms  "
+                f"p99 {pct(delivered, 99) * 1e3:6.3f} ms"
+            )
     print(f"total wall time:                       {time.perf_counter() - t_all:8.3f} s")
 
 
