@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .datamodel import EPOCH, Datamodel, MessageSpec
-from .deployment import Deployment, SimHost
+from .deployment import Deployment
+from .hosts import SimHost
 from .model import Database
 
 Handler = Callable[..., Any]

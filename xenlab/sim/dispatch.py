@@ -13,8 +13,9 @@ from typing import Any
 
 from .calls import Ctx, Impl, new_task
 from .datamodel import Datamodel, MessageSpec, Type
-from .deployment import Deployment, SimHost
+from .deployment import Deployment
 from .handlers import registry
+from .hosts import SimHost
 from .model import ApiError
 from .wire import XML, DecodeError, decode, encode, xml_value
 

@@ -25,9 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from xml.parsers.expat import ExpatError
 
-from .deployment import Deployment, SimHost
+from .deployment import Deployment
 from .dispatch import Outcome, dispatch
 from .faults import Control
+from .hosts import SimHost
 from .wire import JSON, XML, xml_response
 
 BIND = "127.0.0.1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..calls import Ctx
-from ..deployment import VM_OP_STATES, GiB, SimHost
+from ..hosts import VM_OP_STATES, GiB, SimHost
 from ..model import ApiError
 
 LOWER = {"Halted": "halted", "Paused": "paused", "Running": "running", "Suspended": "suspended"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..calls import Ctx, Handlers
-from ..deployment import Deployment, SimHost
+from ..deployment import Deployment
+from ..hosts import SimHost
 from ..model import ApiError, Database
 from .common import assert_contact, host_of
 

@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 from ..calls import Ctx, Handlers
-from ..deployment import GiB
 from ..generic import ctor_fields
+from ..hosts import GiB
 from ..model import NULL_REF, ApiError, new_uuid
 from .common import LOWER, SHARED_SR_TYPES, SR_TYPES, host_of
 
