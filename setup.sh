@@ -26,7 +26,8 @@ if ! command -v npm >/dev/null; then
     echo "setup: npm is missing (Node.js >= 18 is needed for the simulator's client tests)" >&2
     exit 1
 fi
-if ! cmp -s "$XO_DIR/package-lock.json" "$XO_DIR/node_modules/.xenlab-installed-lock"; then
+if ! cmp -s "$XO_DIR/package-lock.json" "$XO_DIR/node_modules/.xenlab-installed-lock" \
+        || [ ! -f "$XO_DIR/node_modules/xen-api/package.json" ]; then
     echo "setup: installing Xen Orchestra's xen-api client in $XO_DIR"
     (cd "$XO_DIR" && npm ci --no-audit --no-fund --loglevel=error)
     cp "$XO_DIR/package-lock.json" "$XO_DIR/node_modules/.xenlab-installed-lock"
