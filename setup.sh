@@ -23,8 +23,9 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 # `npm ci` installs exactly the lock file, and only when it changed since the last run.
 XO_DIR=tests/sim/xo_client
 if ! command -v npm >/dev/null; then
-    echo "setup: npm is missing (Node.js >= 18 is needed for the simulator's client tests)" >&2
-    exit 1
+    echo "setup: installing Debian's nodejs and npm (the simulator's client tests need Node.js >= 18)"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
 fi
 if ! cmp -s "$XO_DIR/package-lock.json" "$XO_DIR/node_modules/.xenlab-installed-lock" \
         || [ ! -f "$XO_DIR/node_modules/xen-api/package.json" ]; then
