@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xenlab.metrics import summarize  # noqa: E402
-from xenlab.scenario.session import execute, plan_run, start_lab  # noqa: E402
+from xenlab.metrics import summarize
+from xenlab.scenario.session import execute, finish, plan_run, start
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ("live-migration", "host-failover", "network-partition", "rolling-evacuate")
@@ -72,15 +72,15 @@ def main() -> None:
             figures: dict = defaultdict(lambda: {"values": [], "expected": ""})
             outcomes, misses, elapsed = [], [], []
             for _ in range(args.rounds):
-                plan = plan_run(str(REPO / "scenarios" / f"{name}.yaml"), args.lab)
-                if plan.lab is None:
+                plan = plan_run(str(REPO / "scenarios" / f"{name}.yaml"), args.lab, base_dirs=[Path.cwd(), REPO])
+                if not plan.running:
                     print(f"bringing lab {args.lab} up (it stays up)", flush=True)
-                    start_lab(plan, lambda s, m: None)
-                    plan.lab.checkpoint_save("ready")
-                elif "ready" in {c.tag for c in plan.lab.state.checkpoints}:
-                    plan.lab.checkpoint_restore("ready")
+                start(plan)  # the road `xenlab run` takes: up and `ready` saved, or back to `ready`
                 started = time.monotonic()
-                results = execute(plan, keep_going=True)
+                try:
+                    results = execute(plan, inventory=False, keep_going=True)
+                finally:
+                    finish(plan)
                 elapsed.append(time.monotonic() - started)
                 accel = results.accel
                 [scenario] = results.scenarios

@@ -77,18 +77,10 @@ def main() -> None:
     """Boot pools of real Xen hosts nested in QEMU, script them, measure them."""
 
 
-def _pick_lab(name: str | None) -> "Lab":
-    from .lab import attach_lab, running_labs
+def _pick_lab(ref: str | None) -> Lab:
+    from .lab import running_lab
 
-    if name:
-        lab_name = Path(name).stem if name.endswith((".yaml", ".yml")) else name
-        return attach_lab(lab_name)
-    labs = running_labs()
-    if len(labs) == 1:
-        return attach_lab(labs[0])
-    if not labs:
-        raise XenlabError("no lab is up; start one with `xenlab up labs/xen-pool2.yaml`")
-    raise XenlabError(f"several labs are up ({', '.join(labs)}); choose one with --lab")
+    return running_lab(ref)
 
 
 lab_option = click.option("--lab", "lab_name", help="lab name (default: the only lab that is up)")
@@ -100,11 +92,11 @@ lab_option = click.option("--lab", "lab_name", help="lab name (default: the only
 def doctor(as_json: bool) -> None:
     """What is installed, KVM or TCG, what is missing and how to get it."""
     from .lab.accel import detect_accel
+    from .lab.lab import REQUIRED_TOOLS
 
     checks = []
-    for tool, package in [("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils"),
-                          ("vde_switch", "vde2"), ("wirefilter", "vde2"), ("debootstrap", "debootstrap"),
-                          ("mkfs.ext4", "e2fsprogs"), ("cpio", "cpio"), ("ssh", "openssh-client")]:
+    image_tools = {"debootstrap": "debootstrap", "cpio": "cpio", "ssh": "openssh-client"}
+    for tool, package in {**REQUIRED_TOOLS, **image_tools}.items():
         path = shutil.which(tool)
         checks.append({"check": tool, "ok": bool(path), "detail": path or f"apt-get install {package}"})
     busybox_static = Path("/bin/busybox").exists() and b"ld-linux" not in Path("/bin/busybox").read_bytes()[:4096]
@@ -144,37 +136,28 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_check
 
     The lab's `ready` checkpoint is saved right away: `xenlab run` starts every scenario
     from it, and `xenlab checkpoint restore ready` goes back to it in seconds."""
-    from .lab import Lab
-    from .spec import load_lab, resolve_lab_path
+    from .lab import resolve_lab, up_lab
+    from .spec import load_lab
 
-    from .lab import attach_lab, running_labs
-
-    path = resolve_lab_path(lab_file)
-    spec = load_lab(path)
-    if spec.name in running_labs():
-        running = attach_lab(spec.name)
-        if running.spec == spec and all(h.process_alive() for h in running.machines.values()):
-            console.print(f"lab {spec.name} is already up (`xenlab down {spec.name}` first to start it anew)")
-            if as_json:
-                out.print_json(json.dumps(running.status()))
-            else:
-                _print_status(running.status())
-            return
-    lab = Lab(spec, str(path))
+    ref = resolve_lab(lab_file, attach="never")
     started = time.monotonic()
 
     def progress(subject: str, message: str) -> None:
         console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{subject}[/bold] {message}")
 
-    lab.up(progress=progress, accel=accel, timeout=timeout)
-    if not no_checkpoint:
-        progress("lab", f"checkpoint ready saved in {lab.checkpoint_save('ready'):.2f}s")
+    assert ref.path is not None
+    outcome = up_lab(load_lab(ref.path), ref.path, progress, accel=accel, timeout=timeout,
+                     checkpoint=not no_checkpoint)
+    lab = outcome.lab
+    if outcome.already_up:
+        console.print(f"lab {lab.name} is already up (`xenlab down {lab.name}` first to start it anew)")
     if as_json:
         out.print_json(json.dumps(lab.status()))
-    else:
-        _print_status(lab.status())
-        console.print(f"lab {spec.name} is up; `xenlab ssh {lab.hosts[0].name if lab.hosts else ''}` to get in, "
-                      f"`xenlab down {spec.name}` to stop it")
+        return
+    _print_status(lab.status())
+    if not outcome.already_up:
+        console.print(f"lab {lab.name} is up; `xenlab ssh {lab.hosts[0].name if lab.hosts else ''}` to get in, "
+                      f"`xenlab down {lab.name}` to stop it")
 
 
 @main.command()
@@ -182,46 +165,26 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_check
 @click.option("--all", "all_labs", is_flag=True, help="every lab of this user, and any stray process")
 def down(lab_name: str | None, all_labs: bool) -> None:
     """Stop everything of a lab; nothing is left running."""
-    from .lab.lab import running_labs, stray_lab_dirs
-    from .lab.processes import sweep
-    from .lab.rundir import RunDir, runs_base
+    from .lab import down_all, down_lab
+    from .lab.labs import only_running_lab
 
     if all_labs:
-        names = running_labs()
-        for name in names:
-            _down_one(name)
-        for stray in stray_lab_dirs():
-            stopped = sweep(str(stray) + "/")
-            shutil.rmtree(stray, ignore_errors=True)
-            console.print(f"removed stray run directory {stray} ({len(stopped)} processes)")
-        leftover = sweep(str(runs_base()) + "/")
-        if leftover:
-            console.print(f"stopped {len(leftover)} stray processes")
-        if not names:
+        done = down_all()
+        for name, count in done.labs.items():
+            console.print(f"lab {name} is down ({count} processes stopped)")
+        for stray, count in done.strays.items():
+            console.print(f"removed stray run directory {stray} ({count} processes)")
+        if done.leftover:
+            console.print(f"stopped {done.leftover} stray processes")
+        if not done.labs:
             console.print("no lab was up")
         return
     if lab_name is None:
-        labs = running_labs()
-        if len(labs) != 1:
-            raise XenlabError("name the lab to stop (or --all); up: " + (", ".join(labs) or "none"))
-        lab_name = labs[0]
-    if not RunDir.for_lab(lab_name).root.exists():
-        raise XenlabError(f"lab {lab_name!r} is not up")
-    _down_one(lab_name)
-
-
-def _down_one(name: str) -> None:
-    from .lab.lab import attach_lab
-    from .lab.processes import sweep
-    from .lab.rundir import RunDir
-
-    run = RunDir.for_lab(name)
-    try:
-        stopped = attach_lab(name).down()
-    except XenlabError:
-        stopped = sweep(run.marker)  # damaged state: still stop what belongs to it
-        shutil.rmtree(run.root, ignore_errors=True)
-    console.print(f"lab {name} is down ({len(stopped)} processes stopped)")
+        try:
+            lab_name = only_running_lab()
+        except XenlabError as exc:
+            raise XenlabError(f"name the lab to stop (or --all): {exc}") from None
+    console.print(f"lab {lab_name} is down ({len(down_lab(lab_name))} processes stopped)")
 
 
 @main.command()
@@ -499,7 +462,7 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
 
     A running lab is first restored to its `ready` checkpoint (if it has one), so every
     scenario starts from the same fresh lab."""
-    from .scenario.session import default_results_path, execute, plan_run, start_lab
+    from .scenario.session import default_results_path, execute, finish, plan_run, start
 
     plan = plan_run(scenario_file, lab_ref)
     steps = len(plan.scenario.steps)
@@ -509,19 +472,16 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
     def stamp() -> str:
         return f"[dim]{time.monotonic() - started:7.1f}s[/dim]"
 
-    if plan.lab is None and plan.lab_spec.backend == "sim":
-        console.print(f"lab {plan.lab_name}: a simulated XAPI pool in this process (it ends with the run)")
-    elif plan.lab is None:
+    def progress(subject: str, message: str) -> None:
+        console.print(f"{stamp()} [bold]{escape(subject)}[/bold] {escape(message)}")
+
+    if not plan.running and not plan.lab.capabilities.outlives_process:
+        console.print(f"lab {plan.lab_name}: a {plan.lab.spec.backend} lab in this process (it ends with the run)")
+    elif not plan.running:
         console.print(f"lab {plan.lab_name} is not up: bringing it up (it stays up; "
                       f"`xenlab down {plan.lab_name}` stops it)")
-    if plan.lab is None:
-        start_lab(plan, lambda subject, message: console.print(f"{stamp()} [bold]{escape(subject)}[/bold] "
-                                                               f"{escape(message)}"))
-        if plan.lab_spec.backend != "sim":
-            console.print(f"{stamp()} checkpoint ready saved in {plan.lab.checkpoint_save('ready'):.2f}s")
-    elif not as_is and "ready" in {c.tag for c in plan.lab.state.checkpoints}:  # an attached QEMU lab
-        console.print(f"{stamp()} lab {plan.lab_name} restored to its `ready` checkpoint in "
-                      f"{plan.lab.checkpoint_restore('ready'):.2f}s (--as-is to skip)")
+    elif not as_is:
+        console.print(f"{stamp()} lab {plan.lab_name} is up: back to its `ready` checkpoint first (--as-is to skip)")
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "start": "cyan",
                "info": "dim"}
 
@@ -531,7 +491,11 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
         where = f"{index + 1}/{steps}" if index < steps else "end"
         console.print(f"{stamp()} {escape(f'[{where}]')} {escape(name)} [{colour}]{phase}[/{colour}]{text}")
 
-    results = execute(plan, on_event)
+    try:
+        start(plan, progress, as_is=as_is)
+        results = execute(plan, on_event, progress)
+    finally:
+        finish(plan)
     outcome = results.scenarios[0]
     path = results.write(Path(results_path) if results_path else default_results_path(plan.scenario))
     if as_json:

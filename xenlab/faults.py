@@ -9,43 +9,19 @@ host's carrier stays up.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .errors import XenlabError
+from .lab.contract import FAULT_KINDS, ActiveFault
 
 if TYPE_CHECKING:
     from .lab import Lab
-
-FAULT_KINDS = ("power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss")
-
-
-@dataclass
-class ActiveFault:
-    kind: str
-    target: str | list[str]
-    started_at: float
-    params: dict = field(default_factory=dict)
-    _heal: Callable[[], None] | None = None
-    healed_at: float | None = None
-
-    @property
-    def undoable(self) -> bool:
-        return self._heal is not None
-
-    def heal(self) -> None:
-        """Undo the fault (idempotent); a reset has nothing to undo."""
-        if self.healed_at is None:
-            if self._heal is not None:
-                self._heal()
-            self.healed_at = time.time()
-
 
 def _targets(target: str | list[str]) -> list[str]:
     return [target] if isinstance(target, str) else list(target)
 
 
-def inject(lab: "Lab", kind: str, target: str | list[str], **params) -> ActiveFault:
+def inject(lab: Lab, kind: str, target: str | list[str], **params) -> ActiveFault:
     """Inflict `kind` on `target` (a machine name, or several for partition/impair)."""
     if kind not in FAULT_KINDS:
         raise XenlabError(f"unknown fault {kind!r} (one of {', '.join(FAULT_KINDS)})")
@@ -101,9 +77,9 @@ def inject(lab: "Lab", kind: str, target: str | list[str], **params) -> ActiveFa
 
 
 class Faults:
-    """The faults of one scenario or test: injected through it, all healed at the end."""
+    """The faults of one scenario or test on a QEMU lab: injected through it, all healed at the end."""
 
-    def __init__(self, lab: "Lab"):
+    def __init__(self, lab: Lab):
         self.lab = lab
         self.active: list[ActiveFault] = []
 

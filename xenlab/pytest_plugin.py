@@ -14,9 +14,9 @@ parametrized by the lab choice, so test ids carry the lab name (`test_x[xen-pool
 and tests are grouped by lab. Under pytest-xdist every worker has its own lab, named
 with the worker id (`xen-pool2-gw0`).
 
-Not here yet: scenario files (`scenarios/*.yaml`) as pytest items. `xenlab.scenario.session`
-(plan_run/execute) is what such a collector would call, on the `lab` fixture's lab, adding
-its ScenarioResults to this session's results.
+Scenario files (`scenarios/*.yaml`, or any YAML file named on the command line) are
+pytest items (`xenlab.fixtures.scenarios`): they take the scenario session's own steps
+(`xenlab.scenario.session`) on the lab this session holds, QEMU or sim alike.
 """
 
 from __future__ import annotations
@@ -401,30 +401,25 @@ def metrics(request: pytest.FixtureRequest) -> MetricsRecorder:
 def vm_factory(lab, request: pytest.FixtureRequest) -> Iterator[GuestFactory]:
     """`vm_factory.create(name=None, host=None, memory_mib=..)`: guests of pool A (formed if
     the lab has none), each destroyed after the test whatever happened."""
-    from . import toolstack
+    from . import drivers
 
     prefix = re.sub(r"[^a-z0-9]+", "-", request.node.originalname.lower())[:24].strip("-")
     members = [h.name for h in lab.hosts[:2]]
-    factory = GuestFactory(toolstack.make_toolstack(lab), members, prefix or "guest")
+    factory = GuestFactory(drivers.drivers_for(lab).toolstack, members, prefix or "guest")
     try:
         yield factory
     finally:
         raise_problems("guests that could not be destroyed", factory.destroy_all())
 
 
-def _heal(injected) -> None:
-    heal = getattr(injected, "heal", None)
-    if heal is None:
-        raise XenlabError(f"xenlab.faults returned {injected!r}, which has no heal()")
-    heal()
-
-
 @pytest.fixture
 def fault(lab) -> Iterator[FaultTracker]:
-    """`fault("power_cut", "h2", ...)` through xenlab.faults.inject; every fault healed after the test."""
-    from . import faults
+    """`fault("power_cut", "h2", ...)` through the lab's fault injector; every fault healed after the test."""
+    from . import drivers
 
-    tracker = FaultTracker(lambda kind, target, **params: faults.inject(lab, kind, target, **params), _heal)
+    injector = drivers.drivers_for(lab).faults
+    tracker = FaultTracker(lambda kind, target, **params: injector.inject(kind, target, **params),
+                           lambda handle: handle.heal())
     try:
         yield tracker
     finally:
@@ -440,6 +435,6 @@ def _xenlab_isolation(request: pytest.FixtureRequest) -> None:
     state = xenlab_session(request.config)
     handle = state.handle_of(request.node)
     if handle is not None and handle.dirty:
-        state.progress(handle.lab.name, f"restoring checkpoint 'ready' for {request.node.name}")
-        handle.restore_ready()
+        handle.restore_ready(lambda subject, message: state.progress(handle.lab.name,
+                                                                     f"{message} for {request.node.name}"))
         handle.dirty = False

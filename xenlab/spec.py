@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from .errors import SpecError
 from .yamlfile import LocatedDocument, load_located, parse_located
 
+SR_PATH = "/srv/xenlab"  # the shared SR: the services node's NFS export, mounted at the same path on hosts
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,23}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # Every machine's first NIC is QEMU user-mode networking on this subnet (SSH port forward).
@@ -163,7 +164,7 @@ class ServicesSpec(StrictModel):
     vcpus: int = Field(1, ge=1, le=8)
     memory_mib: int = Field(512, ge=256, le=16384)
     nics: list[Name] | None = Field(None, description="networks in NIC order; default: the lab's first network")
-    nfs_export: str = Field("/srv/xenlab", max_length=200, description="an absolute path on the services node")
+    nfs_export: str = Field(SR_PATH, max_length=200, description="an absolute path on the services node")
 
     @field_validator("nics")
     @classmethod

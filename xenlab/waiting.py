@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .errors import WaitTimeout
 
 T = TypeVar("T")
+Progress = Callable[[str, str], None]  # (subject, message): how long work tells what it is doing
+
+
+def quiet(subject: str, message: str) -> None:
+    """A Progress that tells no one."""
 
 
 class StopWaiting(Exception):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from xenlab.lab import Lab
+from xenlab.lab.contract import save_ready
 from xenlab.spec import load_lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,10 +35,12 @@ def pool2(run_base) -> Lab:
     lab = Lab(load_lab(REPO / "labs/xen-pool2.yaml"), str(REPO / "labs/xen-pool2.yaml"))
     started = time.monotonic()
     lines: list[str] = []
+    def progress(subject: str, message: str) -> None:
+        lines.append(f"{time.monotonic() - started:6.1f}s {subject}: {message}")
+
     try:
-        lab.up(progress=lambda s, m: lines.append(f"{time.monotonic() - started:6.1f}s {s}: {m}"),
-               accel="tcg", tied=True, timeout=900)
-        lines.append(f"checkpoint ready saved in {lab.checkpoint_save('ready'):.2f}s")
+        lab.up(progress=progress, accel="tcg", tied=True, timeout=900)
+        save_ready(lab, progress)
     finally:
         print("\n".join(["", "bring-up of xen-pool2:", *lines]))
     yield lab

@@ -79,10 +79,13 @@ def test_power_cut_failover_restarts_the_protected_guest(pool2, xl, observer):
     assert result.restarted == {"vm1": "h1"}
     assert xl.vm("vm1").host == "h1" and xl.vm("vm1").state == "running"
     assert SETTINGS.detection_timeout_s <= result.detected_after_s < 120
-    assert result.heartbeat_back_after_s["vm1"] > result.fenced_after_s
-    assert result.integrity_ok == {"vm1": True}
+    # the driver reports what it did; the guest's recovery is measured from what the guest says
+    assert result.heartbeat_back_after_s == {} and result.integrity_ok == {}
+    back = observer.first_heartbeat_after("vm1", fault.started_at + result.fenced_after_s, timeout=300)
+    assert back is not None and back - fault.started_at > result.fenced_after_s
+    assert observer.verify_disk("vm1").ok
     print(f"\nfailover: detected {result.detected_after_s:.1f}s, fenced {result.fenced_after_s:.1f}s, "
-          f"heartbeat back {result.heartbeat_back_after_s['vm1']:.1f}s after the power cut")
+          f"heartbeat back {back - fault.started_at:.1f}s after the power cut")
     faults.heal_all()  # h2 boots again
     assert pool2.host("h2").run_state() == "running"
 

@@ -53,6 +53,10 @@ class FakeHost:
 
 
 class FakeLab:
+    """A LabBackend (xenlab.lab.contract) of fake QEMU machines."""
+
+    from xenlab.lab.lab import QEMU_CAPABILITIES as capabilities
+
     def __init__(self, spec, up_already: bool = False, checkpoints: tuple[str, ...] = ()):
         self.spec = spec
         self.name = spec.name
@@ -66,6 +70,19 @@ class FakeLab:
     @property
     def hosts(self):
         return [h for h in self.machines.values() if h.role == "xen"]
+
+    @property
+    def accel(self) -> str:
+        return self.state.accel
+
+    def checkpoint_tags(self) -> list[str]:
+        return [c.tag for c in self.state.checkpoints]
+
+    def inventory(self):
+        """As a QEMU lab takes it: asked of every Xen host through its own command runner."""
+        from xenlab.report.inventory import collect_inventory
+
+        return [collect_inventory(h, self.accel) for h in self.hosts]
 
     def up(self, progress=lambda s, m: None, accel=None, tied=False, timeout=600):
         log("up", lab=self.name, accel=accel, tied=tied, timeout=timeout)

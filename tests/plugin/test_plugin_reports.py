@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-import xenlab.faults
-import xenlab.toolstack
+import xenlab.drivers
 from xenlab.results import RunResults
 
 METRIC_TESTS = '''
@@ -115,7 +114,7 @@ def test_units(metrics):
 def test_vm_factory_destroys_every_guest_after_the_test(project, monkeypatch):
     from fakelab_outer import FakeToolstack
 
-    monkeypatch.setattr(xenlab.toolstack, "make_toolstack", FakeToolstack, raising=False)
+    monkeypatch.setattr(xenlab.drivers, "drivers_for", lambda lab: xenlab.drivers.Drivers(FakeToolstack(lab), None, None))
     project.pytester.makepyfile(test_in_guests='''
 def test_guests(vm_factory):
     first = vm_factory.create()
@@ -133,7 +132,11 @@ def test_guests(vm_factory):
 def test_fault_heals_every_fault_after_the_test(project, monkeypatch):
     from fakelab_outer import FakeFault
 
-    monkeypatch.setattr(xenlab.faults, "inject", lambda lab, kind, target, **params: FakeFault(kind, target))
+    class FakeInjector:
+        def inject(self, kind, target, **params):
+            return FakeFault(kind, target)
+
+    monkeypatch.setattr(xenlab.drivers, "drivers_for", lambda lab: xenlab.drivers.Drivers(None, None, FakeInjector()))
     project.pytester.makepyfile(test_in_faults='''
 def test_faults(fault):
     fault("power_cut", "h2")

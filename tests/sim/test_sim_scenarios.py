@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from xenlab.errors import SpecError, XenlabError
+from xenlab.lab import SimLab
 from xenlab.results import Figure, ScenarioResult
-from xenlab.scenario.session import execute, plan_run, start_lab
-from xenlab.simlab import SimLab
+from xenlab.scenario.session import execute, finish, plan_run, start
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "labs/xapi-sim-pool3.yaml"
@@ -39,12 +39,13 @@ def runs(tmp_path_factory):
         def run(name: str) -> ScenarioResult:
             if name not in done:
                 plan = plan_run(str(REPO / f"scenarios/{name}.yaml"), str(LAB))
-                start_lab(plan, lambda subject, message: None)
+                start(plan)
                 assert isinstance(plan.lab, SimLab) and plan.lab.server is not None
                 try:
                     done[name] = execute(plan).scenarios[0]
                 finally:
-                    plan.lab.down()
+                    finish(plan)
+                assert plan.lab.server is None
             return done[name]
 
         yield run
@@ -100,8 +101,8 @@ def test_what_a_sim_lab_cannot_do_is_refused_before_it_starts(tmp_path, monkeypa
         plan_run(str(scenario), str(LAB))
     assert info.value.problems == [
         (4, "checkpoints are not supported on sim lab xapi-sim-pool3"),
-        (5, "fault storage_loss is not simulated on sim lab xapi-sim-pool3 (sim labs simulate power_cut, partition)"),
-        (6, "sim lab xapi-sim-pool3 does not simulate its services node services"),
+        (5, "fault storage_loss is not offered by sim lab xapi-sim-pool3 (it offers power_cut, partition)"),
+        (6, "sim lab xapi-sim-pool3 cannot inflict faults on its services node services"),
     ]
 
 

@@ -244,7 +244,9 @@ def test_ha_restarts_the_protected_guest_of_a_dead_member(pool):
     assert result.detected_after_s == pytest.approx(HA_TIMEOUT, abs=1.0)
     assert result.fenced_after_s == result.detected_after_s
     assert result.restarted["vm1"] in ("h1", "h3")
-    assert HA_TIMEOUT <= result.heartbeat_back_after_s["vm1"] <= HA_TIMEOUT + 5
+    assert result.heartbeat_back_after_s == {}  # the driver reports what HA did; the runner measures the guest
+    restarted_heard = SimHeartbeats(sim).heartbeats("vm1", since=fault_at + HA_TIMEOUT)
+    assert restarted_heard and min(t for _, t in restarted_heard) <= fault_at + HA_TIMEOUT + 5
     states = {v.name: (v.host, v.state) for v in ts.vms()}
     assert states["vm1"] == (result.restarted["vm1"], "running") and states["vm2"] == ("", "halted")
     x = connect(sim).xenapi

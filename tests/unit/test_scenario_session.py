@@ -7,12 +7,13 @@ from click.testing import CliRunner
 
 from xenlab.cli import main
 from xenlab.errors import SpecError, XenlabError
-from xenlab.scenario.session import FACTORIES, default_results_path, plan_run
+from xenlab.lab import Lab, SimLab
+from xenlab.scenario.session import default_results_path, plan_run
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "scenarios/live-migration.yaml"
 LAB = REPO / "labs/xen-pool2.yaml"
-NO_DRIVERS = {"toolstack": lambda lab: None, "observer": lambda lab: None, "faults": lambda lab: None}
+SIM_LAB = REPO / "labs/xapi-sim-pool3.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -22,41 +23,50 @@ def no_labs_up(tmp_path, monkeypatch):
 
 
 def test_a_valid_scenario_plans_its_own_lab_without_starting_it():
-    plan = plan_run(str(SCENARIO), str(LAB), factories=NO_DRIVERS)
-    assert (plan.scenario.name, plan.lab_name, plan.lab, plan.started_here) == ("live-migration", "xen-pool2", None,
-                                                                                False)
-    assert plan.lab_path == str(LAB)
+    plan = plan_run(str(SCENARIO), str(LAB))
+    assert (plan.scenario.name, plan.lab_name, plan.running, plan.started_here) == ("live-migration", "xen-pool2",
+                                                                                    False, False)
+    assert isinstance(plan.lab, Lab) and plan.lab.spec_path == str(LAB)
+    assert not plan.lab.run.exists()  # nothing was started
+
+
+def test_the_lab_file_says_which_backend_serves_it():
+    plan = plan_run(str(SCENARIO), str(SIM_LAB))
+    assert isinstance(plan.lab, SimLab) and plan.lab.server is None
+    assert plan.lab.capabilities.toolstack == "xapi" and not plan.lab.capabilities.checkpoints
 
 
 def test_a_scenario_that_does_not_fit_the_lab_is_refused_with_lines(tmp_path):
     lab = tmp_path / "solo.yaml"
     lab.write_text("name: solo\nhosts:\n  h1:\n")
     with pytest.raises(SpecError) as info:
-        plan_run(str(SCENARIO), str(lab), factories=NO_DRIVERS)
+        plan_run(str(SCENARIO), str(lab))
     assert info.value.path == str(SCENARIO)
     assert info.value.problems == [(8, "lab solo has no host 'h2' (hosts: h1)"),
                                    (25, "lab solo has no host 'h2' (hosts: h1)")]
 
 
-def test_a_missing_driver_is_named_before_anything_starts(monkeypatch):
-    others = {k: v for k, v in NO_DRIVERS.items() if k != "observer"}
-    monkeypatch.setitem(FACTORIES, "observer", ("xenlab.no_such_module", "make_observer"))
-    with pytest.raises(XenlabError, match="no observer driver: cannot import xenlab.no_such_module"):
-        plan_run(str(SCENARIO), str(LAB), factories=others)
-    monkeypatch.setitem(FACTORIES, "observer", ("xenlab.metrics", "make_observer"))
-    with pytest.raises(XenlabError, match=r"no observer driver: xenlab.metrics.make_observer\(lab\) does not exist"):
-        plan_run(str(SCENARIO), str(LAB), factories=others)
+def test_a_scenario_asking_what_the_lab_cannot_do_is_refused_from_its_capabilities(tmp_path):
+    scenario = tmp_path / "frozen.yaml"
+    scenario.write_text("name: frozen\nsteps:\n  - fault: {kind: freeze, target: h1}\n"
+                        "  - checkpoint: {save: mid}\n")
+    with pytest.raises(SpecError) as info:
+        plan_run(str(scenario), str(SIM_LAB))
+    assert info.value.problems == [
+        (3, "fault freeze is not offered by sim lab xapi-sim-pool3 (it offers power_cut, partition)"),
+        (4, "checkpoints are not supported on sim lab xapi-sim-pool3")]
+    assert plan_run(str(scenario), str(LAB)).lab.capabilities.checkpoints  # a QEMU lab offers both
 
 
 def test_a_scenario_without_a_lab_needs_one_named(tmp_path):
     scenario = tmp_path / "bare.yaml"
     scenario.write_text("name: bare\nsteps:\n  - wait: {seconds: 1}\n")
     with pytest.raises(XenlabError, match="names no lab"):
-        plan_run(str(scenario), None, factories=NO_DRIVERS)
+        plan_run(str(scenario), None)
 
 
 def test_results_are_named_after_the_scenario_and_time():
-    plan = plan_run(str(SCENARIO), str(LAB), factories=NO_DRIVERS)
+    plan = plan_run(str(SCENARIO), str(LAB))
     path = default_results_path(plan.scenario, now=0.0, base=Path("out"))
     assert path.parent == Path("out") and path.name.startswith("live-migration-") and path.suffix == ".json"
 

@@ -14,12 +14,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from ..errors import XenlabError
+from ..waiting import Progress
 from .recipes import FILES_DIR, Recipe
 
-Progress = Callable[[str], None]
 ROOT_LABEL = "xlroot"
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic"]
 
@@ -33,10 +32,8 @@ def debian_mirror(suite: str) -> str:
     sources_dir = Path("/etc/apt/sources.list.d")
     for path in sorted(sources_dir.glob("*.sources")) if sources_dir.is_dir() else []:
         for stanza in path.read_text().split("\n\n"):
-            fields = dict(
-                (k.strip().lower(), v.strip())
-                for k, v in (line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#"))
-            )
+            pairs = (line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#"))
+            fields = {k.strip().lower(): v.strip() for k, v in pairs}
             if fields.get("enabled", "yes") != "no" and "deb" in fields.get("types", "").split():
                 for uri in fields.get("uris", "").split():
                     candidates.append((uri, fields.get("suites", "").split()))
@@ -57,7 +54,7 @@ def debian_mirror(suite: str) -> str:
 
 def _run(argv: list[str], what: str, log: Path | None = None, **kwargs) -> None:
     with open(log, "ab") if log else open(os.devnull, "wb") as sink:
-        proc = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, **kwargs)
+        proc = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, check=False, **kwargs)
     if proc.returncode != 0:
         tail = ""
         if log and log.exists():
@@ -84,15 +81,15 @@ def build_debootstrap(recipe: Recipe, out: Path, progress: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix=f"xenlab-{recipe.name}-", dir=out.parent) as work:
         tree = Path(work) / "rootfs"
         mirror = debian_mirror(recipe.suite)
-        progress(f"{recipe.name}: debootstrap {recipe.suite} with {len(recipe.packages)} packages")
+        progress(recipe.name, f"debootstrap {recipe.suite} with {len(recipe.packages)} packages")
         _run(
             ["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages), recipe.suite, str(tree), mirror],
             f"debootstrap of {recipe.name}", log,
         )
-        progress(f"{recipe.name}: configuring the tree")
+        progress(recipe.name, "configuring the tree")
         customize_tree(tree, recipe)
         export_boot_files(tree, recipe, out)
-        progress(f"{recipe.name}: making the disk image")
+        progress(recipe.name, "making the disk image")
         raw = Path(work) / "disk.raw"
         _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(tree), str(raw), f"{recipe.size_gib}G"],
              f"mkfs.ext4 for {recipe.name}", log)
@@ -212,7 +209,8 @@ def _compile_static(source: Path, target: Path) -> None:
     """A small static C helper for the guest (no libc in a busybox initramfs)."""
     if not shutil.which("gcc"):
         raise XenlabError("gcc is needed to build the guest's heartbeat sender (Debian packages gcc libc6-dev)")
-    proc = subprocess.run(["gcc", "-static", "-O2", "-s", "-o", str(target), str(source)], capture_output=True, text=True)
+    proc = subprocess.run(["gcc", "-static", "-O2", "-s", "-o", str(target), str(source)], capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         raise XenlabError(f"compiling {source.name} failed:\n{proc.stderr}")
 
@@ -231,7 +229,7 @@ def build_pv_guest(recipe: Recipe, out: Path, base, progress: Progress) -> None:
     busybox = Path("/bin/busybox")
     if not busybox.exists() or b"ld-linux" in busybox.read_bytes()[:4096]:  # a dynamic one names its loader
         raise XenlabError("a static busybox is needed at /bin/busybox (Debian package busybox-static)")
-    progress(f"{recipe.name}: busybox initramfs on the {base.name} kernel")
+    progress(recipe.name, f"busybox initramfs on the {base.name} kernel")
     shutil.copy(base.file("vmlinuz"), out / "vmlinuz")
     shutil.copy(base.file("kernel-version"), out / "kernel-version")
     with tempfile.TemporaryDirectory(prefix="xenlab-initramfs-") as work:
@@ -254,7 +252,7 @@ def build_pv_guest(recipe: Recipe, out: Path, base, progress: Progress) -> None:
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
         cpio = subprocess.run(
             ["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=root,
-            input="\n".join(files).encode(), capture_output=True,
+            input="\n".join(files).encode(), capture_output=True, check=False,
         )
         if cpio.returncode != 0:
             raise XenlabError(f"cpio failed: {cpio.stderr.decode(errors='replace')}")

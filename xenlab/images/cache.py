@@ -14,12 +14,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import XenlabError
+from ..waiting import Progress, quiet
 from .recipes import Recipe, load_recipes
-
-Progress = Callable[[str], None]
 
 
 def default_cache_dir() -> Path:
@@ -81,7 +79,7 @@ class ImageCache:
         data = json.loads(manifest.read_text())
         return BuiltImage(name, data["digest"], directory, data["boot"], data["built_at"], data["build_seconds"])
 
-    def ensure(self, name: str, progress: Progress = lambda _msg: None, force: bool = False) -> BuiltImage:
+    def ensure(self, name: str, progress: Progress = quiet, force: bool = False) -> BuiltImage:
         """The cached image for `name`, building it (and its base) first if needed."""
         recipe = self.recipe(name)
         base = self.ensure(recipe.base, progress) if recipe.base else None

@@ -127,7 +127,7 @@ def write_seed_disk(
         target.unlink(missing_ok=True)
         proc = subprocess.run(
             ["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", work, str(target), "4M"],
-            capture_output=True, text=True,
+            capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
             raise XenlabError(f"cannot make the seed disk of {machine.name}: {proc.stderr.strip()}")

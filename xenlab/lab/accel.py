@@ -52,7 +52,7 @@ def probe_kvm(qemu: str = "qemu-system-x86_64") -> bool:
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     try:
-        proc = subprocess.run(
+        proc = subprocess.run(  # noqa: PLW1510 - the exit status is the probe's answer
             [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-nodefaults", "-display", "none",
              "-no-user-config", "-m", "64", "-S", "-qmp", "stdio"],
             input=b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n',

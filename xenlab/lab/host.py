@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,8 +10,8 @@ from typing import TYPE_CHECKING
 from ..errors import CommandFailed, XenlabError
 from ..plan import MachinePlan
 from ..waiting import StopWaiting, wait_for
-from .processes import alive
-from .qemu import MachineFiles, Monitor
+from .accel import AccelChoice
+from .qemu import MachineFiles, Monitor, QemuProcess, qemu_argv
 from .ssh import CommandResult, SSHAccess
 
 if TYPE_CHECKING:
@@ -25,12 +26,13 @@ POWER_ACTIONS = ("off", "on", "reset", "freeze", "thaw")
 class Host:
     """Run commands, read the console, and control power and links of one machine."""
 
-    def __init__(self, lab: "Lab", plan: MachinePlan):
+    def __init__(self, lab: Lab, plan: MachinePlan):
         self.lab = lab
         self.plan = plan
         self.name = plan.name
         self.role = plan.role
         self._ssh: SSHAccess | None = None
+        self._process: QemuProcess | None = None
 
     def __repr__(self) -> str:
         return f"<Host {self.name} of lab {self.lab.name}>"
@@ -65,8 +67,48 @@ class Host:
     def ssh_port(self) -> int:
         return self.state.ssh_port
 
+    @property
+    def process(self) -> QemuProcess:
+        """This machine's QEMU process (the one it runs now, or the last one recorded)."""
+        recorded = self.state.pid
+        if self._process is None:
+            files = self.files(Path(self.state.image_dir))
+            self._process = QemuProcess(self.name, files, self.dir / "qemu.log", self.lab.run.marker, recorded)
+        elif not self._process.started_here and self._process.pid != recorded:
+            self._process.pid = recorded  # another xenlab command restarted it meanwhile
+        return self._process
+
+    def reap(self) -> None:
+        """After `down`: collect the exit status of a QEMU this object started, forget it."""
+        if self._process is not None:
+            self._process.reap()
+        self._process = None
+
     def process_alive(self) -> bool:
-        return alive(self.state.pid, self.lab.run.marker)
+        return self.process.alive()
+
+    def launch(self, tied: bool | None = None, paused: bool = False, loadvm: str | None = None) -> None:
+        """Start this machine's QEMU (power on, or a restore with -loadvm) and record it."""
+        lab_state = self.lab.state
+        state = lab_state.machines[self.name]
+        files = self.files(Path(state.image_dir))
+        sockets = {n.network: self.lab.run.access_socket(n.network, self.name) for n in self.plan.nics}
+        choice = AccelChoice(lab_state.accel, lab_state.cpu, lab_state.accel_reason)
+        argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm)
+        if tied is None:
+            # Tie a re-started QEMU (power on, restore) to the lab's owner only from the
+            # owner itself: tied to another process (a CLI call, a nested pytest) it would
+            # die when that process exits. Untied, `down` and the sweep still find it.
+            tied = lab_state.tied_to_pid == os.getpid()
+        self.forget_connections()
+        pid = self.process.launch(argv, tied)
+        state.pid, state.started_at, state.argv, state.powered = pid, time.time(), argv, True
+        self.lab.save_state()
+
+    def power_off(self) -> None:
+        """QEMU quits (the machine's power is cut); its overlay keeps every checkpoint."""
+        self.forget_connections()
+        self.process.quit()
 
     def address(self, network: str | None = None) -> str:
         network = network or self.plan.nics[0].network
@@ -195,7 +237,39 @@ class Host:
         """off (hard, like pulling the plug), on, reset, freeze (pause vCPUs), thaw."""
         if action not in POWER_ACTIONS:
             raise XenlabError(f"unknown power action {action!r} (one of {', '.join(POWER_ACTIONS)})")
-        self.lab.power(self, action)
+        if action == "on":
+            if self.process_alive():
+                raise XenlabError(f"{self.name} is already on")
+            self.launch()
+            return
+        if not self.process_alive():
+            raise XenlabError(f"{self.name} is off; `xenlab power {self.name} on` first")
+        if action == "off":
+            self.power_off()
+            self.state.powered = False
+            self.lab.save_state()
+        elif action == "reset":
+            self.reset()
+        elif action == "freeze":
+            self.freeze()
+        else:
+            self.thaw()
+
+    def reset(self) -> None:
+        """The reset button: the machine reboots at once."""
+        self.forget_connections()
+        self._qmp("system_reset")
+
+    def freeze(self) -> None:
+        """Pause every vCPU (the machine is alive but does nothing)."""
+        self._qmp("stop")
+
+    def thaw(self) -> None:
+        self._qmp("cont")
+
+    def _qmp(self, command: str) -> None:
+        with self.monitor() as qmp:
+            qmp.command(command)
 
     def link(self, network: str, up: bool) -> None:
         """Carrier up/down on this machine's NIC on `network` (the guest sees a cable pulled)."""

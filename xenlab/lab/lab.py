@@ -12,26 +12,30 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..errors import XenlabError
 from ..images import ImageCache
 from ..images.identity import generate_keypair, write_seed_disk
 from ..plan import LabPlan, lab_number, plan_lab
+from ..report.inventory import collect_inventory
+from ..results import HostInventory
 from ..spec import LabSpec
-from ..waiting import wait_for
+from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
+from .contract import FAULT_KINDS, Capabilities
 from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
-from .processes import alive, spawn, sweep, terminate
-from .qemu import QEMU, qemu_argv
+from .processes import alive, sweep, terminate
 from .rundir import CheckpointState, LabState, MachineState, RunDir, runs_base
 
-Progress = Callable[[str, str], None]  # (subject, message)
+# Tools a QEMU lab runs (tool -> Debian package); `xenlab doctor` lists them too.
 REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "vde_switch": "vde2",
                   "wirefilter": "vde2", "mkfs.ext4": "e2fsprogs"}
+QEMU_CAPABILITIES = Capabilities(toolstack="xl", fault_kinds=FAULT_KINDS, checkpoints=True,
+                                 integrity_measurable=True, services_faults=True, poll_s=1.0)
 
 
 def free_port() -> int:
@@ -49,7 +53,9 @@ def _parallel(items: Iterable, fn) -> list:
 
 
 class Lab:
-    """A lab of machines described by a LabSpec, living in its run directory."""
+    """A lab of QEMU machines described by a LabSpec, living in its run directory (a LabBackend)."""
+
+    capabilities = QEMU_CAPABILITIES
 
     def __init__(self, spec: LabSpec, spec_path: str = "", run: RunDir | None = None):
         if spec.backend != "qemu":
@@ -63,7 +69,6 @@ class Lab:
         self.machines: dict[str, Host] = {m.name: Host(self, m) for m in self.plan.machines}
         self._state: LabState | None = None
         self._switch_handles: list[subprocess.Popen] = []
-        self._qemu_handles: dict[str, subprocess.Popen] = {}
         self.bringup_stages: dict[str, dict[str, float]] = {}
 
     # -- lookup ----------------------------------------------------------------------
@@ -88,12 +93,23 @@ class Lab:
             self._state = self.run.read_state()
         return self._state
 
-    def _save(self) -> None:
+    def save_state(self) -> None:
         assert self._state is not None
         self.run.write_state(self._state)
 
+    _save = save_state
+
+    @property
+    def accel(self) -> str:
+        return self.state.accel
+
+    def inventory(self) -> list[HostInventory]:
+        """Each Xen host's inventory, asked from the host itself over SSH (in parallel)."""
+        accel = self.state.accel
+        return _parallel(self.hosts, lambda host: collect_inventory(host, accel))
+
     # -- up --------------------------------------------------------------------------
-    def up(self, progress: Progress = lambda s, m: None, accel: str | None = None, tied: bool = False,
+    def up(self, progress: Progress = quiet, accel: str | None = None, tied: bool = False,
            timeout: float = 600, images: ImageCache | None = None) -> dict[str, dict[str, float]]:
         """Build missing images, start switches and machines, wait until all are ready.
 
@@ -109,7 +125,7 @@ class Lab:
         cache = images or ImageCache()
         built = {}
         for image in sorted({m.image for m in self.plan.machines}):
-            built[image] = cache.ensure(image, progress=lambda msg: progress("images", msg))
+            built[image] = cache.ensure(image, progress=progress)
         started = time.monotonic()
         try:
             self._start(choice, built, tied, progress)
@@ -192,7 +208,7 @@ class Lab:
                     logs / f"filter-{network.name}-{host.name}.log", tied))
         for host in self.machines.values():
             progress(host.name, "starting QEMU")
-            self._spawn(host, tied)
+            host.launch(tied)
 
     def _track(self, name: str, started: tuple[int, subprocess.Popen | None]) -> None:
         pid, handle = started
@@ -207,33 +223,6 @@ class Lab:
         if network not in [n.network for n in machine.plan.nics]:
             raise XenlabError(f"{host} has no nic on network {network!r}")
         return WireFilter(self.run.filter_socket(network, host), f"{host}/{network}")
-
-    def _spawn(self, host: Host, tied: bool | None = None, paused: bool = False, loadvm: str | None = None) -> None:
-        state = self.state.machines[host.name]
-        files = host.files(Path(state.image_dir))
-        sockets = {n.network: self.run.access_socket(n.network, host.name) for n in host.plan.nics}
-        choice = AccelChoice(self.state.accel, self.state.cpu, self.state.accel_reason)
-        argv = qemu_argv(host.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm)
-        files.qmp_socket.unlink(missing_ok=True)
-        files.pidfile.unlink(missing_ok=True)
-        if tied is None:
-            # Tie a re-spawned QEMU (power on, restore) to the lab's owner only from the
-            # owner itself: tied to another process (a CLI call, a nested pytest) it would
-            # die when that process exits. Untied, `down` and the sweep still find it.
-            tied = self.state.tied_to_pid == os.getpid()
-        proc = spawn(argv, host.dir / "qemu.log", tied=tied)
-        self._qemu_handles[host.name] = proc
-        state.pid, state.started_at, state.argv, state.powered = proc.pid, time.time(), argv, True
-        self._save()
-
-        def monitor_ready() -> bool:
-            if proc.poll() is not None:
-                from ..waiting import StopWaiting
-                log = (host.dir / "qemu.log").read_text(errors="replace")[-1500:]
-                raise StopWaiting(f"QEMU exited with {proc.returncode}: {log}")
-            return files.qmp_socket.exists()
-
-        wait_for(monitor_ready, f"{host.name}: QEMU monitor socket", 30, 0.05)
 
     def _preserve_logs_on_failure(self) -> None:
         """Copy serial and QEMU logs out of the run directory before it is removed."""
@@ -265,61 +254,23 @@ class Lab:
             if handle.stdin:
                 handle.stdin.close()
         stopped += sweep(self.run.marker)
-        for handle in [*self._switch_handles, *self._qemu_handles.values()]:
+        for handle in self._switch_handles:
             try:
                 handle.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 handle.kill()
         self._switch_handles.clear()
-        self._qemu_handles.clear()
+        for host in self.machines.values():
+            host.reap()
         if self.run.root.exists():
             shutil.rmtree(self.run.root, ignore_errors=True)
         self._state = None
         return sorted(set(stopped))
 
-    # -- power -----------------------------------------------------------------------
-    def power(self, host: Host, action: str) -> None:
-        if action == "on":
-            if host.process_alive():
-                raise XenlabError(f"{host.name} is already on")
-            self._spawn(host)
-            return
-        if not host.process_alive():
-            raise XenlabError(f"{host.name} is off; `xenlab power {host.name} on` first")
-        if action == "off":
-            self._stop_process(host)
-            self.state.machines[host.name].powered = False
-            self._save()
-        elif action == "reset":
-            host.forget_connections()
-            with host.monitor() as qmp:
-                qmp.command("system_reset")
-        elif action == "freeze":
-            with host.monitor() as qmp:
-                qmp.command("stop")
-        elif action == "thaw":
-            with host.monitor() as qmp:
-                qmp.command("cont")
-
-    def _stop_process(self, host: Host) -> None:
-        """QEMU quits (the machine's power is cut); its overlay keeps every checkpoint."""
-        host.forget_connections()
-        if not host.process_alive():
-            return
-        with host.monitor() as qmp:
-            try:
-                qmp.command("quit")
-            except Exception:  # noqa: BLE001 - QEMU may close the socket before answering
-                pass
-        wait_for(lambda: not host.process_alive(), f"{host.name}: QEMU to exit", 30, 0.05)
-        self._reap(host)
-
-    def _reap(self, host: Host) -> None:
-        handle = self._qemu_handles.pop(host.name, None)
-        if handle is not None:
-            handle.wait(timeout=10)
-
     # -- checkpoints -----------------------------------------------------------------
+    def checkpoint_tags(self) -> list[str]:
+        return [c.tag for c in self.state.checkpoints]
+
     def checkpoint_save(self, tag: str) -> float:
         """Pause every machine, snapshot RAM and disks of each (qcow2 internal), resume all."""
         _check_tag(tag)
@@ -355,9 +306,9 @@ class Lab:
         # its first instruction (-loadvm, paused). Loading into the running process left
         # Xen's clock sources inconsistent after a long gap ("Platform timer appears to
         # have unexpectedly wrapped", soft lockups); a fresh process carries no state over.
-        _parallel(self.machines.values(), lambda h: self._stop_process(h))
+        _parallel(self.machines.values(), lambda h: h.power_off())
         for host in self.machines.values():
-            self._spawn(host, paused=True, loadvm=tag)
+            host.launch(paused=True, loadvm=tag)
         _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
         if wait_ssh:
             _parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))

@@ -13,8 +13,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 PR_SET_PDEATHSIG = 1
 
@@ -35,7 +35,7 @@ def spawn(argv: Sequence[str], log: Path, tied: bool, stdin_pipe: bool = False) 
             list(argv),
             stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if tied else None,
+            preexec_fn=_die_with_parent if tied else None,  # noqa: PLW1509 - one prctl call, no locks taken
             start_new_session=not tied,
             close_fds=True,
         )

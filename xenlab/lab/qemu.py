@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from ..errors import XenlabError
 from ..plan import MachinePlan
+from ..waiting import StopWaiting, wait_for
 from .accel import AccelChoice
+from .processes import alive, spawn
 
 QEMU = "qemu-system-x86_64"
 
@@ -123,7 +129,7 @@ class Monitor:
         self.events_log = events_log
         self._qmp: QEMUMonitorProtocol | None = None
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Self:
         qmp = QEMUMonitorProtocol(str(self.socket_path), nickname=self.machine)
         try:
             qmp.connect()
@@ -151,8 +157,7 @@ class Monitor:
         events = self._qmp.get_events()
         if events:
             with open(self.events_log, "a") as log:
-                for event in events:
-                    log.write(json.dumps(event) + "\n")
+                log.writelines(json.dumps(event) + "\n" for event in events)
             self._qmp.clear_events()
 
     def command(self, name: str, /, **arguments):
@@ -168,3 +173,67 @@ class Monitor:
 
     def status(self) -> str:
         return str(self.command("query-status")["status"])
+
+
+class QemuProcess:
+    """The one owner of a machine's QEMU process: launch, quit, reap.
+
+    Modelled on `qemu.machine.QEMUMachine`: `launch` starts QEMU and returns once its QMP
+    socket exists (or fails with the tail of its log); `quit` asks QEMU to quit over QMP
+    and waits for the process to be gone; `reap` collects the exit status of a process
+    this object started. A process started by another xenlab command (an attached lab)
+    is known by its recorded pid only: it can be quit, and `down`/`sweep` stop it.
+    """
+
+    def __init__(self, name: str, files: MachineFiles, log: Path, marker: str, pid: int | None = None):
+        self.name, self.files, self.log, self.marker = name, files, log, marker
+        self.pid = pid
+        self._popen: subprocess.Popen | None = None
+
+    @property
+    def started_here(self) -> bool:
+        return self._popen is not None
+
+    def alive(self) -> bool:
+        return alive(self.pid, self.marker)
+
+    def monitor(self) -> Monitor:
+        return Monitor(self.name, self.files.qmp_socket, self.files.qmp_socket.with_name("qmp-events.jsonl"))
+
+    def launch(self, argv: Sequence[str], tied: bool, timeout: float = 30) -> int:
+        """Start QEMU; return its pid once its monitor socket is there."""
+        if self.alive():
+            raise XenlabError(f"{self.name}: QEMU is already running (pid {self.pid})")
+        self.reap()
+        self.files.qmp_socket.unlink(missing_ok=True)
+        self.files.pidfile.unlink(missing_ok=True)
+        proc = spawn(argv, self.log, tied=tied)
+        self._popen, self.pid = proc, proc.pid
+
+        def monitor_ready() -> bool:
+            if proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise StopWaiting(f"QEMU exited with {proc.returncode}: {tail}")
+            return self.files.qmp_socket.exists()
+
+        wait_for(monitor_ready, f"{self.name}: QEMU monitor socket", timeout, 0.05)
+        return proc.pid
+
+    def quit(self, timeout: float = 30) -> None:
+        """QEMU quits (like pulling the plug: the guest is not asked); its disks keep every checkpoint."""
+        if self.alive():
+            with self.monitor() as qmp, contextlib.suppress(Exception):  # QEMU may close before answering
+                qmp.command("quit")
+            wait_for(lambda: not self.alive(), f"{self.name}: QEMU to exit", timeout, 0.05)
+        self.reap()
+
+    def reap(self, timeout: float = 10) -> None:
+        """Collect the exit status of the process this object started (no zombie is left)."""
+        proc, self._popen = self._popen, None
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)

@@ -55,7 +55,7 @@ class LabState:
     ready_at: float | None = None
 
     @classmethod
-    def from_json(cls, data: dict) -> "LabState":
+    def from_json(cls, data: dict) -> LabState:
         data = dict(data)
         data["machines"] = {k: MachineState(**v) for k, v in data.get("machines", {}).items()}
         data["checkpoints"] = [CheckpointState(**c) for c in data.get("checkpoints", [])]
@@ -67,7 +67,7 @@ class RunDir:
         self.root = root
 
     @classmethod
-    def for_lab(cls, lab: str, base: Path | None = None) -> "RunDir":
+    def for_lab(cls, lab: str, base: Path | None = None) -> RunDir:
         return cls((base or runs_base()) / lab)
 
     def create(self) -> None:

@@ -6,9 +6,9 @@ machine was reset, powered off or restored from a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -77,10 +77,8 @@ class SSHAccess:
 
     def close_locked(self) -> None:
         if self._client is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead connection may fail; it is gone
                 self._client.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone
-                pass
             self._client = None
 
     def run(self, command: str, timeout: float = 60, check: bool = False, input: bytes | None = None) -> CommandResult:
@@ -113,7 +111,7 @@ class SSHAccess:
                     raise CommandFailed(self.host, command, None, out.decode(errors="replace"), err.decode(errors="replace"))
                 select.select([channel], [], [], min(remaining, 1.0))
             status = channel.recv_exit_status()
-        except (paramiko.SSHException, socket.error, EOFError) as exc:
+        except (OSError, paramiko.SSHException, EOFError) as exc:
             self.close()
             raise XenlabError(f"{self.host}: SSH session broke during `{command}`: {exc}") from None
         finally:

@@ -1,14 +1,16 @@
 """Scenarios: steps with expectations, validated from YAML and run against a lab's pool."""
 
+from ..lab.contract import FaultHandle, FaultInjector, Observer
 from .expect import Expectation, ExpectationError, parse_expectation
 from .model import FIGURES, Scenario, Step, check_against_lab, load_scenario, parse_scenario
-from .runner import ActiveFault, FaultInjector, Observer, run_scenario
+from .runner import ActiveFault, run_scenario
 
 __all__ = [
     "FIGURES",
     "ActiveFault",
     "Expectation",
     "ExpectationError",
+    "FaultHandle",
     "FaultInjector",
     "Observer",
     "Scenario",

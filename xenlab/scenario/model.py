@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_validator, model_validator
 
-from ..spec import Name, StrictModel, validate_document
+from ..lab.contract import FaultKind
+from ..spec import LabSpec, Name, StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
 from .expect import AccelExpectation, Expectation, parse_expectation
 
@@ -24,7 +25,6 @@ Loc = tuple[Any, ...]
 Problem = tuple[Loc, str]
 
 OTHER = "other"  # `migrate: {to: other}`: the pool's other member
-FAULT_KINDS = ("power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss")
 HOST_LOSS_FAULTS = ("power_cut", "partition")  # the pool should fail over the target's protected guests
 IMPAIRMENT_PARAMS = ("loss_pct", "delay_ms", "bandwidth_kbit")
 # Planning limits: validation stays linear, and a scenario that would run for days is refused.
@@ -93,7 +93,7 @@ class Evacuate(StrictModel):
 
 
 class FaultStep(StrictModel):
-    kind: Literal["power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss"]
+    kind: FaultKind
     target: Name | list[Name] = Field(description="host(s); for partition, the side cut off from the rest")
     name: Name | None = Field(None, description="to heal this fault by name")
     network: Name | None = Field(None, description="link_down, impair, partition: which lab network")
@@ -533,7 +533,7 @@ def resolve_scenario_path(name_or_path: str, scenarios_dir: Path | None = None) 
 
 
 # -- against a lab ----------------------------------------------------------------------
-def check_against_lab(scenario: Scenario, lab_spec: Any) -> list[tuple[int | None, str]]:
+def check_against_lab(scenario: Scenario, lab_spec: LabSpec) -> list[tuple[int | None, str]]:
     """Problems of running `scenario` on the lab `lab_spec` (a LabSpec), each with its line.
 
     Pool members, guest hosts and waited-for hosts must be Xen hosts of the lab; fault

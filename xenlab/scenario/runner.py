@@ -1,16 +1,18 @@
 """Runs a scenario: each step becomes toolstack calls, faults and waits, timed and measured.
 
-The runner is handed everything it acts on, so it holds no lab topology and can be run
-against fakes:
+The runner is handed everything it acts on (`xenlab.drivers` builds them for a lab), so
+it holds no lab topology and can be run against fakes:
 
-- `toolstack`: a `xenlab.toolstack.base.Toolstack`; if it has `recover(dead_host) ->
-  FailoverResult` it is called once per lost host when a step waits for one of that
-  host's guests (an xl pool fails over only when told; an HA pool may do it by itself),
-  with `fault_at` and `observer` too if it declares them;
-- `observer` (`Observer`): the guests' heartbeats and disk records, collected on the
-  services node, with receive times on this process's clock;
+- `toolstack`: a `xenlab.toolstack.base.Toolstack`; its `recover(dead_host, fault_at,
+  observer)` is called once per lost host when a step waits for one of that host's
+  guests (an xl pool fails over only when told; an HA pool returns what its HA did);
+- `observer` (`xenlab.lab.contract.Observer`): the guests' heartbeats and disk records,
+  with receive times on this process's clock;
 - `faults` (`FaultInjector`): injects a fault and returns a handle that heals it;
-- `lab` (`CheckpointingLab`, may be None): only for checkpoint steps.
+- `lab` (`CheckpointingLab`, may be None): its name, and checkpoint steps.
+
+Only the runner measures: downtime, recovery and integrity come from the observer,
+never from a driver's own account.
 
 A step that fails (its action, a condition or an expectation) stops the scenario; the
 later steps are recorded as skipped. Faults still active at the end are always healed.
@@ -18,7 +20,6 @@ later steps are recorded as skipped. Faults still active at the end are always h
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from ..errors import NotMeasurable, WaitTimeout, XenlabError
+from ..lab.contract import FaultHandle, FaultInjector, Observer
 from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
 from ..results import ExpectationResult, Figure, Outcome, ScenarioResult, StepResult
 from ..toolstack.base import FailoverResult, GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
@@ -37,28 +39,7 @@ HEARTBEAT_FRESH_S = 2.0  # a guest whose last heartbeat is older than this is no
 HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
 
 
-class Observer(Protocol):
-    """What the services node tells about guests."""
-
-    def heartbeats(self, vm: str) -> Sequence[tuple[int, float]]:
-        """(seq, receive time) pairs received from `vm`; times on this process's clock.
-
-        An observer may also take `since` (a time): then it need only return later ones."""
-
-    def verify_disk(self, vm: str) -> IntegrityReport:
-        """`xenlab.metrics.verify_records` of the guest's data disk as it is now."""
-
-
-class ActiveFault(Protocol):
-    kind: str
-    target: str | list[str]
-    started_at: float  # time.time() when the fault took effect
-
-    def heal(self) -> None: ...
-
-
-class FaultInjector(Protocol):
-    def inject(self, kind: str, target: str | list[str], **params: Any) -> ActiveFault: ...
+ActiveFault = FaultHandle  # the name scenarios have always used for a fault's handle
 
 
 class CheckpointingLab(Protocol):
@@ -96,23 +77,25 @@ class InjectedFault:
 
 def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None = None, *, poll_s: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep, accel: str = "",
+                 shared_sr: str | None = None, sleep: Callable[[float], None] = time.sleep, accel: str = "",
                  keep_going: bool = False) -> ScenarioResult:
     """Run every step of `scenario` and return its timed, measured result (never raises for a
     failing step; a KeyboardInterrupt ends the run as an error after healing faults).
 
+    `shared_sr`: where the lab's shared SR is (its services node's export), if not the default.
     `accel` (tcg, kvm, ...) picks the bound of per-accelerator expectations. With
     `keep_going`, a step that did its work but missed an expectation does not stop the run
     (benchmarks measure every figure and report the misses beside them)."""
-    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, sleep, accel,
+    return _ScenarioRun(scenario, lab, toolstack, observer, faults, on_event, poll_s, shared_sr, sleep, accel,
                         keep_going).run()
 
 
 class _ScenarioRun:
     def __init__(self, scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
-                 faults: FaultInjector, on_event: EventCallback | None, poll_s: float,
+                 faults: FaultInjector, on_event: EventCallback | None, poll_s: float, shared_sr: str | None,
                  sleep: Callable[[float], None], accel: str = "", keep_going: bool = False):
         self.scenario, self.lab, self.toolstack = scenario, lab, toolstack
+        self.shared_sr = shared_sr
         self.accel, self.keep_going = accel, keep_going
         self._only_missed: set[int] = set()  # id() of step results that failed only on expectations
         self.observer, self.faults = observer, faults
@@ -146,7 +129,7 @@ class _ScenarioRun:
         outcome: Outcome = next((s.outcome for s in steps if s.outcome in ("failed", "error")), "passed")
         summary, series = self.summary()
         return ScenarioResult(name=self.scenario.name, file=self.scenario.path,
-                              lab=getattr(self.lab, "name", "") or "", toolstack=self.toolstack.kind,
+                              lab=self.lab.name if self.lab is not None else "", toolstack=self.toolstack.kind,
                               started_at=started, ended_at=time.time(), outcome=outcome, steps=steps,
                               summary=summary, series=series)
 
@@ -271,9 +254,8 @@ class _ScenarioRun:
         p = self.scenario.pool
         kwargs: dict[str, Any] = {"name": p.name, "detection_timeout_s": p.detection_timeout_s,
                                   "protected": self.scenario.protected_guests()}
-        services = getattr(getattr(self.lab, "spec", None), "services", None)
-        if services is not None:
-            kwargs["shared_sr"] = services.nfs_export
+        if self.shared_sr is not None:
+            kwargs["shared_sr"] = self.shared_sr
         return PoolSettings(**kwargs)
 
     def do_create_vm(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
@@ -464,7 +446,7 @@ class _ScenarioRun:
                       if v.host in a.targets and v.state in ("running", "paused")}
         started = time.time()
         handle = self.faults.inject(a.kind, a.target, **a.params())
-        fault = InjectedFault(a.label, a.kind, a.targets, handle, getattr(handle, "started_at", None) or started,
+        fault = InjectedFault(a.label, a.kind, a.targets, handle, handle.started_at or started,
                               guests)
         self.injected.append(fault)
         self.active[a.label] = fault
@@ -528,17 +510,15 @@ class _ScenarioRun:
 
     def fail_over(self, step: Step, fault: InjectedFault, lost_host: str, figures: dict, details: dict) -> None:
         """Ask the toolstack to recover the lost host's guests, once per host and fault."""
-        recover = getattr(self.toolstack, "recover", None)
         if lost_host in fault.failover:
             _failover_figures(fault.failover[lost_host], figures)
             return
-        if recover is None:
-            figures["detection"] = Figure(value=None, unit="s", note=f"the {self.toolstack.kind} toolstack has no "
-                                                                     "recover(); wait for host_dead to measure it")
-            return
         self.info(step.title, f"recovering the guests of {lost_host}")
-        offered = {"fault_at": fault.started_at, "observer": self.observer}  # passed if recover() takes them
-        result: FailoverResult = recover(lost_host, **_accepted(recover, offered))
+        result = self.toolstack.recover(lost_host, fault.started_at, self.observer)
+        if result is None:
+            figures["detection"] = Figure(value=None, unit="s", note=f"the {self.toolstack.kind} pool restarts guests "
+                                                                     "by itself; wait for host_dead to measure it")
+            return
         fault.failover[lost_host] = result
         details["failover"] = asdict(result)
         _failover_figures(result, figures)
@@ -610,6 +590,11 @@ class _ScenarioRun:
                     report = self.integrity(vm, one)
                     _merge_integrity(figures, one)
                     details.setdefault("integrity", {})[vm] = asdict(report) if report else None
+                    if report is not None:
+                        for fault in self.injected:  # the runner, not the driver, measures a failover's guests
+                            for failover in fault.failover.values():
+                                if vm in failover.restarted:
+                                    failover.integrity_ok[vm] = report.ok
                     if report is None:
                         return not one["integrity"].measurable, one["integrity"].note
                     return report.ok, report.reason or f"{report.records} records intact"
@@ -662,9 +647,8 @@ class _ScenarioRun:
 
     # -- helpers -----------------------------------------------------------------------
     def heartbeats(self, vm: str, since: float) -> list[tuple[int, float]]:
-        """The guest's heartbeats from `since` on (asking the observer for only those if it can)."""
-        extra = _accepted(self.observer.heartbeats, {"since": since})
-        return [(seq, at) for seq, at in self.observer.heartbeats(vm, **extra) if at >= since]
+        """The guest's heartbeats from `since` on."""
+        return [(seq, at) for seq, at in self.observer.heartbeats(vm, since=since) if at >= since]
 
     def wait(self, predicate: Callable[[], Any], what: str, timeout: float) -> Any:
         return wait_for(predicate, what, timeout, self.poll_s)
@@ -729,17 +713,6 @@ class _StrikeDuring:
             self.healed = True
         except Exception as exc:  # noqa: BLE001 - reported by the step, and healed by cleanup if active
             self.error = f"{type(exc).__name__}: {exc}"
-
-
-def _accepted(function: Callable[..., Any], offered: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of `offered` that `function` declares (optional extras of a driver)."""
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return dict(offered)
-    return {k: v for k, v in offered.items() if k in parameters}
 
 
 def _round(value: float | None) -> float | None:

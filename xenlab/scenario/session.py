@@ -1,139 +1,155 @@
-"""From a scenario file to results: validate, find or start its lab, build the drivers, run.
+"""One road from a scenario file to its results, for `xenlab run`, pytest and bench/.
 
-This is what `xenlab run` does, kept here so that the CLI and the pytest plugin share it.
+    plan_run (validate everything, choose the lab; nothing starts)
+      -> start (find the lab up, or bring it up; back to `ready` unless told not to)
+      -> execute (drivers for the lab, host inventory, run, results)
+
+The pytest plugin holds its labs itself (one boot per session), so for a scenario item
+it takes the same steps on the lab it holds: `fit`, `begin`, then `run_on`.
 Everything that can be refused is refused before a machine starts: the scenario file,
-the lab file, the scenario against the lab, and the presence of the drivers.
+the lab file, and the scenario against the lab's hosts and declared capabilities.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ..drivers import drivers_for
 from ..errors import SpecError, XenlabError
-from ..results import RunResults, ScenarioResult
+from ..lab.contract import LabBackend, restore_ready, save_ready
+from ..lab.labs import only_running_lab, open_lab, resolve_lab
+from ..results import HostInventory, RunResults, ScenarioResult
+from ..waiting import Progress, quiet
 from .model import Scenario, check_against_lab, load_scenario, resolve_scenario_path
 from .runner import EventCallback, run_scenario
 
-Progress = Callable[[str, str], None]  # (subject, message), as Lab.up reports it
-
-# Where the drivers come from: (module, callable(lab)), provided by the layers below.
-FACTORIES = {
-    "toolstack": ("xenlab.toolstack", "make_toolstack"),
-    "observer": ("xenlab.observe", "LabObserver"),
-    "faults": ("xenlab.faults", "Faults"),
-}
-# A sim lab (backend: sim) is its own observer and fault injector.
-SIM_FACTORIES = {"observer": lambda lab: lab.observer(), "faults": lambda lab: lab.faults()}
+Problem = tuple[int | None, str]
 
 
 @dataclass
 class Plan:
-    """A validated scenario and the lab it will run on (attached, or to be brought up)."""
+    """A validated scenario and the lab it will run on (up already, or to be brought up)."""
 
     scenario: Scenario
-    lab_spec: Any  # LabSpec
-    lab_path: str = ""
-    lab: Any = None  # a running Lab, or None until `start_lab`
+    lab: LabBackend
+    running: bool  # the lab was found up (attached)
     started_here: bool = False
-    factories: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     @property
     def lab_name(self) -> str:
-        return self.lab_spec.name
+        return self.lab.name
 
 
-def plan_run(scenario_file: str, lab_ref: str | None = None,
-             factories: dict[str, Callable[[Any], Any]] | None = None) -> Plan:
+def plan_run(scenario_file: str, lab_ref: str | None = None, base_dirs: Sequence[Path] | None = None) -> Plan:
     """Validate everything and choose the lab; raises SpecError / XenlabError, starts nothing."""
-    from ..lab import attach_lab, running_labs
-    from ..spec import load_lab, resolve_lab_path
-
     scenario = load_scenario(resolve_scenario_path(scenario_file))
     ref = lab_ref or scenario.lab
-    running = running_labs()
     if ref is None:
-        if len(running) != 1:
-            up = ", ".join(running) or "none"
-            raise XenlabError(f"{scenario.path} names no lab: choose one with --lab (labs up: {up})")
-        ref = running[0]
-    lab = None
-    path = ""
-    if ref.endswith((".yaml", ".yml")) or "/" in ref:
-        path = str(resolve_lab_path(ref))
-        spec = load_lab(path)
-        if spec.name in running and spec.backend != "sim":
-            lab = attach_lab(spec.name)
-            spec = lab.spec
-    elif ref in running:
-        lab = attach_lab(ref)
-        spec = lab.spec
-    else:
-        path = str(resolve_lab_path(ref))
-        spec = load_lab(path)
-    problems = check_against_lab(scenario, spec)
-    if spec.backend == "sim":
-        from ..simlab import scenario_problems
-
-        problems += scenario_problems(scenario, spec)
+        try:
+            ref = only_running_lab()
+        except XenlabError as exc:
+            raise XenlabError(f"{scenario.path} names no lab: choose one with --lab ({exc})") from None
+    found = resolve_lab(ref, base_dirs, attach="first")
+    lab = open_lab(found)
+    problems = fit(scenario, lab)
     if problems:
         raise SpecError(scenario.path, problems)
-    chosen = dict(factories or {})
-    if spec.backend == "sim":
-        chosen = {**SIM_FACTORIES, **chosen}
-    for role, (module, name) in FACTORIES.items():
-        if role not in chosen:
-            chosen[role] = _factory(module, name, role)
-    return Plan(scenario, spec, path, lab, factories=chosen)
+    return Plan(scenario, lab, running=found.running)
 
 
-def start_lab(plan: Plan, progress: Progress) -> None:
-    """Bring the plan's lab up if it is not running (it stays up afterwards)."""
-    if plan.lab is not None:
+def fit(scenario: Scenario, lab: LabBackend) -> list[Problem]:
+    """What keeps `scenario` from running on `lab`: its hosts, and what the lab declares it can do."""
+    return check_against_lab(scenario, lab.spec) + capability_problems(scenario, lab)
+
+
+def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
+    """Steps asking for what the lab's backend does not offer, with their lines."""
+    caps, spec = lab.capabilities, lab.spec
+    kind = spec.backend
+    found: list[Problem] = []
+    for loc, fault in scenario.faults():  # fault steps, and faults struck during a migration
+        if fault.kind not in caps.fault_kinds:
+            offered = ", ".join(caps.fault_kinds)
+            found.append((scenario.line_of(loc),
+                          f"fault {fault.kind} is not offered by {kind} lab {spec.name} (it offers {offered})"))
+        elif not caps.services_faults and spec.services is not None and spec.services.name in fault.targets:
+            found.append((scenario.line_of(loc + ("target",)),
+                          f"{kind} lab {spec.name} cannot inflict faults on its services node {spec.services.name}"))
+    for loc, step in scenario.walk():
+        if step.checkpoint is not None and not caps.checkpoints:
+            found.append((scenario.line_of(loc + ("checkpoint",)),
+                          f"checkpoints are not supported on {kind} lab {spec.name}"))
+    return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
+
+
+def start(plan: Plan, progress: Progress = quiet, as_is: bool = False, accel: str | None = None,
+          timeout: float = 600) -> None:
+    """Bring the plan's lab up if it is not (a QEMU lab stays up; `ready` is saved), else
+    restore its `ready` checkpoint unless `as_is`."""
+    if plan.running or plan.started_here:
+        if not as_is:
+            begin(plan.lab, progress)
         return
-    from ..lab import Lab
-    from ..simlab import SimLab
-
-    lab = (SimLab if plan.lab_spec.backend == "sim" else Lab)(plan.lab_spec, plan.lab_path)
-    lab.up(progress=progress)
-    plan.lab, plan.started_here = lab, True
+    bring_up(plan.lab, progress, accel=accel, timeout=timeout)
+    plan.started_here = True
 
 
-def execute(plan: Plan, on_event: EventCallback | None = None, keep_going: bool = False) -> RunResults:
-    """Build the drivers for the running lab, run the scenario, gather the run's results.
+def bring_up(lab: LabBackend, progress: Progress = quiet, accel: str | None = None, timeout: float = 600,
+             tied: bool = False, checkpoint: bool = True) -> dict[str, dict[str, float]]:
+    """Bring `lab` up and (with `checkpoint`) save its `ready` checkpoint; seconds per host and stage."""
+    stages = lab.up(progress=progress, accel=accel, tied=tied, timeout=timeout)
+    if checkpoint:
+        try:
+            save_ready(lab, progress)
+        except BaseException:
+            lab.down()
+            raise
+    return stages
+
+
+def begin(lab: LabBackend, progress: Progress = quiet) -> float | None:
+    """Every scenario starts from the lab's `ready` checkpoint, where the lab has one."""
+    return restore_ready(lab, progress)
+
+
+def run_on(scenario: Scenario, lab: LabBackend, on_event: EventCallback | None = None,
+           keep_going: bool = False) -> ScenarioResult:
+    """Run `scenario` on the running `lab` through the drivers that serve it.
 
     `keep_going`: missed expectations do not stop the run (benchmarks measure everything)."""
-    if plan.lab is None:
+    drivers = drivers_for(lab)
+    services = lab.spec.services
+    return run_scenario(scenario, lab, drivers.toolstack, drivers.observer, drivers.faults, on_event,
+                        poll_s=lab.capabilities.poll_s, shared_sr=services.nfs_export if services else None,
+                        accel=lab.accel, keep_going=keep_going)
+
+
+def inventory_of(lab: LabBackend, progress: Progress = quiet) -> list[HostInventory]:
+    """The hosts' inventory, taken before the scenario touches them."""
+    progress("lab", "taking the hosts' inventory")
+    return lab.inventory()
+
+
+def execute(plan: Plan, on_event: EventCallback | None = None, progress: Progress = quiet,
+            inventory: bool = True, keep_going: bool = False) -> RunResults:
+    """Take the inventory, run the scenario on the running lab, gather the run's results."""
+    if not (plan.running or plan.started_here):
         raise XenlabError(f"lab {plan.lab_name} is not up")
-    toolstack = plan.factories["toolstack"](plan.lab)
-    observer = plan.factories["observer"](plan.lab)
-    faults = plan.factories["faults"](plan.lab)
-    accel = ""
-    try:
-        accel = plan.lab.state.accel
-    except (XenlabError, AttributeError):
-        pass
-    result: ScenarioResult = run_scenario(plan.scenario, plan.lab, toolstack, observer, faults, on_event,
-                                          poll_s=getattr(plan.lab, "poll_s", 1.0), accel=accel,
-                                          keep_going=keep_going)
-    return RunResults(lab=plan.lab_name, accel=accel, scenarios=[result],
-                      bringup=dict(getattr(plan.lab, "bringup_stages", {}) or {}) if plan.started_here else {})
+    hosts = inventory_of(plan.lab, progress) if inventory else []
+    result = run_on(plan.scenario, plan.lab, on_event, keep_going)
+    return RunResults(lab=plan.lab_name, accel=plan.lab.accel, scenarios=[result], inventory=hosts,
+                      bringup=dict(plan.lab.bringup_stages) if plan.started_here else {})
+
+
+def finish(plan: Plan) -> None:
+    """A lab that ends with its process (the simulator) goes now; a QEMU lab stays up."""
+    if plan.started_here and not plan.lab.capabilities.outlives_process:
+        plan.lab.down()
 
 
 def default_results_path(scenario: Scenario, now: float | None = None, base: Path | None = None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
     return (base or Path("results")) / f"{scenario.name}-{stamp}.json"
-
-
-def _factory(module: str, name: str, role: str) -> Callable[[Any], Any]:
-    try:
-        found = getattr(importlib.import_module(module), name, None)
-    except ImportError as exc:
-        raise XenlabError(f"no {role} driver: cannot import {module} ({exc})") from None
-    if found is None:
-        raise XenlabError(f"no {role} driver: {module}.{name}(lab) does not exist yet")
-    return found

@@ -1,8 +1,9 @@
 """The driver interface scenarios speak, and the typed records drivers return.
 
-A driver knows one toolstack (xl over SSH, XAPI over XenAPI). It does not measure
-guest downtime itself: that comes from the guests' heartbeats (xenlab.metrics), so the
-same measurement applies whatever the toolstack.
+A driver knows one toolstack (xl over SSH, XAPI over XenAPI). It returns what happened
+(typed records) and does not measure the guests: downtime, recovery and disk integrity
+come from the guests' heartbeats and records, measured by the scenario runner through
+the observer (xenlab.metrics), so the same measurement applies whatever the toolstack.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from ..errors import XenlabError
+from ..lab.contract import Observer
+from ..spec import SR_PATH
 
 
 class PoolRefused(XenlabError):
@@ -41,7 +44,7 @@ class PoolSettings:
     name: str = "pool"
     detection_timeout_s: float = 30.0  # a host silent this long is declared dead
     protected: tuple[str, ...] = ()  # guests restarted elsewhere when their host dies, in priority order
-    shared_sr: str = "/srv/xenlab"  # NFS export of the services node, mounted at the same path on members
+    shared_sr: str = SR_PATH  # NFS export of the services node, mounted at the same path on members
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,8 @@ class FailoverResult:
     detected_after_s: float | None = None
     fenced_after_s: float | None = None
     restarted: dict[str, str] = field(default_factory=dict)  # guest -> new host
-    heartbeat_back_after_s: dict[str, float] = field(default_factory=dict)
-    integrity_ok: dict[str, bool] = field(default_factory=dict)
+    heartbeat_back_after_s: dict[str, float] = field(default_factory=dict)  # measured by the runner
+    integrity_ok: dict[str, bool] = field(default_factory=dict)  # measured by the runner
     ok: bool = True
     error: str = ""
 
@@ -159,3 +162,11 @@ class Toolstack(ABC):
 
     @abstractmethod
     def host_alive(self, host: str, timeout: float = 5.0) -> bool: ...
+
+    def recover(self, dead_host: str, fault_at: float, observer: Observer | None = None) -> FailoverResult | None:
+        """Restart the protected guests of the lost `dead_host` on the pool's other members.
+
+        A pool that restarts guests by itself (no recover step to ask for) returns None.
+        `observer` is offered for detection only (a guest still heard means its host is
+        alive); what the guests went through is measured by the runner, not here."""
+        return None

@@ -19,13 +19,13 @@ import re
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import XenAPI
 
 from ..errors import WaitTimeout, XenlabError
-from ..waiting import wait_for
+from ..lab.contract import Observer, XapiAccess
 from .base import (
     FailoverResult,
     GuestSpec,
@@ -65,18 +65,6 @@ MISFITS = {
 
 class NoMaster(XenlabError):
     """No host of the pool answers as its master (it died, and HA has not elected another yet)."""
-
-
-@dataclass(frozen=True)
-class XapiAccess:
-    """How to reach one pool's xapi: what a lab provides to the driver."""
-
-    addresses: dict[str, str]  # lab host name -> management address (as xapi names it in HOST_IS_SLAVE)
-    url_for: Callable[[str], str]  # management address -> XML-RPC URL
-    user: str
-    password: str
-    nfs_server: str  # the shared SR's NFS server and export
-    nfs_path: str
 
 
 def refusal(code: list[str]) -> str | None:
@@ -601,13 +589,15 @@ class XapiToolstack(Toolstack):
         return self._api(run)
 
     # failover --------------------------------------------------------------------------
-    def recover(self, dead_host: str, fault_at: float | None = None, observer=None,
+    def recover(self, dead_host: str, fault_at: float | None = None, observer: Observer | None = None,
                 timeout: float = 600) -> FailoverResult:
         """Wait for xapi's HA to declare `dead_host` dead and restart its protected guests.
 
-        The driver does not restart anything itself: HA does. Figures come from xapi's own
-        records: detection and fencing from the HA_HOST_FAILED message (xHA declares a host
-        dead only once it has fenced itself), the restarts from each guest's start time.
+        The driver does not restart anything itself: HA does. What it reports comes from
+        xapi's own records: detection and fencing from the HA_HOST_FAILED message (xHA
+        declares a host dead only once it has fenced itself), where each guest restarted.
+        The observer is not needed (xapi knows when a host died); the guests' recovery is
+        measured by the runner from their heartbeats.
         """
         fault_at = time.time() if fault_at is None else fault_at
         result = FailoverResult(dead_host, fault_at)
@@ -636,26 +626,12 @@ class XapiToolstack(Toolstack):
         except WaitTimeout as exc:
             result.ok, result.error = False, str(exc)
             return result
-        for vm, (host, started, sends) in restarted.items():
+        for vm, host in restarted.items():
             result.restarted[vm] = host
-            if observer is not None and sends:
-                back = self._first_heartbeat(observer, vm, started, deadline)
-                if back is not None:
-                    result.heartbeat_back_after_s[vm] = round(back - fault_at, 3)
         missing = [vm for vm in victims if vm not in restarted]
         if missing:
             result.ok, result.error = False, f"HA did not restart {', '.join(missing)}"
         return result
-
-    @staticmethod
-    def _first_heartbeat(observer, vm: str, since: float, deadline: float) -> float | None:
-        """When the restarted guest was first heard (the observer is polled: it has no events)."""
-        try:
-            beats = wait_for(lambda: observer.heartbeats(vm, since=since), f"the first heartbeat of {vm}",
-                             max(0.0, deadline - time.monotonic()), 0.05)
-        except WaitTimeout:
-            return None  # never heard: the runner reports the recovery as unmeasured
-        return min(t for _, t in beats)
 
     def _victims(self, x, dead_host: str, settings: PoolSettings, fault_at: float) -> list[str]:
         """Protected guests the failure of `dead_host` hit: still on it, or restarted since the fault."""
@@ -694,9 +670,9 @@ class XapiToolstack(Toolstack):
                                           f"xapi to declare {dead_host} dead", deadline)
 
     def _until_restarted(self, dead_host: str, victims: list[str],
-                         deadline: float) -> dict[str, tuple[str, float, bool]]:
-        """guest -> (host, start time, sends heartbeats) once every victim runs on a live member but `dead_host`."""
-        def restarted(x) -> dict[str, tuple[str, float, bool]] | None:
+                         deadline: float) -> dict[str, str]:
+        """guest -> host once every victim runs on a live member but `dead_host`."""
+        def restarted(x) -> dict[str, str] | None:
             refs = self._host_refs(x)
             names = {ref: name for name, ref in refs.items()}
             found = {}
@@ -706,8 +682,7 @@ class XapiToolstack(Toolstack):
                 if rec["power_state"] != "Running" or host in (None, dead_host) or \
                         not self._host_live(x, rec["resident_on"]):
                     return None
-                found[vm] = (host, xapi_time(x.VM_metrics.get_start_time(rec["metrics"])),
-                             rec["other_config"].get("xenlab_heartbeat") != "false")
+                found[vm] = host
             return found or {}
 
         if not victims:

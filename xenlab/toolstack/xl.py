@@ -16,21 +16,29 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CommandFailed, XenlabError
-from ..waiting import wait_for
-from .base import (FailoverResult, GuestSpec, HostFacts, MigrationResult, PoolInfo, PoolRefused, PoolSettings,
-                   Toolstack, VMInfo)
-from .collector import COLLECTOR_SOURCE, DISK_PREFIX_SOURCE
+from ..errors import XenlabError
+from ..lab.contract import Observer
+from ..observe.collector import HEARTBEAT_PORT, start_collector
+from ..spec import SR_PATH
+from .base import (
+    FailoverResult,
+    GuestSpec,
+    HostFacts,
+    MigrationResult,
+    PoolInfo,
+    PoolRefused,
+    PoolSettings,
+    Toolstack,
+    VMInfo,
+)
 
 if TYPE_CHECKING:
     from ..lab import Host, Lab
 
-HEARTBEAT_PORT = 9999
 GUEST_FIRST_OCTET = 101
 GUEST_BRIDGE = "xenbr0"
 XEN_OUI = "00:16:3e"
 MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
-HEARTBEAT_DIR = "/var/lib/xenlab/heartbeats"
 
 
 # -- pure parts (unit-tested) -----------------------------------------------------------
@@ -111,19 +119,19 @@ def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat
 class XlToolstack(Toolstack):
     kind = "xl"
 
-    def __init__(self, lab: "Lab", network: str | None = None):
+    def __init__(self, lab: Lab, network: str | None = None):
         self.lab = lab
         self.network = network or lab.plan.networks[0].name
-        self.sr = (lab.spec.services.nfs_export if lab.spec.services else "/srv/xenlab")
+        self.sr = (lab.spec.services.nfs_export if lab.spec.services else SR_PATH)
 
     # hosts ---------------------------------------------------------------------------
-    def _xen_host(self, name: str) -> "Host":
+    def _xen_host(self, name: str) -> Host:
         host = self.lab.host(name)
         if host.role != "xen":
             raise XenlabError(f"{name} is not a Xen host (it is the lab's {host.role} node)")
         return host
 
-    def _services(self) -> "Host":
+    def _services(self) -> Host:
         if self.lab.services is None:
             raise XenlabError(f"lab {self.lab.name} has no services node: the xl pool's shared SR needs one")
         return self.lab.services
@@ -209,7 +217,7 @@ class XlToolstack(Toolstack):
 
         return generate_keypair(self.lab.run.root / "keys" / "pool_ed25519", f"xenlab-pool-{self.lab.name}")
 
-    def _install_trust(self, host: "Host", members: list[str], pool_key) -> None:
+    def _install_trust(self, host: Host, members: list[str], pool_key) -> None:
         """dom0-to-dom0 SSH for `xl migrate`: the pool key, and every member's pinned host key."""
         keys = self.lab.run.root / "keys"
         known = "".join(
@@ -223,15 +231,7 @@ class XlToolstack(Toolstack):
 
     # heartbeats ------------------------------------------------------------------------
     def ensure_collector(self) -> None:
-        services = self._services()
-        if services.run("systemctl is-active -q xenlab-heartbeat").ok:
-            return
-        services.succeed("mkdir -p /usr/local/lib/xenlab")
-        services.write_file("/usr/local/lib/xenlab/collector.py", COLLECTOR_SOURCE)
-        services.succeed(f"systemd-run --unit=xenlab-heartbeat --collect python3 /usr/local/lib/xenlab/collector.py "
-                         f"{HEARTBEAT_PORT} {HEARTBEAT_DIR}")
-        wait_for(lambda: services.run("systemctl is-active -q xenlab-heartbeat").ok,
-                 "services: heartbeat collector to start", 30, 0.5)
+        start_collector(self._services())
 
     def heartbeat_target(self) -> str:
         return f"{self._services().address(self.network)}:{HEARTBEAT_PORT}"
@@ -258,7 +258,7 @@ class XlToolstack(Toolstack):
 
     def create_vm(self, guest: GuestSpec, host: str) -> VMInfo:
         self._require_pool()
-        h = self._xen_host(host)
+        self._xen_host(host)  # refuses a name that is not a Xen host of the lab
         services = self._services()
         directory = self._guest_dir(guest.name)
         if services.run(f"test -e {directory}/{guest.name}.cfg").ok:
@@ -309,7 +309,7 @@ class XlToolstack(Toolstack):
             if not self.host_alive(member, timeout=10):
                 continue
             for name, domid, memory, flags in parse_xl_list(self._xen_host(member).succeed("xl list", timeout=60)):
-                if name.endswith("--incoming") or name.endswith("--migratedaway"):
+                if name.endswith(("--incoming", "--migratedaway")):
                     continue
                 found[name] = VMInfo(name, member, vm_state(flags), memory, domid)
         for name in known:
@@ -337,7 +337,7 @@ class XlToolstack(Toolstack):
         return record
 
     # failover --------------------------------------------------------------------------
-    def recover(self, dead_host: str, fault_at: float | None = None, observer=None,
+    def recover(self, dead_host: str, fault_at: float | None = None, observer: Observer | None = None,
                 timeout: float = 600) -> FailoverResult:
         """Detect that `dead_host` is gone, fence it, restart its protected guests elsewhere.
 
@@ -386,15 +386,8 @@ class XlToolstack(Toolstack):
             target = max(fitting)[1]
             self.start_vm(vm, target)
             result.restarted[vm] = target
-        if observer is not None:
-            for vm, target in result.restarted.items():
-                back = observer.first_heartbeat_after(vm, result.fault_at + result.fenced_after_s, timeout=300)
-                if back is not None:
-                    result.heartbeat_back_after_s[vm] = back - fault_at
-                report = observer.verify_disk(vm)
-                result.integrity_ok[vm] = report.ok
         result.ok = result.ok and len(result.restarted) == len(victims)
-        return result
+        return result  # how soon the guests were heard again, and their disks, the runner measures
 
     def reachable_on_pool_network(self, host: str, peers: list[str]) -> bool:
         """Is `host` alive as the pool sees it: answering a peer over the pool network?

@@ -16,23 +16,30 @@ its disk, so its integrity is never measured (NotMeasurable, not a made-up "ok")
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from .errors import NotMeasurable, XenlabError
-from .faults import ActiveFault
-from .metrics import IntegrityReport
-from .spec import LabSpec, SimSpec
-from .toolstack.xapi import XapiAccess
+import XenAPI
+
+from ..errors import NotMeasurable, XenlabError
+from ..metrics import IntegrityReport
+from ..results import HostInventory
+from ..spec import SR_PATH, LabSpec, SimSpec
+from ..waiting import Progress, quiet
+from .contract import ActiveFault, Capabilities, XapiAccess
 
 if TYPE_CHECKING:
-    from .scenario.model import Scenario
-    from .sim.server import SimServer
+    from ..sim.server import SimServer
 
 MiB = 1024 * 1024
-SIMULATED_FAULTS = {"power_cut": "kill_host", "partition": "isolate_host"}  # fault kind -> simulator control
-POLL_S = 0.1  # a simulated pool answers in milliseconds: the runner may look often
+SIMULATED_FAULTS = ("power_cut", "partition")  # a power cut kills a simulated host, a partition isolates it
+SIM_CAPABILITIES = Capabilities(
+    toolstack="xapi", fault_kinds=SIMULATED_FAULTS, checkpoints=False,
+    integrity_measurable=False,  # a simulated guest writes nothing to its disk
+    services_faults=False,  # the services node only names the SR's NFS server
+    poll_s=0.1,  # a simulated pool answers in milliseconds: the runner may look often
+    outlives_process=False)  # the simulator runs in this process
+ACCEL = "sim"
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,10 @@ class SimLabHost:
 
 
 class SimLab:
-    """A running lab of simulated xapi hosts; lab host i is simulated host i."""
+    """A lab of simulated xapi hosts (a LabBackend); lab host i is simulated host i."""
 
-    toolstack_kind = "xapi"
-    poll_s = POLL_S
+    capabilities = SIM_CAPABILITIES
+    accel = ACCEL
 
     def __init__(self, spec: LabSpec, spec_path: str = ""):
         if spec.backend != "sim":
@@ -58,13 +65,16 @@ class SimLab:
         self.password = secrets.token_urlsafe(16)
         self.server: SimServer | None = None
         self.names = list(spec.hosts)
+        self.bringup_stages: dict[str, dict[str, float]] = {}
 
     # lifecycle -----------------------------------------------------------------------
-    def up(self, progress: Callable[[str, str], None] = lambda subject, message: None) -> Self:
-        from .sim.server import SimServer
+    def up(self, progress: Progress = quiet, accel: str | None = None, tied: bool = False,
+           timeout: float = 600) -> dict[str, dict[str, float]]:
+        """Start the simulator (accel, tied and timeout mean nothing to an in-process pool)."""
+        from ..sim.server import SimServer
 
         if self.server is not None:
-            return self
+            return self.bringup_stages
         first = next(iter(self.spec.hosts.values()))
         self.server = SimServer(hosts=len(self.names), password=self.password, realtime=True,
                                 host_memory=first.memory_mib * MiB, dom0_memory=first.dom0_memory_mib * MiB,
@@ -73,15 +83,17 @@ class SimLab:
         for name in self.names:
             host = self.host(name)
             progress(name, f"simulated xapi {host.address} at {host.url}")
-        return self
+        return self.bringup_stages
 
-    def down(self) -> None:
+    def down(self) -> list[int]:
         server, self.server = self.server, None
         if server is not None:
             server.stop()
+        return []  # no process of its own: the simulator's threads end with it
 
     def __enter__(self) -> Self:
-        return self.up()
+        self.up()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.down()
@@ -110,6 +122,11 @@ class SimLab:
     def hosts(self) -> list[SimLabHost]:
         return [self.host(n) for n in self.names]
 
+    @property
+    def machines(self) -> dict[str, Any]:
+        """No machine with a console or a shell: the hosts are xapi endpoints in this process."""
+        return {}
+
     # what the scenario layer asks for -------------------------------------------------
     def xapi_access(self) -> XapiAccess:
         server = self.running
@@ -117,7 +134,7 @@ class SimLab:
         return XapiAccess(addresses={h.name: h.address for h in self.hosts}, url_for=server.url_for,
                           user=server.deployment.user, password=self.password,
                           nfs_server=services.name if services else "services",
-                          nfs_path=services.nfs_export if services else "/srv/xenlab")
+                          nfs_path=services.nfs_export if services else SR_PATH)
 
     def faults(self) -> SimFaults:
         return SimFaults(self)
@@ -125,11 +142,36 @@ class SimLab:
     def observer(self) -> SimObserver:
         return SimObserver(self)
 
+    def checkpoint_tags(self) -> list[str]:
+        return []
+
     def checkpoint_save(self, tag: str) -> float:
         raise XenlabError(f"checkpoints are not supported on sim lab {self.name}")
 
     def checkpoint_restore(self, tag: str) -> float:
         raise XenlabError(f"checkpoints are not supported on sim lab {self.name}")
+
+    def inventory(self) -> list[HostInventory]:
+        """Each simulated host as its xapi reports it (host and host_metrics records, over XenAPI)."""
+        server = self.running
+        found = []
+        for host in self.hosts:
+            session = XenAPI.Session(host.url)
+            session.xenapi.login_with_password(server.deployment.user, self.password, "1.0", "xenlab-inventory")
+            try:
+                x = session.xenapi
+                refs = x.host.get_all()
+                ref = next((r for r in refs if x.host.get_address(r) == host.address), refs[0] if refs else None)
+                if ref is None:
+                    found.append(HostInventory(name=host.name, accel=ACCEL))
+                    continue
+                record = x.host.get_record(ref)
+                nics = [x.PIF.get_record(pif) for pif in record.get("PIFs", [])]
+                found.append(_inventory_of(host.name, record, x.host_metrics.get_record(x.host.get_metrics(ref)),
+                                           [f"{n.get('device', '?')} {n.get('MAC', '')}".strip() for n in nics]))
+            finally:
+                session.xenapi.session.logout()
+        return found
 
 
 class SimFaults:
@@ -148,9 +190,10 @@ class SimFaults:
         targets = [target] if isinstance(target, str) else list(target)
         indexes = [self.lab.index_of(t) for t in targets]
         control = self.lab.running.control
+        inflict = {"power_cut": control.kill_host, "partition": control.isolate_host}[kind]
         started = control.now()
         for index in indexes:
-            getattr(control, SIMULATED_FAULTS[kind])(index)
+            inflict(index)
 
         def heal() -> None:
             for index in indexes:
@@ -181,17 +224,14 @@ def unsupported_fault(kind: str, lab: str) -> str:
             f"(sim labs simulate {', '.join(SIMULATED_FAULTS)})")
 
 
-def scenario_problems(scenario: Scenario, spec: LabSpec) -> list[tuple[int | None, str]]:
-    """What `scenario` asks that a sim lab cannot do, with lines, before anything starts."""
-    found = []
-    for loc, fault in scenario.faults():
-        if fault.kind not in SIMULATED_FAULTS:
-            found.append((scenario.line_of(loc), unsupported_fault(fault.kind, spec.name)))
-        elif spec.services is not None and spec.services.name in fault.targets:
-            found.append((scenario.line_of(loc + ("target",)),
-                          f"sim lab {spec.name} does not simulate its services node {spec.services.name}"))
-    for loc, step in scenario.walk():
-        if step.checkpoint is not None:
-            found.append((scenario.line_of(loc + ("checkpoint",)),
-                          f"checkpoints are not supported on sim lab {spec.name}"))
-    return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
+def _inventory_of(name: str, host: dict[str, Any], metrics: dict[str, Any], nics: list[str]) -> HostInventory:
+    """A HostInventory from xapi's host and host_metrics records (what a real XCP-ng reports too)."""
+    software, cpu = host.get("software_version", {}), host.get("cpu_info", {})
+    cpus = str(cpu.get("cpu_count", ""))
+    memory = str(metrics.get("memory_total", ""))
+    product = f"{software.get('product_brand', '')} {software.get('product_version', '')}".strip()
+    return HostInventory(
+        name=name, cpu_model=str(cpu.get("modelname", "")), cpu_flags=str(cpu.get("flags", "")).split(),
+        cpus=int(cpus) if cpus.isdigit() else None, memory_mib=int(memory) // MiB if memory.isdigit() else None,
+        nics=nics, firmware=product, xen_version=str(software.get("xen", "")), dom0_kernel=str(software.get("linux", "")),
+        accel=ACCEL, nested=None)

@@ -12,25 +12,26 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .metrics import RECORD_SIZE, IntegrityReport, verify_records
-from .toolstack.collector import DISK_PREFIX_SOURCE
-from .toolstack.xl import HEARTBEAT_DIR
-from .waiting import wait_for
+from ..errors import XenlabError
+from ..metrics import RECORD_SIZE, IntegrityReport, verify_records
+from ..spec import SR_PATH
+from ..waiting import wait_for
+from .collector import DISK_PREFIX_SOURCE, HEARTBEAT_DIR, TOOLS_DIR
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from ..lab import Lab
 
 
 class LabObserver:
-    def __init__(self, lab: "Lab", sr: str | None = None):
+    """Heartbeats and disk records of a QEMU lab's guests, read on its services node."""
+
+    def __init__(self, lab: Lab, sr: str | None = None):
         self.lab = lab
-        self.sr = sr or (lab.spec.services.nfs_export if lab.spec.services else "/srv/xenlab")
+        self.sr = sr or (lab.spec.services.nfs_export if lab.spec.services else SR_PATH)
 
     @property
     def services(self):
         if self.lab.services is None:
-            from .errors import XenlabError
-
             raise XenlabError(f"lab {self.lab.name} has no services node to collect heartbeats")
         return self.lab.services
 
@@ -78,10 +79,10 @@ class LabObserver:
     def verify_disk(self, vm: str) -> IntegrityReport:
         """Check the records `vm`'s writer put on its disk (read on the services node)."""
         disk = f"{self.sr}/guests/{vm}/disk.img"
-        self.services.succeed("mkdir -p /usr/local/lib/xenlab")
-        self.services.write_file("/usr/local/lib/xenlab/disk_prefix.py", DISK_PREFIX_SOURCE)
+        self.services.succeed(f"mkdir -p {TOOLS_DIR}")
+        self.services.write_file(f"{TOOLS_DIR}/disk_prefix.py", DISK_PREFIX_SOURCE)
         ssh = self.services.ssh.client()
-        _, stdout, _ = ssh.exec_command(f"python3 /usr/local/lib/xenlab/disk_prefix.py {disk} {RECORD_SIZE} 1048576",
+        _, stdout, _ = ssh.exec_command(f"python3 {TOOLS_DIR}/disk_prefix.py {disk} {RECORD_SIZE} 1048576",
                                         timeout=120)
         data = stdout.read()
         return verify_records(data, RECORD_SIZE)

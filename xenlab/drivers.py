@@ -1,0 +1,44 @@
+"""Where a lab meets its drivers: the toolstack, observer and fault injector that serve it.
+
+This is the one place that knows every kind of lab and every driver, so neither has to
+know the other: a lab declares which toolstack speaks to its hosts
+(`Capabilities.toolstack`), and the drivers only see a lab through what they need of it.
+The scenario session, the pytest plugin and the benchmarks all get their drivers here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import XenlabError
+from .faults import Faults
+from .lab import Lab
+from .lab.contract import FaultInjector, LabBackend, Observer
+from .lab.sim import SimLab
+from .observe import LabObserver
+from .toolstack.base import Toolstack
+from .toolstack.xapi import XapiToolstack
+from .toolstack.xl import XlToolstack
+
+
+@dataclass
+class Drivers:
+    """What a scenario (or a test) acts through on one lab."""
+
+    toolstack: Toolstack
+    observer: Observer
+    faults: FaultInjector
+
+
+def drivers_for(lab: LabBackend) -> Drivers:
+    """The drivers of a running lab, as its kind and declared toolstack say."""
+    if isinstance(lab, SimLab):
+        return Drivers(XapiToolstack(lab.xapi_access()), lab.observer(), lab.faults())
+    if isinstance(lab, Lab) and lab.capabilities.toolstack == "xl":
+        return Drivers(XlToolstack(lab), LabObserver(lab), Faults(lab))
+    raise XenlabError(f"no drivers for lab {lab.name}: a {type(lab).__name__} with toolstack "
+                      f"{lab.capabilities.toolstack}")
+
+
+def toolstack_for(lab: LabBackend) -> Toolstack:
+    return drivers_for(lab).toolstack
