@@ -74,8 +74,8 @@ class Host:
         if self._process is None:
             files = self.files(Path(self.state.image_dir))
             self._process = QemuProcess(self.name, files, self.dir / "qemu.log", self.lab.run.marker, recorded)
-        elif not self._process.started_here and self._process.pid != recorded:
-            self._process.pid = recorded  # another xenlab command restarted it meanwhile
+        elif self._process.pid != recorded:
+            self._process.follow(recorded)  # another xenlab command restarted it meanwhile
         return self._process
 
     def reap(self) -> None:

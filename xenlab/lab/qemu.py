@@ -190,12 +190,15 @@ class QemuProcess:
         self.pid = pid
         self._popen: subprocess.Popen | None = None
 
-    @property
-    def started_here(self) -> bool:
-        return self._popen is not None
-
     def alive(self) -> bool:
         return alive(self.pid, self.marker)
+
+    def follow(self, pid: int | None) -> None:
+        """The machine runs in a process another xenlab command started: collect ours if it
+        has ended, and follow the recorded one."""
+        if self._popen is not None and self._popen.poll() is not None:
+            self._popen = None
+        self.pid = pid
 
     def monitor(self) -> Monitor:
         return Monitor(self.name, self.files.qmp_socket, self.files.qmp_socket.with_name("qmp-events.jsonl"))
