@@ -16,6 +16,6 @@ def test_down_leaves_nothing_running(pool2):
     pool2.down()
     assert owned_pids(marker) == []
     leftovers = subprocess.run(["pgrep", "-af", "qemu-system|vde_switch|wirefilter"], capture_output=True,
-                               text=True).stdout
+                               text=True, check=False).stdout
     assert marker not in leftovers
     assert not pool2.run.root.exists()
