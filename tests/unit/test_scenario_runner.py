@@ -288,7 +288,7 @@ def test_host_failover_recovers_the_protected_guest_through_recover():
     assert pool.settings.protected == ("vm1",)
     assert [c for c in pool.calls if c[0] == "recover"] == [("recover", "h1", faults.injected[0].started_at)]
     dead, back = result.steps[4], result.steps[5]
-    assert dead.figures["detection"].value == pytest.approx(FAULT_AGO_S, abs=1.0)
+    assert dead.figures["detection"].value == pytest.approx(FAULT_AGO_S, abs=5.0)  # + the wait itself, on a busy machine
     assert back.figures["detection"].value == 3.0  # as recover() reported it
     assert back.figures["recovery"].value == pytest.approx(RESTART_AFTER_S, abs=0.02)
     assert back.details["failover"]["heartbeat_back_after_s"]["vm1"] == pytest.approx(RESTART_AFTER_S, abs=0.02)
