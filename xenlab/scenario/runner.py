@@ -292,13 +292,18 @@ class _ScenarioRun:
         details["migration"] = asdict(result)
         if not result.ok:
             raise StepFailed(f"migration of {a.vm} from {source} to {destination} failed: {result.error}")
-        self.measure_migration(step, result, a.settle_s, figures)
+        self.completed_migration(step, result, destination, figures, details)
+        return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + _downtime_words(figures)
+
+    def completed_migration(self, step: Step, result: MigrationResult, destination: str, figures: dict,
+                            details: dict) -> None:
+        """Measure a migration that reported success, and check the guest is where it went."""
+        self.measure_migration(step, result, step.migrate.settle_s, figures)
         self.migrations.append(result)
         details["migration"] = asdict(result)
-        now = self.toolstack.vm(a.vm)
+        now = self.toolstack.vm(result.vm)
         if now.host != destination or now.state != "running":
-            raise StepFailed(f"after migrating to {destination}, {a.vm} is {now.state} on {now.host}")
-        return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + _downtime_words(figures)
+            raise StepFailed(f"after migrating to {destination}, {result.vm} is {now.state} on {now.host}")
 
     def migrate_under_fault(self, step: Step, source: str, destination: str, figures: dict, details: dict) -> str:
         """Migrate while a fault strikes `after_s` into it (healed `heal_after_s` later, if asked).
@@ -336,12 +341,7 @@ class _ScenarioRun:
             return (f"{a.vm} {source} -> {destination} did not complete ({struck}{healed}): {result.error}; "
                     f"{a.vm} now: {where}")
         figures["completed"] = Figure(value=1.0, unit="bool")
-        self.measure_migration(step, result, a.settle_s, figures)
-        self.migrations.append(result)
-        details["migration"] = asdict(result)
-        now = self.toolstack.vm(a.vm)
-        if now.host != destination or now.state != "running":
-            raise StepFailed(f"the migration reported success, yet {a.vm} is {now.state} on {now.host}")
+        self.completed_migration(step, result, destination, figures, details)
         return (f"{a.vm} {source} -> {destination} completed in {result.duration_s:.1f} s ({struck}{healed})"
                 + _downtime_words(figures))
 
