@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from xenlab.lab import Lab
-from xenlab.lab.contract import save_ready
+from xenlab.lab.contract import restore_ready, save_ready
 from xenlab.spec import load_lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +45,14 @@ def pool2(run_base) -> Lab:
         print("\n".join(["", "bring-up of xen-pool2:", *lines]))
     yield lab
     lab.down()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def from_ready(pool2):
+    """Every module starts from the lab's `ready` checkpoint, whatever ran before it: a
+    scenario run through the CLI leaves its pool and guests behind, and a module's tests
+    build on a lab that has neither."""
+    restore_ready(pool2, lambda subject, message: None)
 
 
 def pytest_collection_modifyitems(config, items):

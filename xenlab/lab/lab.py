@@ -29,7 +29,7 @@ from .contract import FAULT_KINDS, Capabilities
 from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
 from .processes import alive, sweep, terminate
-from .rundir import CheckpointState, LabState, MachineState, RunDir, runs_base
+from .rundir import CheckpointState, LabState, MachineState, RunDir, StateStamp, runs_base
 
 # Tools a QEMU lab runs (tool -> Debian package); `xenlab doctor` lists them too.
 REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "vde_switch": "vde2",
@@ -68,6 +68,7 @@ class Lab:
         self.run = run or RunDir.for_lab(spec.name)
         self.machines: dict[str, Host] = {m.name: Host(self, m) for m in self.plan.machines}
         self._state: LabState | None = None
+        self._state_stamp: StateStamp | None = None
         self._switch_handles: list[subprocess.Popen] = []
         self.bringup_stages: dict[str, dict[str, float]] = {}
 
@@ -89,13 +90,24 @@ class Lab:
 
     @property
     def state(self) -> LabState:
+        """The lab's state, re-read when another xenlab command (a CLI call, a nested
+        pytest) wrote it since: a restore there starts new QEMU processes, and this
+        object must follow them rather than report the machines off."""
         if self._state is None:
-            self._state = self.run.read_state()
+            self._state, self._state_stamp = self.run.read_state_stamped()
+        else:
+            stamp = self.run.state_stamp()
+            if stamp is not None and stamp != self._state_stamp:
+                old_pids = {name: m.pid for name, m in self._state.machines.items()}
+                self._state, self._state_stamp = self.run.read_state_stamped()
+                for name, machine in self._state.machines.items():
+                    if name in self.machines and machine.pid != old_pids.get(name):
+                        self.machines[name].forget_connections()
         return self._state
 
     def save_state(self) -> None:
         assert self._state is not None
-        self.run.write_state(self._state)
+        self._state_stamp = self.run.write_state(self._state)
 
     _save = save_state
 
@@ -264,7 +276,7 @@ class Lab:
             host.reap()
         if self.run.root.exists():
             shutil.rmtree(self.run.root, ignore_errors=True)
-        self._state = None
+        self._state, self._state_stamp = None, None
         return sorted(set(stopped))
 
     # -- checkpoints -----------------------------------------------------------------

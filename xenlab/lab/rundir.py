@@ -62,6 +62,13 @@ class LabState:
         return cls(**data)
 
 
+StateStamp = tuple[int, int, int]
+
+
+def _stamp(st: os.stat_result) -> StateStamp:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class RunDir:
     def __init__(self, root: Path):
         self.root = root
@@ -104,16 +111,33 @@ class RunDir:
         return self.state_path.exists()
 
     def read_state(self) -> LabState:
+        return self.read_state_stamped()[0]
+
+    def read_state_stamped(self) -> tuple[LabState, StateStamp]:
+        """The state and the stamp of the file it was read from (see `state_stamp`)."""
         try:
-            return LabState.from_json(json.loads(self.state_path.read_text()))
+            with open(self.state_path) as f:
+                stamp = _stamp(os.fstat(f.fileno()))
+                return LabState.from_json(json.loads(f.read())), stamp
         except FileNotFoundError:
             raise XenlabError(f"lab {self.root.name!r} is not up (no {self.state_path})") from None
         except (ValueError, TypeError) as exc:
             raise XenlabError(f"{self.state_path} is damaged ({exc}); `xenlab down {self.root.name}` cleans it up") from None
 
-    def write_state(self, state: LabState) -> None:
+    def state_stamp(self) -> StateStamp | None:
+        """What changes whenever state.json is written (by this process or another xenlab
+        command): a lab object re-reads its state when the stamp is not the one it knows."""
+        try:
+            return _stamp(self.state_path.stat())
+        except FileNotFoundError:
+            return None
+
+    def write_state(self, state: LabState) -> StateStamp:
         tmp = self.state_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(asdict(state), f, indent=2)
+            f.flush()
+            stamp = _stamp(os.fstat(f.fileno()))
         tmp.replace(self.state_path)
+        return stamp
