@@ -91,7 +91,7 @@ lab_option = click.option("--lab", "lab_name", help="lab name (default: the only
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def doctor(as_json: bool) -> None:
     """What is installed, KVM or TCG, what is missing and how to get it."""
-    from .lab.accel import detect_accel
+    from .lab.accel import detect_accel, guest_types_under
     from .lab.lab import REQUIRED_TOOLS
 
     checks = []
@@ -107,6 +107,7 @@ def doctor(as_json: bool) -> None:
     try:
         choice = detect_accel("auto")
         checks.append({"check": "acceleration", "ok": True, "detail": f"{choice.accel} ({choice.reason})"})
+        checks.append({"check": "guest types", "ok": True, "detail": guest_types_under(choice.accel, choice.cpu)})
     except XenlabError as exc:
         checks.append({"check": "acceleration", "ok": False, "detail": str(exc)})
     if as_json:
@@ -210,11 +211,13 @@ def status(lab_name: str | None, as_json: bool) -> None:
 
 def _print_status(data: dict) -> None:
     out.print(f"lab [bold]{data['lab']}[/bold]  accel {data['accel']} (cpu {data['cpu']})  run dir {data['run_dir']}")
-    table = Table("host", "role", "state", "ssh", "addresses", "uptime", box=None)
+    table = Table("host", "role", "state", "ssh", "addresses", "uptime", "guests (virt_caps)", box=None)
     for m in data["machines"]:
         uptime = f"{m['uptime_seconds']:.0f}s" if m["uptime_seconds"] is not None else "-"
+        guests = (f"{','.join(m['guest_types'])} ({' '.join(m['virt_caps']) or 'not read yet'})"
+                  if "guest_types" in m else "-")
         table.add_row(m["name"], m["role"], m["state"], f"127.0.0.1:{m['ssh']['port']}",
-                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime)
+                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime, escape(guests))
     out.print(table)
     if data["checkpoints"]:
         out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))

@@ -91,6 +91,7 @@ class HostInventory(ResultModel):
     dom0_kernel: str = ""
     accel: str = ""
     nested: bool | None = None
+    virt_caps: list[str] = Field(default_factory=list)  # `xl info` virt_caps: pv, hvm, hap or shadow, ...
 
 
 class RunResults(ResultModel):

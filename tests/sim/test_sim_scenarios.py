@@ -25,7 +25,8 @@ from xenlab.scenario.session import execute, finish, plan_run, start
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "labs/xapi-sim-pool3.yaml"
-SCENARIOS = ("pool-formation", "live-migration", "host-failover", "rolling-evacuate")
+SCENARIOS = ("pool-formation", "live-migration", "host-failover", "rolling-evacuate", "guest-types",
+             "live-migration-pvh")
 NOT_MEASURED = "integrity is not measured on sim lab xapi-sim-pool3"
 
 
@@ -79,6 +80,15 @@ def test_live_migration_downtime_is_the_modelled_switch_over(runs):
         assert 0.2 <= move.figures["downtime"].value <= 0.3  # switchover_pause_s 0.2 plus heartbeat spacing
         assert move.figures["heartbeats_lost"].value == 0  # a paused guest misses beats, it loses none
     assert result.summary["migrations"].value == 5
+
+
+def test_guest_types_reach_xapi_as_their_domain_types_and_pvh_fails_over(runs):
+    result = runs("guest-types")
+    created = {s.name: s for s in result.steps if s.kind == "create_vm"}
+    assert len(created) == 3 and all(s.outcome == "passed" for s in created.values())
+    restart = figures_of(result, "the pool restarts vm-pvh on h1")
+    assert 29 <= restart["detection"].value <= 31
+    assert result.summary["migrations"].value == 3
 
 
 def test_host_failover_figures_are_xapis_detection_and_the_guests_heartbeats(runs):

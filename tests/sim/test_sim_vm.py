@@ -194,3 +194,27 @@ def test_snapshot_and_revert(sim):
     (new_vbd,) = rec["VBDs"]
     assert x.VBD.get_VDI(new_vbd) not in (svdi, orig_vdi)  # a fresh clone of the snapshot disk
     assert failure(x.VBD.get_record, orig_vbd)[0] == "HANDLE_INVALID"
+
+
+def test_domain_type_and_hvm_boot_policy_follow_each_other_as_in_xapi(sim):
+    x = connect(sim).xenapi
+    legacy = vm_record("legacy-hvm")
+    legacy.pop("domain_type", None)
+    legacy["HVM_boot_policy"] = "BIOS order"  # a client that predates domain_type
+    vm = x.VM.create(legacy)
+    assert x.VM.get_domain_type(vm) == "hvm"
+    unspecified = vm_record("legacy-pv")
+    unspecified.update(domain_type="unspecified", HVM_boot_policy="")
+    assert x.VM.get_domain_type(x.VM.create(unspecified)) == "pv"
+    pvh = vm_record("pvh")
+    pvh.update(domain_type="pvh", HVM_boot_policy="")
+    pvh_vm = x.VM.create(pvh)
+    assert (x.VM.get_domain_type(pvh_vm), x.VM.get_HVM_boot_policy(pvh_vm)) == ("pvh", "")
+    x.VM.set_domain_type(pvh_vm, "hvm")
+    assert x.VM.get_HVM_boot_policy(pvh_vm) == "BIOS order"
+    x.VM.set_HVM_boot_policy(pvh_vm, "")
+    assert x.VM.get_domain_type(pvh_vm) == "pv"
+    assert failure(x.VM.set_domain_type, pvh_vm, "unspecified") == ["INVALID_VALUE", "domain_type", "unspecified"]
+    x.VM.start(vm, False, False)
+    assert x.VM_metrics.get_current_domain_type(x.VM.get_metrics(vm)) == "hvm"
+    assert failure(x.VM.set_domain_type, vm, "pv") == ["VM_BAD_POWER_STATE", vm, "halted", "running"]

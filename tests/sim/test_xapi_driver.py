@@ -313,3 +313,15 @@ def test_modelled_heartbeats_stop_with_the_host_and_are_lost_while_it_is_cut_off
     with urllib.request.urlopen(request, timeout=10) as reply:
         beats = json.loads(reply.read())["result"]
     assert beats[0][1] == pytest.approx(cut_at + 5.5) and len(beats) == 51
+
+
+def test_each_guest_type_is_created_as_xapi_records_it_and_migrates(pool):
+    sim, ts = pool
+    x = connect(sim).xenapi
+    for guest_type, host in (("pv", "h1"), ("pvh", "h2"), ("hvm", "h3")):
+        ts.create_vm(GuestSpec(f"g-{guest_type}", type=guest_type), host)
+        (vm,) = x.VM.get_by_name_label(f"g-{guest_type}")
+        assert x.VM.get_domain_type(vm) == guest_type
+        assert x.VM.get_HVM_boot_policy(vm) == ("BIOS order" if guest_type == "hvm" else "")
+        assert x.VM_metrics.get_current_domain_type(x.VM.get_metrics(vm)) == guest_type
+    assert ts.migrate("g-pvh", "h1").ok and ts.vm("g-pvh").host == "h1"

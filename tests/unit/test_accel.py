@@ -14,9 +14,9 @@ def test_flags_are_read_from_cpuinfo():
     assert cpu_virt_flags(CPUINFO_VMX) == {"vmx"}
 
 
-def test_no_flag_means_tcg_with_qemu64():
+def test_no_flag_means_tcg_with_qemu64_and_nested_svm():
     choice = choose_accel("auto", set(), None)
-    assert (choice.accel, choice.cpu) == ("tcg", "qemu64")
+    assert (choice.accel, choice.cpu) == ("tcg", "qemu64,+svm")
     assert "vmx/svm" in choice.reason
 
 

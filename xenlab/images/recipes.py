@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import XenlabError
-from ..spec import Name, StrictModel, default_images_dir, validate_document
+from ..spec import DEFAULT_GUEST_TYPES, GuestType, Name, StrictModel, default_images_dir, validate_document
 from ..yamlfile import load_located
 
 FILES_DIR = Path(__file__).parent / "files"
@@ -32,11 +32,30 @@ class Recipe(StrictModel):
     mask_units: list[str] = Field(default_factory=list)
     export_modules: list[str] = Field(default_factory=list)
     base: Name | None = None
+    guest_types: list[GuestType] | None = Field(
+        None, description="a Xen image: the guest types it can run (default: pv); hvm needs a device model")
+
+    @model_validator(mode="after")
+    def _guest_types_fit(self) -> Recipe:
+        if self.guest_types is not None:
+            if self.boot != "xen":
+                raise ValueError(f"guest_types is for Xen host images (boot: xen); this image boots {self.boot}")
+            if not self.guest_types:
+                raise ValueError("guest_types is empty: a Xen host runs at least pv guests")
+            if "hvm" in self.guest_types and "qemu-system-xen" not in self.packages:
+                raise ValueError("hvm guests need a device model in dom0: add qemu-system-xen to packages")
+        return self
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The guest types a Xen host of this image runs."""
+        return tuple(self.guest_types) if self.guest_types is not None else DEFAULT_GUEST_TYPES
 
     def digest(self, base_digest: str = "") -> str:
-        """Hash of everything that shapes the image: recipe, builder files, base image."""
+        """Hash of everything that shapes the image: recipe, builder files, base image.
+        (`guest_types` declares what the image can do; it does not shape it.)"""
         h = hashlib.sha256()
-        h.update(self.model_dump_json().encode())
+        h.update(self.model_dump_json(exclude={"guest_types"}).encode())
         h.update(BUILDER_VERSION.encode())
         h.update(base_digest.encode())
         for name in FILES_BY_KIND[self.kind]:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ..errors import XenlabError
 
-TCG_CPU = "qemu64"  # Xen's PV dom0 survives it under TCG; `max` crashes dom0 early
+# Under TCG: qemu64 (Xen's PV dom0 crashes early with `max`) with SVM, as Xen's own upstream
+# CI boots it: Xen then enables SVM with shadow paging, so PVH and HVM guests run nested.
+TCG_CPU = "qemu64,+svm"
 KVM_CPU = "host"
 
 
@@ -67,3 +69,13 @@ def detect_accel(requested: str) -> AccelChoice:
     flags = cpu_virt_flags(Path("/proc/cpuinfo").read_text())
     probed = probe_kvm() if flags and requested != "tcg" else None
     return choose_accel(requested, flags, probed)
+
+
+def guest_types_under(accel: str, cpu: str) -> str:
+    """What nested Xen hosts can run under this accelerator and CPU model (for `doctor`);
+    a host's image must also declare a type (`guest_types` in its recipe)."""
+    if accel == "kvm":
+        return "pv, pvh, hvm (nested hardware virtualization through KVM)"
+    if "+svm" in cpu.split(",") or "+vmx" in cpu.split(","):
+        return f"pv, pvh, hvm (TCG CPU {cpu}: Xen enables SVM with shadow paging, no HAP)"
+    return f"pv only (TCG CPU {cpu} offers no nested SVM)"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 from ..errors import XenlabError
+from ..spec import DEFAULT_GUEST_TYPES
 from ..waiting import Progress
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Capabilities:
     services_faults: bool  # faults may target its services node
     poll_s: float = 1.0  # how often the runner may look (a simulator answers in milliseconds)
     outlives_process: bool = True  # stays up after the process that started it (QEMU), or not (in-process)
+    guest_types: tuple[str, ...] = DEFAULT_GUEST_TYPES  # guest types every host of the lab can run
 
 
 @dataclass

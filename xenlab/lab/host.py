@@ -23,6 +23,15 @@ FATAL_MARKERS = ("Panic on CPU", "Kernel panic", "Hardware Dom0 crashed", "FATAL
 POWER_ACTIONS = ("off", "on", "reset", "freeze", "thaw")
 
 
+def parse_virt_caps(xl_info: str) -> list[str]:
+    """The words of `xl info`'s virt_caps line (`pv hvm shadow`, `pv hvm hap ...`)."""
+    for line in xl_info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "virt_caps":
+            return value.split()
+    return []
+
+
 class Host:
     """Run commands, read the console, and control power and links of one machine."""
 
@@ -212,6 +221,9 @@ class Host:
             self._alive_or_stop()
             result = self.ssh.run(check, timeout=30)
             last[0] = (result.stdout + result.stderr)[-800:]
+            if result.ok and self.role == "xen":
+                # What Xen offers guests here (pv, hvm, hap or shadow): kept for status and doctor.
+                self.state.virt_caps = parse_virt_caps(result.stdout)
             return result.ok
 
         wait_for(works, f"{self.name}: stage toolstack (`{check}`)", timeout, 1.0,

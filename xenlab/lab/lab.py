@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import XenlabError
@@ -22,7 +23,7 @@ from ..images.identity import generate_keypair, write_seed_disk
 from ..plan import LabPlan, lab_number, plan_lab
 from ..report.inventory import collect_inventory
 from ..results import HostInventory
-from ..spec import LabSpec
+from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
 from .contract import FAULT_KINDS, Capabilities
@@ -55,7 +56,19 @@ def _parallel(items: Iterable, fn) -> list:
 class Lab:
     """A lab of QEMU machines described by a LabSpec, living in its run directory (a LabBackend)."""
 
-    capabilities = QEMU_CAPABILITIES
+    @property
+    def capabilities(self) -> Capabilities:
+        """QEMU_CAPABILITIES, with the guest types every Xen host runs (see `runs`)."""
+        runs = [self.runs(name) for name in self.spec.hosts]
+        common = tuple(t for t in GUEST_TYPES if all(t in r for r in runs))
+        return replace(QEMU_CAPABILITIES, guest_types=common)
+
+    def runs(self, host: str) -> tuple[str, ...]:
+        """Guest types `host` runs: its image's declaration, narrowed by the virt_caps Xen
+        reported when the host was ready (before a boot: the declaration alone)."""
+        declared = image_guest_types().get(self.spec.hosts[host].image, DEFAULT_GUEST_TYPES)
+        machine = self.state.machines.get(host) if self.run.exists() else None
+        return runnable_guest_types(declared, machine.virt_caps if machine else [])
 
     def __init__(self, spec: LabSpec, spec_path: str = "", run: RunDir | None = None):
         if spec.backend != "qemu":
@@ -359,6 +372,7 @@ class Lab:
                 "uptime_seconds": round(now - m.started_at, 1) if m.started_at and run_state in ("running", "paused") else None,
                 "memory_mib": host.plan.memory_mib, "vcpus": host.plan.vcpus,
                 "serial_log": str(host.serial_log),
+                **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
             })
         return {
             "schema": "xenlab.status/1", "lab": self.name, "run_dir": str(self.run.root),

@@ -30,6 +30,7 @@ class MachineState:
     started_at: float | None = None
     argv: list[str] = field(default_factory=list)
     powered: bool = True
+    virt_caps: list[str] = field(default_factory=list)  # `xl info` virt_caps, read when it was ready
 
 
 @dataclass

@@ -24,7 +24,7 @@ import XenAPI
 from ..errors import NotMeasurable, XenlabError
 from ..metrics import IntegrityReport
 from ..results import HostInventory
-from ..spec import SR_PATH, LabSpec, SimSpec
+from ..spec import GUEST_TYPES, SR_PATH, LabSpec, SimSpec
 from ..waiting import Progress, quiet
 from .contract import ActiveFault, Capabilities, XapiAccess
 
@@ -38,7 +38,8 @@ SIM_CAPABILITIES = Capabilities(
     integrity_measurable=False,  # a simulated guest writes nothing to its disk
     services_faults=False,  # the services node only names the SR's NFS server
     poll_s=0.1,  # a simulated pool answers in milliseconds: the runner may look often
-    outlives_process=False)  # the simulator runs in this process
+    outlives_process=False,  # the simulator runs in this process
+    guest_types=GUEST_TYPES)  # a simulated host starts any guest type, as xapi would
 ACCEL = "sim"
 
 

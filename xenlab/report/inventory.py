@@ -164,4 +164,5 @@ def collect_inventory(host: InventoryTarget, accel: str) -> HostInventory:
         dom0_kernel=_ask(host, "uname -r").strip(),
         accel=accel,
         nested=parse_detect_virt(_ask(host, "systemd-detect-virt", accept_failure=True)),
+        virt_caps=info.get("virt_caps", "").split(),
     )

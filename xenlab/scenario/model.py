@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_validator, model_validator
 
 from ..lab.contract import FaultKind
-from ..spec import LabSpec, Name, StrictModel, validate_document
+from ..spec import GuestType, LabSpec, Name, StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
 from .expect import AccelExpectation, Expectation, parse_expectation
 
@@ -78,6 +78,7 @@ class FormPool(StrictModel):
 class CreateVM(StrictModel):
     name: Name
     host: Name
+    type: GuestType = Field("pv", description="pv | pvh | hvm; the lab's host image must declare it")
     memory_mib: int = Field(128, ge=32, le=65536)
     vcpus: int = Field(1, ge=1, le=16)
     disk_mib: int = Field(64, ge=8, le=65536)

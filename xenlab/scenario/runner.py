@@ -261,7 +261,7 @@ class _ScenarioRun:
     def do_create_vm(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
         a = step.create_vm
         guest = GuestSpec(name=a.name, memory_mib=a.memory_mib, vcpus=a.vcpus, disk_mib=a.disk_mib,
-                          heartbeat=a.heartbeat, writer=a.writer)
+                          heartbeat=a.heartbeat, writer=a.writer, type=a.type)
         started = time.time()
         info = self.toolstack.create_vm(guest, a.host)
         figures["duration"] = Figure(value=round(time.time() - started, 3), unit="s")

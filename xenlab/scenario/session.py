@@ -82,6 +82,12 @@ def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
         if step.checkpoint is not None and not caps.checkpoints:
             found.append((scenario.line_of(loc + ("checkpoint",)),
                           f"checkpoints are not supported on {kind} lab {spec.name}"))
+        guest = step.create_vm
+        if guest is not None and guest.type not in caps.guest_types:
+            found.append((scenario.line_of(loc + ("create_vm", "type")),
+                          (f"guest {guest.name} is a {guest.type} guest, but the hosts of lab {spec.name} run "
+                           f"{', '.join(caps.guest_types)} guests only (a Xen image declares `guest_types` "
+                           "in its recipe under images/)")))
     return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import XenlabError
 from ..lab.contract import Observer
-from ..spec import SR_PATH
+from ..spec import GUEST_TYPES, SR_PATH, GuestType
 
 
 class PoolRefused(XenlabError):
@@ -64,6 +64,11 @@ class GuestSpec:
     disk_mib: int = 64
     heartbeat: bool = True  # send a UDP heartbeat to the services node every 10 ms
     writer: bool = True  # write a verifiable pattern to its disk
+    type: GuestType = "pv"  # pv | pvh | hvm (xenlab.spec.GUEST_TYPES)
+
+    def __post_init__(self) -> None:
+        if self.type not in GUEST_TYPES:
+            raise XenlabError(f"guest {self.name}: unknown guest type {self.type!r} (one of {', '.join(GUEST_TYPES)})")
 
 
 @dataclass(frozen=True)

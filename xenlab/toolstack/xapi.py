@@ -715,8 +715,20 @@ def vbd_record(vm: str, vdi: str, userdevice: str = "0") -> dict[str, Any]:
             "empty": False, "other_config": {"owner": "true"}, "qos_algorithm_type": "", "qos_algorithm_params": {}}
 
 
+def boot_fields(guest_type: str) -> dict[str, Any]:
+    """How xapi is told a guest's type: `domain_type`, with the boot fields that go with it
+    (HVM_boot_policy empty for pv and pvh, "BIOS order" for hvm, as xapi derives them; a
+    PV bootloader for the PV-booted types)."""
+    if guest_type == "hvm":
+        return {"domain_type": "hvm", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "c"},
+                "PV_bootloader": "", "platform": {"acpi": "1", "apic": "true", "pae": "true", "nx": "true",
+                                                  "viridian": "false"}}
+    return {"domain_type": guest_type, "HVM_boot_policy": "", "HVM_boot_params": {}, "PV_bootloader": "pygrub",
+            "platform": {}}
+
+
 def vm_record(guest: GuestSpec) -> dict[str, Any]:
-    """A complete VM.create record (xapi requires every constructor field) for a PV guest."""
+    """A complete VM.create record (xapi requires every constructor field) for a guest of its type."""
     memory = str(guest.memory_mib * MiB)
     return {
         "name_label": guest.name, "name_description": "created by xenlab", "user_version": "1",
@@ -724,9 +736,9 @@ def vm_record(guest: GuestSpec) -> dict[str, Any]:
         "memory_static_max": memory, "memory_dynamic_max": memory, "memory_dynamic_min": memory,
         "memory_static_min": memory, "VCPUs_params": {}, "VCPUs_max": str(guest.vcpus),
         "VCPUs_at_startup": str(guest.vcpus), "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "restart", "PV_bootloader": "pygrub",
+        "actions_after_reboot": "restart", "actions_after_crash": "restart",
         "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
-        "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {}, "PCI_bus": "",
+        "PCI_bus": "",
         "other_config": {"xenlab_heartbeat": str(guest.heartbeat).lower(), "xenlab_writer": str(guest.writer).lower()},
-        "recommendations": "", "domain_type": "pv",
+        "recommendations": "", **boot_fields(guest.type),
     }

@@ -94,24 +94,34 @@ def guest_mac(lab_number: int, index: int) -> str:
 
 
 def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None) -> str:
-    """The xl config of a PV guest whose kernel, initramfs and disk are on the shared SR."""
+    """The xl config of a guest whose kernel, initramfs and disk are on the shared SR.
+
+    Every type boots the same kernel and initramfs directly (no bootloader) and uses the
+    PV front-ends for its NIC and disk: a PV guest natively, a PVH guest in its HVM
+    container without a device model, an HVM guest through the Xen platform device of its
+    device model (qemu-system-xen in dom0), whose emulated disk and NIC Linux unplugs.
+    """
     extra = [f"xenlab.ip={address}", f"xenlab.hostname={guest.name}"]
     if guest.heartbeat and heartbeat_to:
         extra.append(f"xenlab.hb={heartbeat_to}")
     if guest.writer:
         extra.append("xenlab.writer=1")
+    console = "ttyS0" if guest.type == "hvm" else "hvc0"  # an HVM guest's first words go to its UART
     lines = [
         f'name = "{guest.name}"',
-        'type = "pv"',
+        f'type = "{guest.type}"',
         f'kernel = "{sr}/images/pv-guest/vmlinuz"',
         f'ramdisk = "{sr}/images/pv-guest/initrd.img"',
-        f'extra = "console=hvc0 quiet {" ".join(extra)}"',
+        f'extra = "console={console} quiet {" ".join(extra)}"',
         f"memory = {guest.memory_mib}",
         f"vcpus = {guest.vcpus}",
-        f'vif = ["bridge={GUEST_BRIDGE},mac={mac}"]',
+        f'vif = ["bridge={GUEST_BRIDGE},mac={mac}{",type=vif" if guest.type == "hvm" else ""}"]',
         f'disk = ["format=raw,vdev=xvda,access=rw,script=block,target={sr}/guests/{guest.name}/disk.img"]',
         'on_crash = "destroy"',
     ]
+    if guest.type == "hvm":
+        lines += ['device_model_version = "qemu-xen"', "vnc = 0", "sdl = 0", 'serial = "pty"',
+                  "xen_platform_pci = 1"]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,10 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in $(cat /etc/modules-load); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+# The front-ends attach asynchronously (in an HVM guest only once the platform device has
+# unplugged the emulated NIC and disk): wait up to 10 s for each device to appear.
+appear() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; }
+appear /sys/class/net/eth0
 ip link set lo up
 ip link set eth0 up
 name=guest hb= writer=
@@ -25,6 +29,7 @@ done
 if [ -n "$hb" ]; then
     /bin/xenlab-heartbeat "${hb%:*}" "${hb#*:}" "$name" 10 &
 fi
+[ "$writer" = 1 ] && appear /dev/xvda
 if [ "$writer" = 1 ] && [ -b /dev/xvda ]; then
     /bin/xenlab-writer /dev/xvda &
 fi

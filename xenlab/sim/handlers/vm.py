@@ -23,11 +23,22 @@ def vm_create(ctx: Ctx, record: dict[str, Any]) -> str:
         f.pop(k, None)
     metrics = db.create("VM_metrics", install_time=dep.now(), last_updated=dep.now())
     f.update(metrics=metrics, power_state="Halted", domid=-1)
+    if f.get("domain_type", "unspecified") == "unspecified":  # a client that only knows HVM_boot_policy
+        f["domain_type"] = derive_domain_type(f.get("HVM_boot_policy", ""))
     if not f.get("memory_target"):
         f["memory_target"] = f["memory_dynamic_max"]
     vm = db.create("VM", **{k: v for k, v in f.items() if k in ctx.dm.cls("VM").fields})
     dep.update_overhead(db, vm)
     return vm
+
+
+def derive_domain_type(hvm_boot_policy: str) -> str:
+    """xapi's rule for clients that set only the older HVM_boot_policy: empty means PV."""
+    return "pv" if hvm_boot_policy == "" else "hvm"
+
+
+def derive_hvm_boot_policy(domain_type: str) -> str:
+    return "BIOS order" if domain_type == "hvm" else ""
 
 
 @HANDLERS.api("VM.destroy")
@@ -393,8 +404,6 @@ for _f, _halted in (
     ("memory_dynamic_max", False),
     ("memory_dynamic_min", False),
     ("suspend_VDI", False),
-    ("domain_type", True),
-    ("HVM_boot_policy", True),
     ("HVM_shadow_multiplier", True),
     ("actions_after_crash", False),
     ("NVRAM", True),
@@ -404,6 +413,30 @@ for _f, _halted in (
     ("bios_strings", True),
 ):
     HANDLERS.api(f"VM.set_{_f}")(_vm_setter(_f, _halted))
+
+
+@HANDLERS.api("VM.set_domain_type")
+def vm_set_domain_type(ctx: Ctx, vm: str, value: str) -> None:
+    """As xapi: the boot policy follows the domain type (and `unspecified` is refused)."""
+    if value == "unspecified":
+        raise ApiError("INVALID_VALUE", "domain_type", value)
+    _halted_for(ctx, vm)
+    ctx.db.set(vm, domain_type=value, HVM_boot_policy=derive_hvm_boot_policy(value))
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+@HANDLERS.api("VM.set_HVM_boot_policy")
+def vm_set_hvm_boot_policy(ctx: Ctx, vm: str, value: str) -> None:
+    """As xapi: setting the older field sets the domain type it implies."""
+    _halted_for(ctx, vm)
+    ctx.db.set(vm, domain_type=derive_domain_type(value), HVM_boot_policy=value)
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+def _halted_for(ctx: Ctx, vm: str) -> None:
+    rec = ctx.db.get(vm, "VM")
+    if rec["power_state"] != "Halted":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
 
 
 @HANDLERS.api("VM.set_memory")
