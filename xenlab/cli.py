@@ -28,6 +28,7 @@ from .errors import InvalidInput, SpecError, XenlabError
 
 if TYPE_CHECKING:
     from .lab import Lab
+    from .waiting import Progress
 
 FAILED_EXIT = 1  # a scenario or check failed, or xenlab could not do what was asked
 INVALID_INPUT_EXIT = 2  # a file or an argument was refused; nothing was started or written (click's usage errors too)
@@ -86,6 +87,17 @@ def _pick_lab(ref: str | None) -> Lab:
 lab_option = click.option("--lab", "lab_name", help="lab name (default: the only lab that is up)")
 
 
+def _timed_progress() -> Progress:
+    """A progress callback that prints seconds since now, the subject and the message
+    (text from files and hosts is escaped, never read as markup)."""
+    started = time.monotonic()
+
+    def progress(subject: str, message: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{escape(subject)}[/bold] {escape(message)}")
+
+    return progress
+
+
 # -- doctor ---------------------------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -141,11 +153,7 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_check
     from .spec import load_lab
 
     ref = resolve_lab(lab_file, attach="never")
-    started = time.monotonic()
-
-    def progress(subject: str, message: str) -> None:
-        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{subject}[/bold] {message}")
-
+    progress = _timed_progress()
     assert ref.path is not None
     outcome = up_lab(load_lab(ref.path), ref.path, progress, accel=accel, timeout=timeout,
                      checkpoint=not no_checkpoint)
@@ -384,11 +392,10 @@ def images_build(names: tuple[str, ...], force: bool) -> None:
     from .images import ImageCache
 
     cache = ImageCache()
-    started = time.monotonic()
+    progress = _timed_progress()
     for name in names or sorted(cache.recipes):
-        image = cache.ensure(name, force=force,
-                             progress=lambda m: console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {m}"))
-        console.print(f"{name}: {image.directory}")
+        image = cache.ensure(name, force=force, progress=progress)
+        console.print(f"{escape(name)}: {escape(str(image.directory))}")
 
 
 @images.command("prune")

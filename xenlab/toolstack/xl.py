@@ -269,6 +269,10 @@ class XlToolstack(Toolstack):
     def create_vm(self, guest: GuestSpec, host: str) -> VMInfo:
         self._require_pool()
         self._xen_host(host)  # refuses a name that is not a Xen host of the lab
+        runs = self.lab.runs(host)
+        if guest.type not in runs:
+            raise XenlabError(f"{host} cannot run {guest.type} guest {guest.name}: it runs {', '.join(runs)} "
+                              "(its image's guest_types, as far as Xen's virt_caps allow)")
         services = self._services()
         directory = self._guest_dir(guest.name)
         if services.run(f"test -e {directory}/{guest.name}.cfg").ok:
