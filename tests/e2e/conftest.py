@@ -56,5 +56,13 @@ def from_ready(pool2):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that tear the shared lab down run after every other test of the session."""
+    """Tests that tear the shared lab down run after every other test of the session;
+    nightly tests are skipped, with their reason, unless XENLAB_NIGHTLY=1."""
     items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+    if os.environ.get("XENLAB_NIGHTLY") == "1":
+        return
+    for item in items:
+        nightly = item.get_closest_marker("nightly")
+        if nightly is not None:
+            reason = nightly.kwargs.get("reason", "too slow for every CI run")
+            item.add_marker(pytest.mark.skip(reason=f"nightly (XENLAB_NIGHTLY=1 runs it): {reason}"))
