@@ -70,7 +70,7 @@ def raw_boot(spec, images: dict, work: Path) -> float:
             write_seed_disk(seed, plan, m, generate_keypair(work / f"host-{m.name}", m.name), client,
                             spec.services.nfs_export if m.role == "services" else None)
             ports[m.name] = port = free_port()
-            argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "qemu64,+svm",
+            argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "qemu64",
                     "-smp", str(m.vcpus), "-m", str(m.memory_mib), "-nodefaults", "-display", "none",
                     "-serial", f"file:{work / m.name}.log"]
             if m.role == "xen":

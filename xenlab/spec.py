@@ -244,6 +244,11 @@ class LabSpec(StrictModel):
                                             "hosts in the xenlab process (no QEMU)")
     sim: SimSpec | None = Field(None, description="the simulated pool's model (backend: sim only)")
     accel: Literal["auto", "kvm", "tcg"] = "auto"
+    guest_types: list[GuestType] = Field(
+        default_factory=lambda: list(DEFAULT_GUEST_TYPES),
+        description="guest types the lab runs; pvh or hvm boot the hosts with nested SVM under TCG "
+                    "(measured much slower there: see labs/xen-pool2-guests.yaml), and every host image "
+                    "must declare them")
     networks: dict[Name, NetworkSpec] = Field(default_factory=lambda: {"lab": NetworkSpec()}, min_length=1)
     hosts: dict[Name, HostSpec] = Field(min_length=1, max_length=32)
     services: ServicesSpec | None = Field(default_factory=ServicesSpec)
@@ -262,6 +267,20 @@ class LabSpec(StrictModel):
         if isinstance(value, dict):
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
+
+    @field_validator("guest_types")
+    @classmethod
+    def _some_guest_type(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("an empty list runs no guests: name at least pv (the default)")
+        if len(set(value)) != len(value):
+            raise ValueError("a guest type is listed twice")
+        return value
+
+    @property
+    def nested_hvm(self) -> bool:
+        """Whether the hosts need hardware virtualization for their guests (PVH or HVM)."""
+        return any(t != "pv" for t in self.guest_types)
 
     def cross_check(self) -> list[tuple[tuple[Any, ...], str]]:
         """Problems between sections (nic -> network, name clashes), each with its YAML path."""
@@ -301,6 +320,21 @@ class LabSpec(StrictModel):
             problems.append((("sim",), "a sim section needs `backend: sim`"))
         if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
             problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
+        return problems
+
+    def guest_type_problems(self, declared: dict[str, tuple[str, ...]]) -> list[tuple[tuple[Any, ...], str]]:
+        """Guest types the lab asks for that a host's image does not declare (`image_guest_types`)."""
+        if self.backend != "qemu" or not declared:
+            return []
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for name, host in self.hosts.items():
+            runs = declared.get(host.image)
+            if runs is None:
+                continue  # no such Xen image: image_problems says so
+            missing = [t for t in self.guest_types if t not in runs]
+            if missing:
+                problems.append((("guest_types",), (f"{name}: image {host.image!r} does not run {', '.join(missing)} "
+                                                    f"guests (it declares {', '.join(runs)} in its recipe)")))
         return problems
 
     def image_problems(self, boots: dict[str, str]) -> list[tuple[tuple[Any, ...], str]]:
@@ -449,7 +483,7 @@ def validate_document(model: type[StrictModel], doc: LocatedDocument) -> Any:
 
 def _checked_lab(doc: LocatedDocument) -> LabSpec:
     spec: LabSpec = validate_document(LabSpec, doc)
-    found = spec.image_problems(image_boots())
+    found = spec.image_problems(image_boots()) + spec.guest_type_problems(image_guest_types())
     if found:
         raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])
     return spec

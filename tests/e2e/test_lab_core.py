@@ -24,14 +24,13 @@ def test_every_host_runs_xen_with_the_xl_toolstack(pool2):
         fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
         assert fields["host"] == host.name
         assert (fields["xen_major"], fields["xen_minor"]) == ("4", "17")
-        assert fields["virt_caps"].split()[:2] == ["pv", "hvm"]  # nested SVM: HVM and PVH guests can run
-        assert "shadow" in fields["virt_caps"].split()  # no nested paging under TCG
-    assert pool2.state.accel == "tcg" and pool2.state.cpu == "qemu64,+svm"
+        assert "pv" in fields["virt_caps"].split()
+    assert pool2.state.accel == "tcg" and pool2.state.cpu == "qemu64"  # a PV-only lab: no nested SVM
     status = pool2.status()
     for machine in status["machines"]:
         if machine["role"] == "xen":
-            assert {"pv", "hvm", "shadow"} <= set(machine["virt_caps"])
-            assert machine["guest_types"] == list(pool2.capabilities.guest_types)
+            assert "pv" in machine["virt_caps"]  # read by the toolstack stage of the bring-up
+            assert machine["guest_types"] == ["pv"] == list(pool2.capabilities.guest_types)
 
 
 def test_services_node_serves_nfs(pool2):

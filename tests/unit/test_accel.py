@@ -14,9 +14,11 @@ def test_flags_are_read_from_cpuinfo():
     assert cpu_virt_flags(CPUINFO_VMX) == {"vmx"}
 
 
-def test_no_flag_means_tcg_with_qemu64_and_nested_svm():
+def test_no_flag_means_tcg_with_qemu64_and_svm_for_nested_guests():
     choice = choose_accel("auto", set(), None)
-    assert (choice.accel, choice.cpu) == ("tcg", "qemu64,+svm")
+    assert (choice.accel, choice.cpu) == ("tcg", "qemu64")
+    nested = choose_accel("auto", set(), None, nested_hvm=True)
+    assert (nested.accel, nested.cpu) == ("tcg", "qemu64,+svm")
     assert "vmx/svm" in choice.reason
 
 

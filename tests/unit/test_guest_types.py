@@ -99,38 +99,51 @@ def test_virt_caps_narrow_what_an_image_declares():
 
 def test_doctor_says_what_the_cpu_model_gives():
     assert guest_types_under("tcg", "qemu64,+svm").startswith("pv, pvh, hvm")
-    assert guest_types_under("tcg", "qemu64").startswith("pv only")
+    assert guest_types_under("tcg", "qemu64").startswith("pv (TCG CPU qemu64)")
     assert guest_types_under("kvm", "host").startswith("pv, pvh, hvm")
 
 
-def test_a_lab_runs_what_every_host_image_declares(tmp_path, monkeypatch):
+def test_a_lab_runs_what_its_file_asks_and_every_host_image_declares(tmp_path, monkeypatch):
+    pv_only = Lab(load_lab(REPO / "labs/xen-pool2.yaml"))
+    assert pv_only.capabilities.guest_types == ("pv",) and not pv_only.spec.nested_hvm
+    every = Lab(load_lab(REPO / "labs/xen-pool2-guests.yaml"))
+    assert every.capabilities.guest_types == ("pv", "pvh", "hvm") and every.spec.nested_hvm
     images = tmp_path / "images"
     images.mkdir()
     for name in ("debian-xen", "services"):
         (images / f"{name}.yaml").write_text((REPO / "images" / f"{name}.yaml").read_text())
     (images / "plain-xen.yaml").write_text("name: plain-xen\nkind: debootstrap\nboot: xen\npackages: [xen-system-amd64]\n")
     monkeypatch.setenv("XENLAB_IMAGES", str(images))
-    assert Lab(load_lab(REPO / "labs/xen-pool2.yaml")).capabilities.guest_types == ("pv", "pvh", "hvm")
     mixed = tmp_path / "mixed.yaml"
-    mixed.write_text("name: mixed\nhosts:\n  h1:\n  h2:\n    image: plain-xen\n")
-    assert Lab(load_lab(mixed)).capabilities.guest_types == ("pv",)
+    mixed.write_text("name: mixed\nguest_types: [pv, pvh]\nhosts:\n  h1:\n  h2:\n    image: plain-xen\n")
+    with pytest.raises(SpecError) as info:
+        load_lab(mixed)
+    assert info.value.problems == [(2, "h2: image 'plain-xen' does not run pvh guests (it declares pv in its recipe)")]
 
 
-def test_a_guest_type_the_lab_cannot_run_is_refused_before_anything_starts(tmp_path, monkeypatch):
-    images = tmp_path / "images"
-    images.mkdir()
-    (images / "services.yaml").write_text((REPO / "images/services.yaml").read_text())
-    (images / "debian-xen.yaml").write_text("name: debian-xen\nkind: debootstrap\nboot: xen\n"
-                                            "guest_types: [pv, pvh]\npackages: [xen-system-amd64]\n")
-    monkeypatch.setenv("XENLAB_IMAGES", str(images))
+def test_lab_files_refuse_empty_or_repeated_guest_types(tmp_path):
+    for text, words in (("guest_types: []", "runs no guests"), ("guest_types: [pv, pv]", "listed twice"),
+                        ("guest_types: [kvm]", "'pv', 'pvh' or 'hvm'")):
+        lab = tmp_path / "bad.yaml"
+        lab.write_text(f"name: bad\n{text}\nhosts:\n  h1:\n")
+        with pytest.raises(SpecError) as info:
+            load_lab(lab)
+        [(line, message)] = info.value.problems
+        assert line == 2 and words in message, message
+
+
+def test_a_guest_type_the_lab_cannot_run_is_refused_before_anything_starts(tmp_path):
     scenario = tmp_path / "hvm.yaml"
     scenario.write_text("name: hvm\nsteps:\n  - form_pool: {members: [h1, h2]}\n"
-                        "  - create_vm: {name: w1, host: h1, type: pvh}\n"
+                        "  - create_vm: {name: w1, host: h1, type: pv}\n"
                         "  - create_vm:\n      name: w2\n      host: h1\n      type: hvm\n")
     with pytest.raises(SpecError) as info:
         plan_run(str(scenario), str(REPO / "labs/xen-pool2.yaml"))
-    assert info.value.problems == [(8, ("guest w2 is a hvm guest, but the hosts of lab xen-pool2 run pv, pvh "
-                                       "guests only (a Xen image declares `guest_types` in its recipe under images/)"))]
+    assert info.value.problems == [(8, ("guest w2 is a hvm guest, but lab xen-pool2 runs pv guests only (a lab "
+                                        "file asks for more with `guest_types`, and its host images must declare "
+                                        "them)"))]
+    assert plan_run(str(scenario), str(REPO / "labs/xen-pool2-guests.yaml")).lab.capabilities.guest_types == (
+        "pv", "pvh", "hvm")
     # the simulator starts any type, as xapi does
     assert plan_run(str(scenario), str(REPO / "labs/xapi-sim-pool3.yaml")).lab.capabilities.guest_types == (
         "pv", "pvh", "hvm")

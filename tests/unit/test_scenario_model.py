@@ -35,12 +35,19 @@ def test_the_shipped_scenarios_are_there():
                                          "migration-partition"}
 
 
+GUEST_TYPE_SCENARIOS = {"guest-types", "live-migration-pvh"}  # PVH/HVM guests: the lab that runs them
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_scenarios_are_valid_for_the_default_lab(path):
+def test_shipped_scenarios_are_valid_for_their_lab(path):
     scenario = load_scenario(path)
     assert scenario.name == path.stem
-    assert scenario.lab == "xen-pool2"
-    assert check_against_lab(scenario, DEFAULT_LAB) == []
+    if path.stem in GUEST_TYPE_SCENARIOS:
+        assert scenario.lab == "xen-pool2-guests"
+        assert check_against_lab(scenario, load_lab(REPO / "labs/xen-pool2-guests.yaml")) == []
+    else:
+        assert scenario.lab == "xen-pool2"
+        assert check_against_lab(scenario, DEFAULT_LAB) == []
     assert scenario.path == str(path)
 
 

@@ -64,11 +64,13 @@ class Lab:
         return replace(QEMU_CAPABILITIES, guest_types=common)
 
     def runs(self, host: str) -> tuple[str, ...]:
-        """Guest types `host` runs: its image's declaration, narrowed by the virt_caps Xen
-        reported when the host was ready (before a boot: the declaration alone)."""
+        """Guest types `host` runs: those the lab file asks for that its image declares,
+        narrowed by the virt_caps Xen reported when the host was ready (before a boot: the
+        declarations alone)."""
         declared = image_guest_types().get(self.spec.hosts[host].image, DEFAULT_GUEST_TYPES)
+        wanted = tuple(t for t in self.spec.guest_types if t in declared)
         machine = self.state.machines.get(host) if self.run.exists() else None
-        return runnable_guest_types(declared, machine.virt_caps if machine else [])
+        return runnable_guest_types(wanted, machine.virt_caps if machine else [])
 
     def __init__(self, spec: LabSpec, spec_path: str = "", run: RunDir | None = None):
         if spec.backend != "qemu":
@@ -145,7 +147,7 @@ class Lab:
         missing = [f"{tool} (Debian package {pkg})" for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
         if missing:
             raise XenlabError("missing tools: " + ", ".join(missing) + "; run `xenlab doctor`")
-        choice = detect_accel(accel or self.spec.accel)
+        choice = detect_accel(accel or self.spec.accel, self.spec.nested_hvm)
         progress("lab", f"accel: {choice.accel} ({choice.reason})")
         cache = images or ImageCache()
         built = {}

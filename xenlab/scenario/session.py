@@ -85,9 +85,9 @@ def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
         guest = step.create_vm
         if guest is not None and guest.type not in caps.guest_types:
             found.append((scenario.line_of(loc + ("create_vm", "type")),
-                          (f"guest {guest.name} is a {guest.type} guest, but the hosts of lab {spec.name} run "
-                           f"{', '.join(caps.guest_types)} guests only (a Xen image declares `guest_types` "
-                           "in its recipe under images/)")))
+                          (f"guest {guest.name} is a {guest.type} guest, but lab {spec.name} runs "
+                           f"{', '.join(caps.guest_types)} guests only (a lab file asks for more with "
+                           "`guest_types`, and its host images must declare them)")))
     return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
 
 
