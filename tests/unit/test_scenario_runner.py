@@ -556,6 +556,19 @@ def test_a_fault_healed_during_the_migration_lets_it_complete_and_is_measured():
     assert result.steps[-1].kind != "heal"  # nothing was left for cleanup
 
 
+def test_a_partition_healed_during_a_failed_migration_is_not_failed_over_afterwards():
+    """The host came back: waiting for the guest must not fence it and restart its guests."""
+    pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=5.0)
+    text = (POWER_CUT_DURING % (0.1, ", heal_after_s: 0.1")).replace("kind: power_cut", "kind: partition")
+    text = text.replace("{vm_on: {vm: vm1, host: h2}}", "{vm_running: vm1}")
+    result, faults = run(parse_scenario(text, "t.yaml"), pool)
+    migrate, wait = result.steps[2], result.steps[3]
+    assert migrate.figures["completed"].value == 0.0 and faults.injected[0].healed
+    assert wait.outcome == "passed", wait.message
+    assert not [c for c in pool.calls if c[0] == "recover"]
+    assert pool.placement["vm1"] == "h1" and result.outcome == "passed"
+
+
 def test_a_fault_struck_during_a_migration_and_left_active_must_be_healed_by_name_or_by_cleanup():
     pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=5.0)
     result, faults = run(parse_scenario(POWER_CUT_DURING % (0.2, ""), "t.yaml"), pool)

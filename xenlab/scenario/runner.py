@@ -476,7 +476,8 @@ class _ScenarioRun:
         started = time.time()
         deadline = started + a.timeout
         fault = self.fault_for(condition)
-        if fault is not None and condition.vm and fault.loses_hosts and condition.vm in fault.guests:
+        still_lost = fault is not None and self.active.get(fault.label) is fault  # a healed host is back
+        if still_lost and condition.vm and fault.loses_hosts and condition.vm in fault.guests:
             self.fail_over(step, fault, fault.guests[condition.vm], figures, details)
         evidence = [""]
 
