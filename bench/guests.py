@@ -53,11 +53,7 @@ steps:
 
 def raw(lab, host: str, command: str) -> float:
     """Seconds `command` takes on `host` over the system ssh client (no xenlab in the way)."""
-    h = lab.host(host)
-    keys = lab.run.root / "keys"
-    argv = ["ssh", "-i", str(keys / "id_ed25519"), "-p", str(h.ssh_port), "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={keys / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", "-o",
-            "BatchMode=yes", "root@127.0.0.1", command]
+    argv = lab.host(host).ssh_argv(command)
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     seconds = time.monotonic() - started

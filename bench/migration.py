@@ -34,11 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def raw_migrate(lab, source: str, vm: str, destination_address: str) -> float:
-    host = lab.host(source)
-    keys = lab.run.root / "keys"
-    argv = ["ssh", "-i", str(keys / "id_ed25519"), "-p", str(host.ssh_port), "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={keys / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", "-o",
-            "BatchMode=yes", "root@127.0.0.1", f"xl migrate {vm} {destination_address}"]
+    argv = lab.host(source).ssh_argv(f"xl migrate {vm} {destination_address}")
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     seconds = time.monotonic() - started

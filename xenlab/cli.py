@@ -244,10 +244,7 @@ def ssh(lab_name: str | None, timeout: float, host: str, command: tuple[str, ...
     lab = _pick_lab(lab_name)
     machine = lab.host(host)
     if not command:
-        keys = lab.run.root / "keys"
-        os.execvp("ssh", ["ssh", "-i", str(keys / "id_ed25519"), "-p", str(machine.ssh_port),
-                          "-o", f"UserKnownHostsFile={keys / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
-                          "-o", "IdentitiesOnly=yes", "root@127.0.0.1"])
+        os.execvp("ssh", machine.ssh_argv())
     text = command[0] if len(command) == 1 else shlex.join(command)
     result = machine.run(text, timeout=timeout)
     sys.stdout.write(result.stdout)

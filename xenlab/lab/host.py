@@ -119,6 +119,14 @@ class Host:
         self.forget_connections()
         self.process.quit()
 
+    def ssh_argv(self, *command: str) -> list[str]:
+        """The system `ssh` client's command line to this machine (an interactive shell, or
+        raw commands timed without xenlab in the way), with the lab's key and pinned host key."""
+        keys = self.lab.run.root / "keys"
+        return ["ssh", "-i", str(keys / "id_ed25519"), "-p", str(self.ssh_port), "-o", "IdentitiesOnly=yes",
+                "-o", f"UserKnownHostsFile={keys / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes" if command else "BatchMode=no", "root@127.0.0.1", *command]
+
     def address(self, network: str | None = None) -> str:
         network = network or self.plan.nics[0].network
         return str(self.plan.address_on(network))

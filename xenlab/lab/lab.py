@@ -67,7 +67,9 @@ class Lab:
         """Guest types `host` runs: those the lab file asks for that its image declares,
         narrowed by the virt_caps Xen reported when the host was ready (before a boot: the
         declarations alone)."""
-        declared = image_guest_types().get(self.spec.hosts[host].image, DEFAULT_GUEST_TYPES)
+        if self._declared_guest_types is None:
+            self._declared_guest_types = image_guest_types()
+        declared = self._declared_guest_types.get(self.spec.hosts[host].image, DEFAULT_GUEST_TYPES)
         wanted = tuple(t for t in self.spec.guest_types if t in declared)
         machine = self.state.machines.get(host) if self.run.exists() else None
         return runnable_guest_types(wanted, machine.virt_caps if machine else [])
@@ -84,6 +86,7 @@ class Lab:
         self.machines: dict[str, Host] = {m.name: Host(self, m) for m in self.plan.machines}
         self._state: LabState | None = None
         self._state_stamp: StateStamp | None = None
+        self._declared_guest_types: dict[str, tuple[str, ...]] | None = None  # read from the recipes once
         self._switch_handles: list[subprocess.Popen] = []
         self.bringup_stages: dict[str, dict[str, float]] = {}
 
