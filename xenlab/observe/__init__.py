@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import XenlabError
+from ..errors import WaitTimeout, XenlabError
 from ..metrics import RECORD_SIZE, IntegrityReport, verify_records
 from ..spec import SR_PATH
 from ..waiting import wait_for
@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 class LabObserver:
     """Heartbeats and disk records of a QEMU lab's guests, read on its services node."""
 
-    def __init__(self, lab: Lab, sr: str | None = None):
+    def __init__(self, lab: Lab, sr: str | None = None, heartbeat_dir: str = HEARTBEAT_DIR):
         self.lab = lab
+        self.heartbeat_dir = heartbeat_dir
         self.sr = sr or (lab.spec.services.nfs_export if lab.spec.services else SR_PATH)
 
     @property
@@ -35,7 +36,7 @@ class LabObserver:
             raise XenlabError(f"lab {self.lab.name} has no services node to collect heartbeats")
         return self.lab.services
 
-    def clock_offset(self, samples: int = 2) -> float:
+    def clock_offset(self, samples: int = 3) -> float:
         """services-node time minus local time (best of `samples` round trips)."""
         measured = []
         for _ in range(samples):
@@ -48,7 +49,7 @@ class LabObserver:
     def heartbeats(self, vm: str, since: float | None = None) -> list[tuple[int, float]]:
         """(seq, arrival time on this process's clock) of every heartbeat of `vm`."""
         offset = self.clock_offset()
-        path = f"{HEARTBEAT_DIR}/{vm}.log"
+        path = f"{self.heartbeat_dir}/{vm}.log"
         command = f"cat {path} 2>/dev/null"
         if since is not None:
             command = f"awk '$3 >= {since + offset:.6f}' {path} 2>/dev/null"
@@ -75,6 +76,27 @@ class LabObserver:
         except Exception:  # noqa: BLE001 - "never came back" is a measured outcome, not an error
             return None
         return found[0]
+
+    def heartbeats_through(self, vm: str, after: float, timeout: float,
+                           since: float | None = None) -> list[tuple[int, float]]:
+        """One read of `vm`'s heartbeats that already holds one later than `after`.
+
+        Measure a silence from a single read: two reads map the services node's times with
+        two clock offsets, each off by up to half an SSH round trip, so a heartbeat seen
+        just after `after` by one read can fall before it in the next. At `timeout` the
+        last read is returned as it is (the metrics then say which end is missing).
+        """
+        latest: list[list[tuple[int, float]]] = [[]]
+
+        def resumed() -> bool:
+            latest[0] = self.heartbeats(vm, since=since)
+            return any(at > after for _, at in latest[0])
+
+        try:
+            wait_for(resumed, f"a heartbeat from {vm} after {after:.2f}", timeout, 2.0)
+        except WaitTimeout:
+            pass  # "never came back" is a measured outcome, not an error
+        return latest[0]
 
     def verify_disk(self, vm: str) -> IntegrityReport:
         """Check the records `vm`'s writer put on its disk (read on the services node)."""
