@@ -60,12 +60,17 @@ class Host:
         return self.dir / "qmp.sock"
 
     def files(self, image_dir: Path) -> MachineFiles:
+        """The machine's files; its writable disks are the tops it writes now (a checkpoint
+        gives each a new top, under a new name: see `lab.layers`)."""
+        machine = self.lab.state.machines.get(self.name) if self.lab.run.exists() else None
+        tops = machine.tops if machine else {}
         return MachineFiles(
-            overlay=self.dir / "root.qcow2", seed=self.dir / "seed.img", serial_log=self.serial_log,
-            qmp_socket=self.qmp_socket, pidfile=self.dir / "qemu.pid",
+            overlay=Path(tops.get("root", self.dir / "root.qcow2")), seed=self.dir / "seed.img",
+            serial_log=self.serial_log, qmp_socket=self.qmp_socket, pidfile=self.dir / "qemu.pid",
             kernel=image_dir / "vmlinuz", initrd=image_dir / "initrd.img",
             hypervisor=(image_dir / "xen.elf") if self.role == "xen" else None,
-            data_disks=tuple(self.dir / f"data-{name}.qcow2" for name, _ in self.plan.data_disks),
+            data_disks=tuple(Path(tops.get(f"data{i}", self.dir / f"data-{name}.qcow2"))
+                             for i, (name, _) in enumerate(self.plan.data_disks)),
         )
 
     @property
@@ -96,14 +101,17 @@ class Host:
     def process_alive(self) -> bool:
         return self.process.alive()
 
-    def launch(self, tied: bool | None = None, paused: bool = False, loadvm: str | None = None) -> None:
-        """Start this machine's QEMU (power on, or a restore with -loadvm) and record it."""
+    def launch(self, tied: bool | None = None, paused: bool = False, loadvm: str | None = None,
+               incoming: Path | None = None) -> None:
+        """Start this machine's QEMU (power on, or a restore: -loadvm, or -incoming from a
+        saved state file) and record it."""
         lab_state = self.lab.state
         state = lab_state.machines[self.name]
         files = self.files(Path(state.image_dir))
         sockets = {n.network: self.lab.run.access_socket(n.network, self.name) for n in self.plan.nics}
         choice = AccelChoice(lab_state.accel, lab_state.cpu, lab_state.accel_reason)
-        argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm)
+        argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm,
+                         incoming=incoming)
         if tied is None:
             # Tie a re-started QEMU (power on, restore) to the lab's owner only from the
             # owner itself: tied to another process (a CLI call, a nested pytest) it would
