@@ -245,8 +245,7 @@ class Lab:
         self._save()
         try:
             self._start_networks(tied)
-            loaded = dict(_parallel(self.machines.values(),
-                                    lambda h: (h.name, round(layers.start_from(h, entry.dir), 2))))
+            loaded = self._start_from(entry.dir)
             self._state.top_parent = layer.id
             self._save()
             _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
@@ -448,7 +447,7 @@ class Lab:
             raise XenlabError(f"lab {self.name} has no checkpoint {tag!r} (checkpoints: {known})")
         layer = self._layer(checkpoint)
         started = time.monotonic()
-        _parallel(self.machines.values(), lambda h: layers.start_from(h, Path(layer.dir)))
+        self._start_from(Path(layer.dir))
         self.state.top_parent = layer.id
         self._save()
         _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
@@ -458,6 +457,21 @@ class Lab:
         self._collect_layers()
         self._save()
         return time.monotonic() - started
+
+    def _start_from(self, directory: Path) -> dict[str, float]:
+        """Every machine from the checkpoint in `directory`, loaded and paused; seconds per
+        machine. QEMUs are launched from this thread: a tied machine dies with the thread
+        that started it (PR_SET_PDEATHSIG), and pool threads end."""
+        started = time.monotonic()
+        incoming = dict(_parallel(self.machines.values(), lambda h: (h.name, layers.prepare_start(h, directory))))
+        for host in self.machines.values():
+            host.launch(paused=True, incoming=incoming[host.name])
+
+        def load(host: Host) -> tuple[str, float]:
+            layers.wait_loaded(host)
+            return host.name, round(time.monotonic() - started, 2)
+
+        return dict(_parallel(self.machines.values(), load))
 
     def set_clocks(self) -> None:
         """Guest clocks resume at the saved moment; there is no NTP in a lab, so set them."""

@@ -107,10 +107,11 @@ def save_state(host: Host, path: Path, timeout: float = 300) -> int:
     return path.stat().st_size
 
 
-def start_from(host: Host, directory: Path, timeout: float = 120) -> float:
-    """Power the machine on from a checkpoint: new tops over its layers, then its state
-    loaded into a fresh QEMU (left paused); seconds until the state was loaded."""
-    started = time.monotonic()
+def prepare_start(host: Host, directory: Path) -> Path:
+    """Power the machine off and give it new empty tops over the checkpoint's layers; the
+    path of the saved state to launch it with (`Host.launch(paused=True, incoming=...)`,
+    from the thread that owns the lab: a test session's machines die with the thread that
+    started them), then `wait_loaded`."""
     host.power_off()
     stamp = f"{int(time.time() * 1000):x}"
     for drive in drives(host):
@@ -130,11 +131,17 @@ def start_from(host: Host, directory: Path, timeout: float = 120) -> float:
     incoming = host.dir / "incoming.vmstate"  # in the run directory: `cat`'s command line names it
     incoming.unlink(missing_ok=True)
     incoming.symlink_to(saved)
-    host.launch(paused=True, incoming=incoming)
+    return incoming
+
+
+def wait_loaded(host: Host, timeout: float = 120) -> None:
+    """Until the launched machine has loaded its saved state (it stays paused)."""
+    incoming = host.dir / "incoming.vmstate"
+    saved = incoming.resolve() if incoming.is_symlink() else incoming
 
     def loaded() -> bool:
         if not host.process_alive():
-            log = (host.dir / "qemu.log")
+            log = host.dir / "qemu.log"
             tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
             raise StopWaiting(f"{host.name}: QEMU exited while loading {saved}: {tail}")
         with host.monitor() as qmp:
@@ -146,7 +153,6 @@ def start_from(host: Host, directory: Path, timeout: float = 120) -> float:
     if status not in ("paused", "prelaunch"):
         raise XenlabError(f"{host.name}: after loading {saved} QEMU is {status!r}, not paused")
     incoming.unlink(missing_ok=True)
-    return time.monotonic() - started
 
 
 def _quote(path: Path) -> str:
