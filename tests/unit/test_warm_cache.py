@@ -140,3 +140,45 @@ def test_the_switches_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("XENLAB_CACHE_MAX_GB", "lots")
     with pytest.raises(XenlabError, match="XENLAB_CACHE_MAX_GB"):
         cache_limit_bytes()
+
+
+def run_lab_with_ready_layer(tmp_path: Path) -> tuple[Lab, Path]:
+    from xenlab.lab.rundir import LabState, MachineState
+
+    lab = lab_from(tmp_path, POOL)
+    lab.run.create()
+    state = LabState("wk", "", {}, "tcg", "qemu64", "", 0.0, None)
+    image_dir = tmp_path / "images" / "debian-xen-aaaa"
+    image_dir.mkdir(parents=True)
+    layer = lab.run.root / "layers" / "1-ready"
+    layer.mkdir(parents=True)
+    keys = lab.run.root / "keys"
+    for name in ("id_ed25519", "id_ed25519.pub"):
+        (keys / name).write_text(name)
+    for host in lab.machines.values():
+        state.machines[host.name] = MachineState(ssh_port=1, image_dir=str(image_dir), virt_caps=["pv", "hvm"])
+        (keys / f"host-{host.name}").write_text("private")
+        (keys / f"host-{host.name}.pub").write_text("public")
+        (host.dir / "seed.img").write_bytes(b"seed")
+        host.serial_log.write_text(f"Xen booted on {host.name}\n")
+        (layer / f"{host.name}-root.qcow2").write_bytes(b"disk")
+        (layer / f"{host.name}.vmstate").write_bytes(b"state")
+    lab._state = state
+    lab.save_state()
+    return lab, layer
+
+
+def test_a_captured_state_holds_what_a_restore_needs_and_a_second_capture_keeps_the_first(tmp_path):
+    lab, layer = run_lab_with_ready_layer(tmp_path)
+    cache = WarmCache(tmp_path / "labs")
+    entry = cache.capture(lab, "c" * 64, layer, state_bytes=15)
+    assert entry.problems() == []
+    assert cache.lookup("wk", "c" * 64) == entry
+    assert entry.machine("h1") == {"drives": ["root"], "virt_caps": ["pv", "hvm"]}
+    assert (entry.dir / "h1-root.qcow2").stat().st_ino == (layer / "h1-root.qcow2").stat().st_ino  # linked
+    assert oct((entry.dir / "keys" / "host-h1").stat().st_mode & 0o777) == "0o600"
+    assert entry.serial_log("h2").read_text() == "Xen booted on h2\n"
+    assert oct(entry.dir.stat().st_mode & 0o777) == "0o700"
+    again = cache.capture(lab, "c" * 64, layer, state_bytes=15)
+    assert again.dir == entry.dir and again.created_at == entry.created_at
+    assert [p.name for p in cache.root.iterdir()] == [entry.dir.name]  # no staging left behind

@@ -32,6 +32,7 @@ from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
 from .processes import alive, sweep, terminate
 from . import layers
+from .resources import check_fits, needed_mib, process_rss_mib
 from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
 
@@ -159,6 +160,7 @@ class Lab:
         On any failure everything started is stopped again, and the error re-raised.
         """
         self._refuse_if_running()
+        check_fits(self.plan, self.name)
         missing = [f"{tool} (Debian package {pkg})" for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
         if missing:
             raise XenlabError("missing tools: " + ", ".join(missing) + "; run `xenlab doctor`")
@@ -238,6 +240,12 @@ class Lab:
             public = (keys / f"host-{host.name}.pub").read_text().split()[:2]
             known_hosts.append(f"[127.0.0.1]:{port} {' '.join(public)}")
             shutil.copyfile(entry.seed(host.name), host.dir / "seed.img")
+            with open(host.serial_log, "wb") as console:  # its console as booted, then where it resumed
+                if entry.serial_log(host.name).exists():
+                    console.write(entry.serial_log(host.name).read_bytes())
+                console.write(f"\n--- xenlab: restored from warm state {entry.dir.name} "
+                              f"(kept {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry.created_at))}) ---\n"
+                              .encode())
         (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
         layer = LayerState(f"warm-{entry.key[:12]}", str(entry.dir), None, entry.created_at, cached=True)
         self._state.layers = [layer]
@@ -522,6 +530,7 @@ class Lab:
                 "macs": {n.network: n.mac for n in host.plan.nics},
                 "uptime_seconds": round(now - m.started_at, 1) if m.started_at and run_state in ("running", "paused") else None,
                 "memory_mib": host.plan.memory_mib, "vcpus": host.plan.vcpus,
+                "rss_mib": _round1(process_rss_mib(m.pid) if run_state in ("running", "paused") else None),
                 "serial_log": str(host.serial_log),
                 **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
             })
@@ -534,6 +543,8 @@ class Lab:
             "checkpoints": [{"tag": c.tag, "created_at": c.created_at, "save_seconds": c.save_seconds,
                              "state_bytes": c.state_bytes} for c in state.checkpoints],
             "came_up": state.came_up,  # cold (booted) or warm (restored from the cache)
+            "memory": {"needed_mib": needed_mib(self.plan),
+                       "rss_mib": _round1(sum(x["rss_mib"] or 0 for x in machines))},
             "warm_state": next((x.dir for x in state.layers if x.cached), None),
         }
 
@@ -577,3 +588,7 @@ def _age(at: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.0f} days"
+
+
+def _round1(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..images.cache import BuiltImage
     from .lab import Lab
 
-WARM_FORMAT = 1  # bump when what an entry holds, or how it is restored, changes
+WARM_FORMAT = 2  # bump when what an entry holds, or how it is restored, changes
 PACKAGE = Path(__file__).resolve().parent.parent
 BOOT_SOURCES = ("lab/qemu.py", "lab/layers.py", "images/identity.py", "plan.py")
 DEFAULT_LIMIT_GB = 20.0
@@ -128,6 +128,10 @@ class WarmEntry:
     def seed(self, name: str) -> Path:
         return self.dir / f"{name}.seed.img"
 
+    def serial_log(self, name: str) -> Path:
+        """The machine's console up to the moment its state was kept (may be missing)."""
+        return self.dir / f"{name}.serial.log"
+
     def size_bytes(self) -> int:
         return _disk_usage(self.dir)
 
@@ -189,6 +193,8 @@ class WarmCache:
             for host in lab.machines.values():
                 machine = lab.state.machines[host.name]
                 shutil.copyfile(host.dir / "seed.img", staging / f"{host.name}.seed.img")
+                if host.serial_log.exists():  # the boot a warm machine never repeats, for `xenlab console`
+                    shutil.copyfile(host.serial_log, staging / f"{host.name}.serial.log")
                 drives = sorted(p.name[len(host.name) + 1:-len(".qcow2")] for p in layer_dir.glob(f"{host.name}-*.qcow2"))
                 machines[host.name] = {"drives": drives, "virt_caps": machine.virt_caps}
             manifest = {
@@ -198,7 +204,11 @@ class WarmCache:
                 "machines": machines, "state_bytes": state_bytes,
             }
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            if final.exists():
+            kept = self.lookup(lab.name, key)
+            if kept is not None:  # another lab of the same key kept one meanwhile (`pytest -n 2`): keep that
+                shutil.rmtree(staging, ignore_errors=True)
+                return kept
+            if final.exists() and final not in self.in_use():
                 shutil.rmtree(final)
             staging.rename(final)
         except BaseException:
