@@ -219,23 +219,26 @@ class Host:
 
         wait_for(booted, f"{self.name}: stage boot ({marker!r} on the serial console)", timeout, 0.25, self._evidence)
 
-    def wait_ssh(self, timeout: float) -> None:
+    def wait_ssh(self, timeout: float, interval: float = 0.5) -> None:
         def answers() -> bool:
             self._alive_or_stop()
             return self.ssh.run("true", timeout=10).ok
 
-        wait_for(answers, f"{self.name}: stage ssh (127.0.0.1:{self.ssh_port})", timeout, 0.5, self._evidence)
+        wait_for(answers, f"{self.name}: stage ssh (127.0.0.1:{self.ssh_port})", timeout, interval, self._evidence)
 
     def toolstack_check(self) -> str:
         return "xl info" if self.role == "xen" else "systemctl is-active nfs-server"
 
-    def wait_toolstack(self, timeout: float) -> None:
+    def wait_toolstack(self, timeout: float, set_clock: bool = False) -> None:
+        """Until the toolstack check passes; `set_clock` first sets the machine's clock to
+        this machine's in the same command (a restored machine resumes at its saved time)."""
         check = self.toolstack_check()
         last: list[str] = [""]
 
         def works() -> bool:
             self._alive_or_stop()
-            result = self.ssh.run(check, timeout=30)
+            clock = f"date -s @{time.time():.3f} >/dev/null && " if set_clock else ""
+            result = self.ssh.run(clock + check, timeout=30)
             last[0] = (result.stdout + result.stderr)[-800:]
             if result.ok and self.role == "xen":
                 # What Xen offers guests here (pv, hvm, hap or shadow): kept for status and doctor.

@@ -261,10 +261,9 @@ class Lab:
 
             def ready(host: Host) -> tuple[str, dict[str, float]]:
                 stages = {"restore": loaded[host.name]}
-                host.wait_ssh(max(1.0, deadline - time.monotonic()))
+                host.wait_ssh(max(1.0, deadline - time.monotonic()), interval=0.2)
                 stages["ssh"] = round(time.monotonic() - started, 2)
-                host.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30)
-                host.wait_toolstack(max(1.0, deadline - time.monotonic()))
+                host.wait_toolstack(max(1.0, deadline - time.monotonic()), set_clock=True)
                 stages["toolstack"] = round(time.monotonic() - started, 2)
                 progress(host.name, "ready")
                 return host.name, stages
