@@ -143,7 +143,7 @@ def choose_build_mode(euid: int, requested: str, rootless: Callable[[], list[Che
     if missing:
         lines = "\n".join(f"  {c.check}: {c.detail}" for c in missing)
         fallback = ("" if euid == 0 else
-                    "\nWithout user namespaces, build the images as root once (into your cache): "
+                    "\nOr, where user namespaces cannot be had, build the images as root once, into your cache: "
                     "sudo XENLAB_CACHE=\"$HOME/.cache/xenlab/images\" xenlab images build")
         raise XenlabError(f"cannot build images without root here; missing:\n{lines}{fallback}")
     return BuildMode("unshare", "without root: mmdebstrap in a user namespace, the disk image under fakeroot")

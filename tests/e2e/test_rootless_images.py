@@ -1,0 +1,185 @@
+"""An ordinary user builds a golden image: a throwaway user (created here when the suite
+runs as root) builds the services image into a private cache, with no root step, and the
+disk image holds what a root build holds (owners, device nodes, file capabilities, the
+lab's customisation, its own small initramfs). A user without subordinate ids is told
+what to do, by the build and by `xenlab doctor`.
+
+The full debian-xen image is built the same way only nightly (about 5 minutes more).
+These tests boot no lab: they replace the session lab's per-module restore with nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from xenlab.images import ImageCache
+from xenlab.images.recipes import FILES_DIR, load_recipes
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+BUILDER = "xenlab-rootless"  # a throwaway user for the builds
+NO_SUBIDS = "xenlab-nosubid"  # a throwaway user with no subordinate ids
+XENLAB = (sys.executable, "-c", "import sys; from xenlab.cli import main; sys.argv[0] = 'xenlab'; main()")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def from_ready():
+    """(No lab here: the e2e conftest's restore of the session lab is not wanted.)"""
+
+
+def _as(user: str, *argv: str, env: dict[str, str] | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    prefix = [] if os.geteuid() != 0 else ["runuser", "-u", user, "--"]
+    environment = {"PYTHONPATH": str(REPO), "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                   "HOME": "/nonexistent", "LANG": "C.UTF-8", "COLUMNS": "250", **(env or {})}
+    return subprocess.run([*prefix, "env", "-i", *(f"{k}={v}" for k, v in environment.items()), *argv],
+                          capture_output=True, text=True, timeout=timeout, check=False, cwd="/")
+
+
+@pytest.fixture(scope="module")
+def throwaway_users():
+    """The ordinary users the tests build as: this user if it is not root, else two made here."""
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        return {"builder": me, "no_subids": None}
+    made = []
+    for name, extra in ((BUILDER, []), (NO_SUBIDS, ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"])):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *extra, name], check=True)
+            made.append(name)
+    probe = _as(BUILDER, sys.executable, "-c", "import xenlab, pydantic, click")
+    if probe.returncode != 0:
+        pytest.fail(f"an ordinary user cannot run this Python ({sys.executable}) with xenlab from {REPO}: "
+                    f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}; "
+                    "install xenlab where every user can read it (./setup.sh with the system python3)")
+    yield {"builder": BUILDER, "no_subids": NO_SUBIDS}
+    for name in made:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def private_cache(throwaway_users):
+    """An image cache only the builder owns (pytest's tmp_path is private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="xenlab-rootless-cache-", dir="/var/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(directory, throwaway_users["builder"], throwaway_users["builder"])
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+BUILD = """
+import sys, time
+from xenlab.images import ImageCache
+started = time.monotonic()
+def progress(subject, message):
+    print(f"{time.monotonic() - started:6.1f}s {subject} {message}", flush=True)
+image = ImageCache().ensure(sys.argv[1], progress)
+print("BUILT", image.directory, image.build_seconds)
+"""
+
+
+def _debugfs(raw: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(raw)], capture_output=True, text=True, check=True).stdout
+
+
+def _stat(raw: Path, path: str) -> dict[str, str]:
+    text = _debugfs(raw, f'stat "{path}"')
+    found = re.search(r"Type: (\S+)\s+Mode:\s+(\d+).*?User:\s+(\d+)\s+Group:\s+(\d+)", text, re.S)
+    assert found, f"{path} is not in the image:\n{text}"
+    return dict(zip(("type", "mode", "uid", "gid"), found.groups(), strict=True))
+
+
+def _build_and_check(name: str, users, cache: Path, tmp_path: Path) -> None:
+    for tool in ("mmdebstrap", "newuidmap", "fakeroot", "debugfs", "qemu-img"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is not installed: run ./setup.sh")
+    builder = users["builder"]
+    done = _as(builder, sys.executable, "-c", BUILD, name, env={"XENLAB_CACHE": str(cache)})
+    print(done.stdout[-6000:])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "building without root: mmdebstrap in a user namespace" in out
+    # every long step is shown with a count, the package counts reaching apt's totals
+    totals = re.findall(r"unpacking packages: (\d+)/(\d+)", out)
+    assert totals and any(a == b for a, b in totals), out
+    for step in ("downloading packages: ", "configuring packages: ", "extracting the tree: ",
+                 "writing the disk image: ", "converting the disk image to qcow2"):
+        assert step in out, f"no {step!r} in the build's progress"
+    directory = Path(out.split("BUILT ", 1)[1].split()[0])
+    recipe = load_recipes(REPO / "images")[name]
+    assert directory.name == f"{name}-{ImageCache(REPO / 'images', cache).digest(name)}"  # same digest as root's
+    assert directory.stat().st_uid == pwd.getpwnam(builder).pw_uid
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["digest"] == directory.name.rsplit("-", 1)[1]
+    assert (directory / "vmlinuz").stat().st_size > 4 << 20
+    initrd = (directory / "initrd.img").stat().st_size
+    assert 1 << 20 < initrd < 16 << 20, f"initrd of {initrd} bytes: not the small MODULES=list one"
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(directory / "disk.qcow2"), str(raw)],
+                   check=True)
+    assert "Filesystem volume name:   xlroot" in subprocess.run(["dumpe2fs", "-h", str(raw)], capture_output=True,
+                                                                text=True, check=True).stdout
+    assert _stat(raw, "/etc/ssh/sshd_config") == {"type": "regular", "mode": "0644", "uid": "0", "gid": "0"}
+    assert _stat(raw, "/etc/shadow") == {"type": "regular", "mode": "0640", "uid": "0", "gid": "42"}
+    assert _stat(raw, "/dev/null")["type"] == "character"
+    assert _stat(raw, "/usr/local/sbin/xenlab-seed")["mode"] == "0755"
+    assert _stat(raw, "/etc/machine-id")["mode"] == "0444"
+    assert _stat(raw, "/")["uid"] == "0"
+    kernel_version = (directory / "kernel-version").read_text().strip()
+    assert _stat(raw, f"/boot/vmlinuz-{kernel_version}")["uid"] == "0"
+    assert _debugfs(raw, "cat /etc/ssh/sshd_config.d/xenlab.conf") == (FILES_DIR / "sshd-xenlab.conf").read_text()
+    assert _debugfs(raw, "cat /etc/hostname") == "xenlab\n"
+    assert _debugfs(raw, "cat /etc/initramfs-tools/modules").split() == [
+        "virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic"]
+    assert "security.capability (20)" in _debugfs(raw, "ea_list /usr/bin/ping")  # ping's cap_net_raw
+    assert "system.posix_acl_access" in _debugfs(raw, "ea_list /var/log/journal")
+    for unit in recipe.mask_units:
+        assert _stat(raw, f"/etc/systemd/system/{unit}")["type"] == "symlink"
+    status = _debugfs(raw, "cat /var/lib/dpkg/status")
+    installed = set(re.findall(r"^Package: (\S+)\nStatus: install ok installed", status, re.M))
+    assert set(recipe.packages) <= installed
+    assert "usr-is-merged" in installed and "usrmerge" not in installed  # merged /usr as debootstrap makes it
+    assert _stat(raw, "/bin")["type"] == "symlink"
+    if recipe.boot == "xen":
+        assert (directory / "xen.elf").stat().st_size > 1 << 20
+        assert (directory / "modules" / "order").read_text().split()
+
+
+def test_an_ordinary_user_builds_the_services_image(throwaway_users, private_cache, tmp_path):
+    _build_and_check("services", throwaway_users, private_cache, tmp_path)
+
+
+@pytest.mark.nightly(reason="builds the full debian-xen image without root: about 5 minutes on 2 cores")
+def test_an_ordinary_user_builds_the_xen_host_image(throwaway_users, private_cache, tmp_path):
+    _build_and_check("debian-xen", throwaway_users, private_cache, tmp_path)
+
+
+def test_a_user_without_subordinate_ids_is_told_what_to_do(throwaway_users, tmp_path):
+    user = throwaway_users["no_subids"]
+    if user is None:
+        pytest.skip("needs root to make a user without subordinate ids")
+    cache = Path(tempfile.mkdtemp(prefix="xenlab-nosubid-cache-", dir="/var/tmp"))
+    shutil.chown(cache, user, user)
+    try:
+        built = _as(user, *XENLAB, "images", "build", "services", env={"XENLAB_CACHE": str(cache)}, timeout=120)
+        doctor = _as(user, *XENLAB, "doctor", timeout=120)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    said = built.stdout + built.stderr
+    assert built.returncode != 0 and "Traceback" not in said
+    assert "cannot build images without root here" in said
+    assert f"usermod --add-subuids 100000-165535 {user}" in said and "sudo XENLAB_CACHE=" in said
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stdout + doctor.stderr
+    assert "subuid range" in doctor.stdout and "Everything missing is installed by ./setup.sh" not in doctor.stdout
+    assert "not a package; the detail says what to do" in doctor.stdout
