@@ -95,7 +95,7 @@ def _debugfs(raw: Path, request: str) -> str:
 
 def _stat(raw: Path, path: str) -> dict[str, str]:
     text = _debugfs(raw, f'stat "{path}"')
-    found = re.search(r"Type: (\S+)\s+Mode:\s+(\d+).*?User:\s+(\d+)\s+Group:\s+(\d+)", text, re.S)
+    found = re.search(r"Type: (.+?)\s+Mode:\s+(\d+).*?User:\s+(\d+)\s+Group:\s+(\d+)", text, re.S)
     assert found, f"{path} is not in the image:\n{text}"
     return dict(zip(("type", "mode", "uid", "gid"), found.groups(), strict=True))
 
@@ -117,9 +117,15 @@ def _build_and_check(name: str, users, cache: Path, tmp_path: Path) -> None:
                  "writing the disk image: ", "converting the disk image to qcow2"):
         assert step in out, f"no {step!r} in the build's progress"
     directory = Path(out.split("BUILT ", 1)[1].split()[0])
-    recipe = load_recipes(REPO / "images")[name]
-    assert directory.name == f"{name}-{ImageCache(REPO / 'images', cache).digest(name)}"  # same digest as root's
     assert directory.stat().st_uid == pwd.getpwnam(builder).pw_uid
+    check_image(directory, name, tmp_path)
+
+
+def check_image(directory: Path, name: str, tmp_path: Path) -> None:
+    """A built image holds what a root build holds: owners, nodes, capabilities, our files."""
+    recipe = load_recipes(REPO / "images")[name]
+    cache = directory.parent
+    assert directory.name == f"{name}-{ImageCache(REPO / 'images', cache).digest(name)}"  # same digest as root's
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["digest"] == directory.name.rsplit("-", 1)[1]
     assert (directory / "vmlinuz").stat().st_size > 4 << 20
@@ -132,7 +138,7 @@ def _build_and_check(name: str, users, cache: Path, tmp_path: Path) -> None:
                                                                 text=True, check=True).stdout
     assert _stat(raw, "/etc/ssh/sshd_config") == {"type": "regular", "mode": "0644", "uid": "0", "gid": "0"}
     assert _stat(raw, "/etc/shadow") == {"type": "regular", "mode": "0640", "uid": "0", "gid": "42"}
-    assert _stat(raw, "/dev/null")["type"] == "character"
+    assert _stat(raw, "/dev/null")["type"] == "character special"
     assert _stat(raw, "/usr/local/sbin/xenlab-seed")["mode"] == "0755"
     assert _stat(raw, "/etc/machine-id")["mode"] == "0444"
     assert _stat(raw, "/")["uid"] == "0"

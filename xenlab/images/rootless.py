@@ -249,7 +249,7 @@ class Throttle:
 
 
 _APT_GET = re.compile(r"^Get:\d+ \S+ \S+ \S+ (\S+) \S+ \S+ \[")  # Get:3 URL suite/comp arch NAME ARCH VERSION [size]
-_APT_TOTAL = re.compile(r"^\d+ upgraded, (\d+) newly installed")
+_APT_TOTAL = re.compile(r"^(\d+) upgraded, (\d+) newly installed")
 _DPKG = re.compile(r"^(Unpacking|Setting up) (\S+?)(?::\w+)? \(")
 _TRIGGERS = re.compile(r"^Processing triggers for (\S+?)(?::\w+)? \(")
 _MMDEBSTRAP_STEPS = {
@@ -300,7 +300,7 @@ class PackageCounter:
                 return self._count("configuring" if kind == "Configuring" else "unpacking")
             return None
         if total := _APT_TOTAL.match(line):
-            self.total += int(total.group(1))
+            self.total += int(total.group(1)) + int(total.group(2))  # (the merged-/usr hook upgrades one)
             self.downloading = True
             return None
         if self.downloading and _APT_GET.match(line):
