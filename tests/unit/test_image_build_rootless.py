@@ -18,6 +18,7 @@ from xenlab.cli import main
 from xenlab.errors import XenlabError
 from xenlab.images.build import INITRAMFS_MODULES, configure_initramfs
 from xenlab.images.rootless import (
+    INTERIM_CONF,
     MERGED_USR_HOOKS,
     MIN_SUBIDS,
     Check,
@@ -102,40 +103,43 @@ def test_mmdebstrap_output_gives_steps_and_package_counts_against_apts_totals():
     messages = [m for m, _ in said]
     # the merged-/usr hook's own dpkg run and the index downloads of apt-get update do not count
     assert messages[:3] == ["reading the mirror's package lists", "downloading the essential packages",
-                            "downloading packages: 1/3"]
-    assert "downloading packages: 3/3" in messages
-    assert "unpacking packages: 3/3" in messages and "configuring packages: 3/3" in messages
+                            "packages 1/3 downloaded, 0/3 unpacked, 0/3 configured"]
+    assert "packages 3/3 downloaded, 3/3 unpacked, 3/3 configured" in messages
     # the merged-/usr hook's upgrade counts; the second apt run adds to the total
-    assert "downloading packages: 4/4" in messages and "configuring packages: 4/4" in messages
-    assert messages.index("installing the recipe's packages") < messages.index("downloading packages: 6/6")
-    assert "unpacking packages: 6/6" in messages and "configuring packages: 6/6" in messages
-    assert not any(m.endswith("7/6") for m in messages)
+    assert "packages 4/4 downloaded, 4/4 unpacked, 4/4 configured" in messages
+    assert messages.index("installing the recipe's packages") < messages.index(
+        "packages 6/6 downloaded, 4/6 unpacked, 4/6 configured")
+    assert messages[-4] == "packages 6/6 downloaded, 6/6 unpacked, 6/6 configured"
     assert messages[-3:] == ["running the triggers of initramfs-tools", "building the initramfs (in the namespace)",
                              "packing the tree into a tarball"]
     steps = [m for m, step in said if step]
-    assert "unpacking packages: 1/3" in steps and "unpacking packages: 2/3" not in steps
+    assert steps == ["reading the mirror's package lists", "downloading the essential packages",
+                     "extracting the essential packages", "installing the essential packages",
+                     "installing the recipe's packages", *messages[-3:]]
 
 
 def test_debootstrap_output_counts_packages_without_a_total():
     assert [m for m, _ in feed_all(DEBOOTSTRAP_OUTPUT)] == [
-        "downloading packages: 1", "downloading packages: 2", "unpacking packages: 1", "unpacking packages: 2",
-        "configuring packages: 1"]
+        "packages 1 downloaded, 0 unpacked, 0 configured", "packages 2 downloaded, 0 unpacked, 0 configured",
+        "packages 2 downloaded, 1 unpacked, 0 configured", "packages 2 downloaded, 2 unpacked, 0 configured",
+        "packages 2 downloaded, 2 unpacked, 1 configured"]
 
 
 def test_throttle_passes_steps_at_once_and_counts_at_most_every_interval():
     now = [0.0]
-    heard: list[tuple[str, str]] = []
-    say = Throttle(lambda subject, message: heard.append((subject, message)), "img", interval=2.0,
+    heard: list[str] = []
+    say = Throttle(lambda subject, message: heard.append(f"{subject} {message}"), "img", interval=2.0,
                    clock=lambda: now[0])
     for t, message, step in ((0.0, "a 1", False), (0.5, "a 2", False), (1.0, "step b", True), (1.5, "b 1", False),
                              (2.9, "b 2", False), (3.1, "b 3", False), (3.2, "b 4", False)):
         now[0] = t
         say(message, step=step)
-    assert heard == [("img", "a 1"), ("img", "step b"), ("img", "b 3")]
+    # a step says the held-back last count of the step before it, then itself
+    assert heard == ["img a 1", "img a 2", "img step b", "img b 3"]
     say.flush()  # the last count of a step is always said
-    assert heard[-1] == ("img", "b 4")
+    assert heard[-1] == "img b 4"
     say.flush()
-    assert len(heard) == 4
+    assert len(heard) == 5
 
 
 def test_subordinate_ids_by_name_or_uid_summed_over_ranges():
@@ -169,8 +173,8 @@ def test_rootless_checks_say_what_is_missing_and_what_to_do(tmp_path):
 
 
 def test_the_road_a_build_takes():
-    every = lambda: [Check("mmdebstrap", True, "/usr/bin/mmdebstrap")]  # noqa: E731
-    lacking = lambda: [Check("user namespaces", False, "unshare failed; allow them", by_setup=False),  # noqa: E731
+    every = lambda: [Check("mmdebstrap", True, "/usr/bin/mmdebstrap")]
+    lacking = lambda: [Check("user namespaces", False, "unshare failed; allow them", by_setup=False),
                        Check("fakeroot", False, "apt-get install fakeroot")]
     assert choose_build_mode(0, "", lacking).kind == "root"  # root keeps debootstrap
     assert choose_build_mode(1000, "", every).kind == "unshare"
@@ -195,6 +199,10 @@ def test_command_lines_per_mode(tmp_path):
     assert f"--hook-dir={MERGED_USR_HOOKS}" in argv and "--include=openssh-server,kmod" in argv
     hook = next(a for a in argv if a.startswith("--customize-hook="))
     assert hook.endswith('chroot "$1" update-initramfs -u -k all')
+    # the interim initramfs builds are small, and the file making them so is gone before the real one
+    interim = next(a for a in argv if a.startswith("--essential-hook="))
+    assert interim.endswith(f'echo MODULES=list > "$1/{INTERIM_CONF}"')
+    assert hook.index(f'rm -f "$1/{INTERIM_CONF}"') < hook.index("update-initramfs")
     assert argv[-3:] == ["bookworm", str(tmp_path / "r.tar"), "http://deb.example/debian"]
     assert debootstrap_argv("bookworm", ["kmod"], "http://m/debian", tmp_path / "t") == [
         "debootstrap", "--variant=minbase", "--include=kmod", "bookworm", str(tmp_path / "t"), "http://m/debian"]

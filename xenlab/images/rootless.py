@@ -193,10 +193,23 @@ def initramfs_config_shell(modules: list[str]) -> str:
             'sed -i "s/^MODULES=.*$/MODULES=list/" "$1/etc/initramfs-tools/initramfs.conf"')
 
 
+# While packages install, the kernel's postinst and initramfs-tools' trigger each build an
+# initramfs; with MODULES=most that took a minute each here under load. A conf.d file
+# makes those small (MODULES=list, of the default empty list: thrown away), and the
+# customize hook removes it before building the real one.
+INTERIM_CONF = "etc/initramfs-tools/conf.d/xenlab-build"
+
+
+def interim_initramfs_hook() -> str:
+    """The essential hook (before the recipe's packages): interim initramfs builds are small."""
+    return f'mkdir -p "$1/{Path(INTERIM_CONF).parent}" && echo MODULES=list > "$1/{INTERIM_CONF}"'
+
+
 def initramfs_hook(modules: list[str]) -> str:
     """The customize hook run in the namespace: the same small initramfs as
     `build.customize_tree` configures, built in the chroot."""
-    return f'set -e; {initramfs_config_shell(modules)}; chroot "$1" update-initramfs -u -k all'
+    return (f'set -e; rm -f "$1/{INTERIM_CONF}"; {initramfs_config_shell(modules)}; '
+            'chroot "$1" update-initramfs -u -k all')
 
 
 def mmdebstrap_argv(suite: str, packages: list[str], mirror: str, tarball: Path, initramfs_modules: list[str]) -> list[str]:
@@ -206,7 +219,8 @@ def mmdebstrap_argv(suite: str, packages: list[str], mirror: str, tarball: Path,
             f"--hook-dir={MERGED_USR_HOOKS}"]
     if packages:
         argv.append("--include=" + ",".join(packages))
-    argv += [f"--customize-hook={initramfs_hook(initramfs_modules)}", suite, str(tarball), mirror]
+    argv += [f"--essential-hook={interim_initramfs_hook()}", f"--customize-hook={initramfs_hook(initramfs_modules)}",
+             suite, str(tarball), mirror]
     return argv
 
 
@@ -225,7 +239,7 @@ def fakeroot_stage_argv(tarball: Path, tree: Path, recipe_json: Path, out: Path,
 # -- progress ---------------------------------------------------------------------------
 class Throttle:
     """A Progress that passes a message on at most every `interval` seconds, unless it
-    starts a new step (`step=True`), which always goes."""
+    starts a new step (`step=True`), which always goes, after the last held-back one."""
 
     def __init__(self, progress: Progress, subject: str, interval: float = 2.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -234,6 +248,8 @@ class Throttle:
         self.pending: str | None = None
 
     def __call__(self, message: str, step: bool = False) -> None:
+        if step:
+            self.flush()  # the last count of the step before
         now = self.clock()
         if step or now - self.last >= self.interval:
             self.progress(self.subject, message)
@@ -280,9 +296,9 @@ class PackageCounter:
 
     def _count(self, what: str) -> tuple[str, bool]:
         self.counts[what] += 1
-        n = self.counts[what]
         of = f"/{self.total}" if self.total else ""
-        return f"{what} packages: {n}{of}", n == 1
+        d, u, c = (self.counts[k] for k in ("downloading", "unpacking", "configuring"))
+        return f"packages {d}{of} downloaded, {u}{of} unpacked, {c}{of} configured", False
 
     def feed(self, line: str) -> tuple[str, bool] | None:
         line = line.rstrip("\r\n")
