@@ -10,20 +10,28 @@ These tests boot no lab: they replace the session lab's per-module restore with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from xenlab.images import ImageCache
+from xenlab.images.identity import generate_keypair, write_seed_disk
 from xenlab.images.recipes import FILES_DIR, load_recipes
+from xenlab.lab.accel import AccelChoice
+from xenlab.lab.qemu import MachineFiles, qemu_argv
+from xenlab.plan import plan_lab
+from xenlab.spec import load_lab
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -68,14 +76,29 @@ def throwaway_users():
         subprocess.run(["userdel", name], check=False)
 
 
-@pytest.fixture
-def private_cache(throwaway_users):
+def _private_cache(users) -> Path:
     """An image cache only the builder owns (pytest's tmp_path is private to root)."""
     directory = Path(tempfile.mkdtemp(prefix="xenlab-rootless-cache-", dir="/var/tmp"))
     if os.geteuid() == 0:
-        shutil.chown(directory, throwaway_users["builder"], throwaway_users["builder"])
+        shutil.chown(directory, users["builder"], users["builder"])
+    return directory
+
+
+@pytest.fixture
+def private_cache(throwaway_users):
+    directory = _private_cache(throwaway_users)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def services_built(throwaway_users):
+    """The services image as the builder built it, and what the build said."""
+    cache = _private_cache(throwaway_users)
+    try:
+        yield _build(throwaway_users["builder"], "services", cache)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 BUILD = """
@@ -100,24 +123,23 @@ def _stat(raw: Path, path: str) -> dict[str, str]:
     return dict(zip(("type", "mode", "uid", "gid"), found.groups(), strict=True))
 
 
-def _build_and_check(name: str, users, cache: Path, tmp_path: Path) -> None:
+def _build(builder: str, name: str, cache: Path) -> tuple[Path, str]:
     for tool in ("mmdebstrap", "newuidmap", "fakeroot", "debugfs", "qemu-img"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} is not installed: run ./setup.sh")
-    builder = users["builder"]
     done = _as(builder, sys.executable, "-c", BUILD, name, env={"XENLAB_CACHE": str(cache)})
     print(done.stdout[-6000:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
+    return Path(done.stdout.split("BUILT ", 1)[1].split()[0]), done.stdout
+
+
+def check_progress(out: str) -> None:
     assert "building without root: mmdebstrap in a user namespace" in out
     # every long step is shown with a count, the package counts reaching apt's totals
     counts = re.findall(r"packages (\d+)/(\d+) downloaded, (\d+)/\2 unpacked, (\d+)/\2 configured", out)
     assert len(counts) > 5 and any(len(set(c)) == 1 for c in counts), out
     for step in ("extracting the tree: ", "writing the disk image: ", "converting the disk image to qcow2"):
         assert step in out, f"no {step!r} in the build's progress"
-    directory = Path(out.split("BUILT ", 1)[1].split()[0])
-    assert directory.stat().st_uid == pwd.getpwnam(builder).pw_uid
-    check_image(directory, name, tmp_path)
 
 
 def check_image(directory: Path, name: str, tmp_path: Path) -> None:
@@ -163,13 +185,61 @@ def check_image(directory: Path, name: str, tmp_path: Path) -> None:
         assert (directory / "modules" / "order").read_text().split()
 
 
-def test_an_ordinary_user_builds_the_services_image(throwaway_users, private_cache, tmp_path):
-    _build_and_check("services", throwaway_users, private_cache, tmp_path)
+def test_an_ordinary_user_builds_the_services_image(throwaway_users, services_built, tmp_path):
+    directory, said = services_built
+    check_progress(said)
+    assert directory.stat().st_uid == pwd.getpwnam(throwaway_users["builder"]).pw_uid
+    check_image(directory, "services", tmp_path)
 
 
 @pytest.mark.nightly(reason="builds the full debian-xen image without root: about 5 minutes on 2 cores")
 def test_an_ordinary_user_builds_the_xen_host_image(throwaway_users, private_cache, tmp_path):
-    _build_and_check("debian-xen", throwaway_users, private_cache, tmp_path)
+    directory, said = _build(throwaway_users["builder"], "debian-xen", private_cache)
+    check_progress(said)
+    check_image(directory, "debian-xen", tmp_path)
+
+
+ASK = "hostname; systemctl is-system-running --wait; systemctl is-active nfs-server; getcap /usr/bin/ping"
+
+
+def test_the_image_an_ordinary_user_built_boots_as_the_lab_boots_it(services_built, tmp_path):
+    """The lab's own QEMU command line and seed disk (no lab networks: no vde switch here);
+    systemd reaches `running`, the NFS server is up, ping keeps its capability."""
+    directory, _ = services_built
+    plan = plan_lab(load_lab(REPO / "labs/xen-pool2.yaml"))
+    planned = next(m for m in plan.machines if m.role == "services")
+    machine = dataclasses.replace(planned, nics=())
+    host_key, login = generate_keypair(tmp_path / "host", "host"), generate_keypair(tmp_path / "login", "login")
+    seed = write_seed_disk(tmp_path / "seed.raw", plan, planned, host_key, login, nfs_export="/srv/xenlab")
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(directory / "disk.qcow2"),
+                    str(overlay)], check=True)
+    files = MachineFiles(overlay=overlay, seed=seed, serial_log=tmp_path / "serial.log",
+                         qmp_socket=tmp_path / "qmp.sock", pidfile=tmp_path / "qemu.pid",
+                         kernel=directory / "vmlinuz", initrd=directory / "initrd.img", hypervisor=None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    qemu = subprocess.Popen(qemu_argv(machine, files, AccelChoice("tcg", "qemu64", "test"), port, {}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    ssh = ["ssh", "-i", str(login.private_path), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "root@127.0.0.1"]
+    try:
+        deadline = time.monotonic() + 300
+        answer = None
+        while time.monotonic() < deadline and qemu.poll() is None:
+            done = subprocess.run([*ssh, ASK], capture_output=True, text=True, timeout=120, check=False)
+            if done.stdout.strip():
+                answer = done.stdout.split()
+                break
+            time.sleep(3)
+        serial = files.serial_log.read_text(errors="replace") if files.serial_log.exists() else ""
+        assert answer is not None, f"no SSH from the image in 300 s; serial:\n{serial[-3000:]}"
+        assert answer[:3] == ["services", "running", "active"], answer
+        assert "cap_net_raw=ep" in answer
+    finally:
+        qemu.terminate()
+        qemu.wait(timeout=30)
 
 
 def test_a_user_without_subordinate_ids_is_told_what_to_do(throwaway_users, tmp_path):
