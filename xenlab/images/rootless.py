@@ -293,6 +293,8 @@ class PackageCounter:
         self.total = 0
         self.counts = {"downloading": 0, "unpacking": 0, "configuring": 0}
         self.downloading = False
+        self.extracting = False
+        self.seen: dict[str, set[str]] = {"unpacking": set(), "configuring": set()}
 
     def _count(self, what: str) -> tuple[str, bool]:
         self.counts[what] += 1
@@ -310,10 +312,19 @@ class PackageCounter:
                     return step, True
             found = _DEBOOTSTRAP.match(line)
             if found:
-                kind, name = found.groups()
+                kind, name = found.group(1), found.group(2).rstrip(".")
                 if kind == "Retrieving":
                     return None if name in _DEBOOTSTRAP_INDEXES else self._count("downloading")
-                return self._count("configuring" if kind == "Configuring" else "unpacking")
+                if kind == "Extracting":  # essential packages' data only; unpacked again later
+                    if self.extracting:
+                        return None
+                    self.extracting = True
+                    return "extracting the essential packages", True
+                what = "configuring" if kind == "Configuring" else "unpacking"
+                if name in self.seen[what]:  # (debootstrap unpacks some packages twice)
+                    return None
+                self.seen[what].add(name)
+                return self._count(what)
             return None
         if total := _APT_TOTAL.match(line):
             self.total += int(total.group(1)) + int(total.group(2))  # (the merged-/usr hook upgrades one)
