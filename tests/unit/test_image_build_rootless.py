@@ -175,6 +175,9 @@ def test_rootless_checks_say_what_is_missing_and_what_to_do(tmp_path):
     assert checks["subuid range"].ok and checks["subuid range"].detail == f"{MIN_SUBIDS} ids for dev"
     gid = checks["subgid range"]
     assert not gid.ok and not gid.by_setup and "usermod --add-subgids 100000-165535 dev" in gid.detail
+    old = rootless_checks("dev", 1000, which=installed.get, userns=lambda: None, etc=etc,
+                          merged_usr=tmp_path / "no-hooks")[0]
+    assert not old.ok and "install the mmdebstrap of Debian 12" in old.detail
 
 
 def test_the_road_a_build_takes():

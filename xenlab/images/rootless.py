@@ -92,6 +92,7 @@ def rootless_checks(
     which: Callable[[str], str | None] = shutil.which,
     userns: Callable[[], str | None] = userns_problem,
     etc: Path = Path("/etc"),
+    merged_usr: Path = MERGED_USR_HOOKS,
 ) -> list[Check]:
     """What an ordinary user needs to build images: the tools, user namespaces, id ranges."""
     checks = []
@@ -99,6 +100,9 @@ def rootless_checks(
                           ("fakeroot", "fakeroot"), ("debugfs", "e2fsprogs")):
         path = which(tool)
         checks.append(Check(tool, bool(path), path or f"apt-get install {package}"))
+    if checks[0].ok and not (merged_usr / "setup00.sh").exists():
+        checks[0] = Check("mmdebstrap", False, f"{checks[0].detail} has no {merged_usr}: "
+                          "install the mmdebstrap of Debian 12 (1.3.5) or later", by_setup=False)
     problem = userns()
     checks.append(Check(
         "user namespaces", problem is None,
