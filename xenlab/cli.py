@@ -103,19 +103,21 @@ def _timed_progress() -> Progress:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def doctor(as_json: bool) -> None:
     """What is installed, KVM or TCG, what is missing and how to get it."""
+    from .images.rootless import build_checks, missing_advice
     from .lab.accel import detect_accel, guest_types_under
     from .lab.lab import REQUIRED_TOOLS
 
     checks = []
-    image_tools = {"debootstrap": "debootstrap", "cpio": "cpio", "ssh": "openssh-client"}
+    image_tools = {"cpio": "cpio", "ssh": "openssh-client"}
     for tool, package in {**REQUIRED_TOOLS, **image_tools}.items():
         path = shutil.which(tool)
         checks.append({"check": tool, "ok": bool(path), "detail": path or f"apt-get install {package}"})
     busybox_static = Path("/bin/busybox").exists() and b"ld-linux" not in Path("/bin/busybox").read_bytes()[:4096]
     checks.append({"check": "static busybox", "ok": busybox_static,
                    "detail": "/bin/busybox" if busybox_static else "apt-get install busybox-static"})
-    checks.append({"check": "root (for image builds)", "ok": os.geteuid() == 0,
-                   "detail": "debootstrap chroots; run image builds as root" if os.geteuid() else "yes"})
+    build = build_checks()  # image builds: without root (user namespaces) or as root (debootstrap)
+    checks += [c.as_dict() for c in build]
+    not_by_setup = {c.check for c in build if not c.ok and not c.by_setup}
     try:
         choice = detect_accel("auto")
         checks.append({"check": "acceleration", "ok": True, "detail": f"{choice.accel} ({choice.reason})"})
@@ -130,9 +132,9 @@ def doctor(as_json: bool) -> None:
         for c in checks:
             table.add_row(c["check"], "[green]ok[/green]" if c["ok"] else "[red]missing[/red]", c["detail"])
         out.print(table)
-        missing = [c for c in checks if not c["ok"]]
+        missing = [c["check"] for c in checks if not c["ok"]]
         if missing:
-            out.print("Everything missing is installed by ./setup.sh")
+            out.print(missing_advice(missing, not_by_setup))
     if not all(c["ok"] for c in checks):
         sys.exit(1)
 
