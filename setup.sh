@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap mmdebstrap uidmap fakeroot e2fsprogs busybox-static cpio
+PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap mmdebstrap uidmap fakeroot acl e2fsprogs busybox-static cpio
           openssh-client iproute2 procps gcc libc6-dev chromium fonts-dejavu-core)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -66,14 +66,45 @@ def throwaway_users():
         except KeyError:
             subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", *extra, name], check=True)
             made.append(name)
+    reach = [Path(sys.executable).resolve(), Path(sys.prefix), REPO]
+    granted = {user: _grant_traverse(user, reach) for user in (BUILDER, NO_SUBIDS)}
     probe = _as(BUILDER, sys.executable, "-c", "import xenlab, pydantic, click")
     if probe.returncode != 0:
+        for user, dirs in granted.items():
+            _revoke_traverse(user, dirs)
         pytest.fail(f"an ordinary user cannot run this Python ({sys.executable}) with xenlab from {REPO}: "
                     f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}; "
                     "install xenlab where every user can read it (./setup.sh with the system python3)")
-    yield {"builder": BUILDER, "no_subids": NO_SUBIDS}
-    for name in made:
-        subprocess.run(["userdel", name], check=False)
+    try:
+        yield {"builder": BUILDER, "no_subids": NO_SUBIDS}
+    finally:
+        for user, dirs in granted.items():
+            _revoke_traverse(user, dirs)
+        for name in made:
+            subprocess.run(["userdel", name], check=False)
+
+
+def _grant_traverse(user: str, paths: list[Path]) -> list[tuple[Path, bool]]:
+    """Let `user` (only) pass through the directories above `paths` that others may not
+    enter (root's home, where pyenv keeps this Python): an ACL entry with `x` alone, so it
+    reaches the interpreter and xenlab's source but lists nothing. Taken back afterwards."""
+    granted: list[tuple[Path, bool]] = []
+    for path in paths:
+        for directory in reversed(path.parents):
+            if directory in [d for d, _ in granted] or directory.stat().st_mode & 0o001:
+                continue
+            had_acl = bool(subprocess.run(["getfacl", "--skip-base", "-p", str(directory)], capture_output=True,
+                                          text=True, check=True).stdout.strip())
+            subprocess.run(["setfacl", "-m", f"u:{user}:x", str(directory)], check=True)
+            granted.append((directory, had_acl))
+    return granted
+
+
+def _revoke_traverse(user: str, granted: list[tuple[Path, bool]]) -> None:
+    """Back as it was: our entry out, and the whole ACL where the directory had none."""
+    for directory, had_acl in granted:
+        subprocess.run(["setfacl", "-x", f"u:{user}", str(directory)] if had_acl else ["setfacl", "-b", str(directory)],
+                       check=False)
 
 
 def _private_cache(users) -> Path:
