@@ -295,6 +295,27 @@ def read_endpoint(run_root: Path, host: str) -> BmcEndpoint | None:
     return BmcEndpoint(data["host"], int(data["port"]), int(data["pid"]), data["credentials"])
 
 
+def start_lab_bmcs(lab, tied: bool) -> dict[str, tuple[int, subprocess.Popen]]:
+    """A BMC for every host of a QEMU lab whose lab file asks for one (`bmc: ipmi`)."""
+    started = {}
+    for host in lab.hosts:
+        if lab.spec.bmc_of(host.name) == "ipmi":
+            endpoint, handle = start_bmc(lab.run.root, host.name, tied)
+            started[host.name] = (endpoint.pid, handle)
+    return started
+
+
+def bmc_status(run_root: Path, host: str) -> dict:
+    """What `xenlab status --json` shows of a host's BMC: where it listens and the credentials
+    file's path (never the credentials)."""
+    from .processes import alive
+
+    endpoint = read_endpoint(run_root, host)
+    if endpoint is None or not alive(endpoint.pid, str(run_root) + "/"):
+        return {"interface": "ipmi", "state": "not running"}
+    return {**endpoint.status(), "state": "listening"}
+
+
 def bmc_argv(run_root: Path, host: str, command: list[str] | None = None) -> list[str]:
     argv = [sys.executable, "-m", "xenlab.lab.bmc", "--run-dir", str(run_root), "--host", host]
     return argv + (["--command", *command] if command else [])

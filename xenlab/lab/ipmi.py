@@ -36,31 +36,38 @@ class IpmiPower:
     def __init__(self, target: IpmiTarget, timeout: float = 30):
         self.target = target
         self.timeout = timeout
+        self._session = None  # pyghmi's Command, logged in on first use
 
     def _command(self):
         from pyghmi.exceptions import IpmiException
         from pyghmi.ipmi.command import Command
 
-        t = self.target
-        try:
-            return Command(bmc=t.address, userid=t.user, password=t.password(), port=t.port, keepalive=False)
-        except IpmiException as exc:
-            raise XenlabError(f"{t.host}: IPMI login to its BMC {t.address}:{t.port} as {t.user} failed: {exc}") from None
+        if self._session is None:
+            t = self.target
+            try:
+                self._session = Command(bmc=t.address, userid=t.user, password=t.password(), port=t.port,
+                                        keepalive=True)
+            except IpmiException as exc:
+                raise XenlabError(f"{t.host}: IPMI login to its BMC {t.address}:{t.port} as {t.user} failed: "
+                                  f"{exc}") from None
+        return self._session
 
     def _do(self, what: str, fn):
+        """`fn(command)` on this host's BMC session. One session per BMC and user is kept
+        (pyghmi hands a second login in the same process the first one's state); a session
+        that broke (the BMC restarted or expired it) is replaced by one new login."""
         from pyghmi.exceptions import IpmiException
 
         t = self.target
-        command = self._command()
-        try:
-            return fn(command)
-        except IpmiException as exc:
-            raise XenlabError(f"{t.host}: IPMI {what} on its BMC {t.address}:{t.port} failed: {exc}") from None
-        finally:
+        for attempt in (1, 2):
+            command = self._command()
             try:
-                command.ipmi_session.logout()
-            except Exception:  # noqa: BLE001 - a session that cannot log out is dropped anyway
-                pass
+                return fn(command)
+            except IpmiException as exc:
+                self._session = None
+                if attempt == 2:
+                    raise XenlabError(f"{t.host}: IPMI {what} on its BMC {t.address}:{t.port} failed: {exc}") from None
+        raise AssertionError("unreachable")
 
     def state(self) -> str:
         """on or off, as the BMC reports the chassis."""

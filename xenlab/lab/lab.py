@@ -26,6 +26,7 @@ from ..results import HostInventory
 from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
+from .bmc import bmc_status, start_lab_bmcs
 from .contract import FAULT_KINDS, Capabilities
 from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
@@ -239,6 +240,9 @@ class Lab:
         for host in self.machines.values():
             progress(host.name, "starting QEMU")
             host.launch(tied)
+        for name, (pid, handle) in start_lab_bmcs(self, tied).items():
+            progress(name, "virtual BMC (IPMI on 127.0.0.1) started")
+            self._track(f"bmc/{name}", (pid, handle))
 
     def _track(self, name: str, started: tuple[int, subprocess.Popen | None]) -> None:
         pid, handle = started
@@ -378,6 +382,7 @@ class Lab:
                 "memory_mib": host.plan.memory_mib, "vcpus": host.plan.vcpus,
                 "serial_log": str(host.serial_log),
                 **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
+                **({"bmc": bmc_status(self.run.root, host.name)} if self.spec.bmc_of(host.name) else {}),
             })
         return {
             "schema": "xenlab.status/1", "lab": self.name, "run_dir": str(self.run.root),

@@ -1,0 +1,157 @@
+"""The virtual BMC, for real: its server process on 127.0.0.1, driven by ipmitool and by
+pyghmi's client, powering a real "machine" (a process it starts and kills)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xenlab.errors import XenlabError
+from xenlab.lab.bmc import (
+    BMC_USER,
+    PASSWORD_BYTES,
+    bmc_status,
+    credentials_path,
+    ensure_credentials,
+    read_credentials,
+    start_bmc,
+)
+from xenlab.lab.ipmi import IpmiPower, IpmiTarget
+from xenlab.lab.processes import cmdline, owned_pids, sweep
+
+pytestmark = pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool is not installed (./setup.sh)")
+
+
+def machine_pids(run: Path) -> list[int]:
+    """The "machine" processes of the BMC (their command line names the machine file)."""
+    return [p for p in owned_pids(str(run) + "/") if "machine-h1" in (cmdline(p) or "") and "xenlab.lab.bmc" not in
+            (cmdline(p) or "")]
+
+
+@pytest.fixture(scope="module")
+def bmc(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    os.chmod(run, 0o700)
+    machine = [sys.executable, "-c", "import time; time.sleep(600)", str(run / "machine-h1")]
+    endpoint, handle = start_bmc(run, "h1", tied=True, command=machine)
+    yield run, endpoint
+    sweep(str(run) + "/")
+    handle.wait(timeout=10)
+
+
+def ipmitool(run: Path, port: int, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
+    creds = read_credentials(credentials_path(run))
+    env = dict(os.environ, IPMI_PASSWORD=password if password is not None else creds.password)
+    return subprocess.run(["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", creds.user, "-E",
+                           "-R", "1", "-N", "1", *args], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def power(run: Path, port: int, action: str) -> str:
+    out = ipmitool(run, port, "chassis", "power", action)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_credentials_are_generated_once_private_and_never_printed(tmp_path):
+    run = tmp_path / "run"
+    path = ensure_credentials(run)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    creds = read_credentials(path)
+    assert creds.user == BMC_USER and 16 <= len(creds.password) <= PASSWORD_BYTES
+    assert ensure_credentials(run) == path and read_credentials(path) == creds  # kept, not regenerated
+    assert creds.password not in repr(creds) and creds.password not in str(creds)
+    os.chmod(path, 0o644)
+    with pytest.raises(XenlabError, match="readable by others"):
+        read_credentials(path)
+
+
+def test_the_bmc_listens_on_loopback_only_and_keeps_its_secret_off_command_lines_and_logs(bmc):
+    run, endpoint = bmc
+    local = f"0100007F:{endpoint.port:04X}"
+    udp = Path(f"/proc/{endpoint.pid}/net/udp").read_text()
+    assert local in udp
+    assert f"00000000:{endpoint.port:04X}" not in udp  # not on every address
+    line = cmdline(endpoint.pid) or ""
+    assert str(run) in line and "xenlab.lab.bmc" in line  # `down` and the sweep find it
+    power(run, endpoint.port, "status")
+    password = read_credentials(credentials_path(run)).password
+    assert password not in line
+    assert password not in (run / "logs" / "bmc-h1.log").read_text()
+    assert bmc_status(run, "h1") == {"interface": "ipmi", "address": "127.0.0.1", "port": endpoint.port,
+                                     "pid": endpoint.pid, "credentials_file": str(credentials_path(run)),
+                                     "state": "listening"}
+
+
+def test_ipmitool_chassis_power_maps_onto_the_machine(bmc):
+    run, endpoint = bmc
+    port = endpoint.port
+    if not machine_pids(run):
+        power(run, port, "on")
+    [first] = machine_pids(run)
+    assert power(run, port, "status") == "Chassis Power is on"
+    assert "Down/Off" in power(run, port, "off")
+    assert machine_pids(run) == []
+    assert power(run, port, "status") == "Chassis Power is off"
+    refused = ipmitool(run, port, "chassis", "power", "reset")  # nothing to reset while off
+    assert refused.returncode != 0
+    assert "Up/On" in power(run, port, "on")
+    [second] = machine_pids(run)
+    assert second != first
+    assert "Cycle" in power(run, port, "cycle")
+    [third] = machine_pids(run)
+    assert third != second
+    assert "Reset" in power(run, port, "reset")
+    [fourth] = machine_pids(run)
+    assert fourth != third
+    assert power(run, port, "status") == "Chassis Power is on"
+
+
+def test_a_wrong_password_is_refused(bmc):
+    run, endpoint = bmc
+    out = ipmitool(run, endpoint.port, "chassis", "power", "status", password="not-the-password")
+    assert out.returncode != 0 and "Chassis Power" not in out.stdout
+
+
+def test_pyghmi_client_powers_the_machine_and_names_no_secret_when_refused(bmc):
+    run, endpoint = bmc
+    creds = read_credentials(credentials_path(run))
+    client = IpmiPower(IpmiTarget("h1", "127.0.0.1", endpoint.port, creds.user, lambda: creds.password))
+    if not client.is_on():
+        client.request("on", wait=10)
+    client.request("off", wait=10)
+    assert client.state() == "off" and machine_pids(run) == []
+    client.request("on", wait=10)
+    assert client.state() == "on" and len(machine_pids(run)) == 1
+    before = machine_pids(run)
+    client.request("cycle")
+    deadline = time.monotonic() + 10
+    while machine_pids(run) in ([], before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(machine_pids(run)) == 1 and machine_pids(run) != before
+    wrong = IpmiPower(IpmiTarget("h1", "127.0.0.1", endpoint.port, creds.user, lambda: "wrong-password-123"))
+    with pytest.raises(XenlabError) as info:
+        wrong.state()
+    assert "h1" in str(info.value) and "wrong-password-123" not in str(info.value)
+    assert creds.password not in str(info.value)
+
+
+def test_the_sweep_stops_the_bmc_and_its_machine(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    machine = [sys.executable, "-c", "import time; time.sleep(600)", str(run / "machine-h1")]
+    endpoint, handle = start_bmc(run, "h1", tied=True, command=machine)
+    assert len(machine_pids(run)) == 1
+    stopped = sweep(str(run) + "/")
+    handle.wait(timeout=10)
+    assert endpoint.pid in stopped
+    assert owned_pids(str(run) + "/") == []
+    assert bmc_status(run, "h1")["state"] == "not running"
