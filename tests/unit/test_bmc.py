@@ -3,6 +3,7 @@ pyghmi's client, powering a real "machine" (a process it starts and kills)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -155,3 +156,51 @@ def test_the_sweep_stops_the_bmc_and_its_machine(tmp_path):
     assert endpoint.pid in stopped
     assert owned_pids(str(run) + "/") == []
     assert bmc_status(run, "h1")["state"] == "not running"
+
+
+def test_a_qemu_lab_with_bmc_ipmi_shows_its_bmcs_in_status_json(tmp_path):
+    """A lab file asking for `bmc: ipmi` gets a BMC per host, started by the lab in its run
+    directory; `xenlab status --json` names its port and credentials file (not the
+    credentials), and the BMC reports the host's power from the lab's own records."""
+    from xenlab.lab import Lab
+    from xenlab.lab.bmc import start_lab_bmcs
+    from xenlab.lab.rundir import LabState, MachineState, RunDir
+    from xenlab.spec import parse_lab
+
+    base = tmp_path / "runs"
+    base.mkdir(mode=0o700)
+    run = RunDir(base / "bmclab")
+    run.create()
+    spec = parse_lab("name: bmclab\nbmc: ipmi\nhosts:\n  h1:\n  h2:\n    bmc: ipmi\nservices: null\n")
+    assert spec.bmc_of("h1") == "ipmi" and spec.bmc_of("h2") == "ipmi"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", run.marker + "qemu-h1"])
+    state = LabState(lab="bmclab", spec_path="", spec=json.loads(spec.model_dump_json()), accel="tcg", cpu="qemu64",
+                     accel_reason="test", created_at=time.time(), tied_to_pid=None)
+    state.machines["h1"] = MachineState(ssh_port=1, image_dir=str(tmp_path), pid=sleeper.pid)  # "QEMU" of h1
+    state.machines["h2"] = MachineState(ssh_port=2, image_dir=str(tmp_path), pid=None, powered=False)
+    run.write_state(state)
+    lab = Lab(spec, "", run)
+    started = start_lab_bmcs(lab, tied=True)
+    try:
+        assert sorted(started) == ["h1", "h2"]
+        out = subprocess.run([sys.executable, "-m", "xenlab.cli", "status", "--json", "--lab", "bmclab"],
+                             env=dict(os.environ, XENLAB_RUN_DIR=str(base)), capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        machines = {m["name"]: m for m in json.loads(out.stdout)["machines"]}
+        password = read_credentials(credentials_path(run.root)).password
+        assert password not in out.stdout
+        for name in ("h1", "h2"):
+            bmc = machines[name]["bmc"]
+            assert bmc["address"] == "127.0.0.1" and bmc["state"] == "listening"
+            assert bmc["credentials_file"] == str(credentials_path(run.root)) and bmc["pid"] == started[name][0]
+        assert power(run.root, machines["h1"]["bmc"]["port"], "status") == "Chassis Power is on"
+        assert power(run.root, machines["h2"]["bmc"]["port"], "status") == "Chassis Power is off"
+        sleeper.kill()
+        sleeper.wait()
+        assert power(run.root, machines["h1"]["bmc"]["port"], "status") == "Chassis Power is off"
+    finally:
+        sleeper.kill()
+        sweep(run.marker)
+        for _, handle in started.values():
+            handle.wait(timeout=10)

@@ -317,7 +317,8 @@ def bmc_status(run_root: Path, host: str) -> dict:
 
 
 def bmc_argv(run_root: Path, host: str, command: list[str] | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "xenlab.lab.bmc", "--run-dir", str(run_root), "--host", host]
+    # the run directory with its trailing "/": the marker `down` and the sweep look for
+    argv = [sys.executable, "-m", "xenlab.lab.bmc", "--run-dir", f"{run_root}/", "--host", host]
     return argv + (["--command", *command] if command else [])
 
 
