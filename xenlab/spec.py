@@ -437,8 +437,8 @@ class LabSpec(StrictModel):
             problems.append((("toolstack",), ("toolstack: xapi on a static lab is not supported yet (its xapi "
                                               "login and SR settings are not modelled); use xl")))
         if self.known_hosts is None:
-            problems.append((("name",), "a static lab needs `known_hosts:`, an OpenSSH known_hosts file that pins "
-                                        "the SSH key of every host (xenlab never trusts a key on first use)"))
+            problems.append((("name",), ("a static lab needs `known_hosts:`, an OpenSSH known_hosts file that pins "
+                                        "the SSH key of every host (xenlab never trusts a key on first use)")))
         first = next(iter(self.networks))
         subnet = self.networks[first].subnet
         if subnet is None:
@@ -449,28 +449,28 @@ class LabSpec(StrictModel):
                 if key in host.model_fields_set:
                     problems.append((("hosts", name, key), f"hosts.{name}.{key}: {booted}"))
             if host.ssh is None:
-                problems.append((("hosts", name), f"hosts.{name}: a static host needs `ssh:` (host, port, user, "
-                                                  "key_file)"))
+                problems.append((("hosts", name), (f"hosts.{name}: a static host needs `ssh:` (host, port, user, "
+                                                  "key_file)")))
             if host.address is None:
-                problems.append((("hosts", name), f"hosts.{name}: a static host needs `address:`, its address on "
-                                                  f"the pool network {first}"))
+                problems.append((("hosts", name), (f"hosts.{name}: a static host needs `address:`, its address on "
+                                                  f"the pool network {first}")))
             elif subnet is not None and ipaddress.IPv4Address(host.address) not in subnet:
-                problems.append((("hosts", name, "address"), f"hosts.{name}.address: {host.address} is not in the "
-                                                             f"pool network {subnet}"))
+                problems.append((("hosts", name, "address"), (f"hosts.{name}.address: {host.address} is not in the "
+                                                             f"pool network {subnet}")))
         services = self.services
         if services is not None:
             for key in ("image", "vcpus", "memory_mib", "nics"):
                 if key in services.model_fields_set:
                     problems.append((("services", key), f"services.{key}: {booted}"))
             if services.address is None:
-                problems.append((("services",), "services: a static lab's services node needs `address:` (its NFS "
-                                                "server's address on the pool network)"))
+                problems.append((("services",), ("services: a static lab's services node needs `address:` (its NFS "
+                                                "server's address on the pool network)")))
             if self.static_toolstack == "xl" and services.ssh is None:
-                problems.append((("services",), "services: with toolstack xl the services node needs `ssh:` (xenlab "
-                                                "keeps the pool's guests and heartbeats there)"))
+                problems.append((("services",), ("services: with toolstack xl the services node needs `ssh:` (xenlab "
+                                                "keeps the pool's guests and heartbeats there)")))
         elif self.static_toolstack == "xl":
-            problems.append((("name",), "a static lab with toolstack xl needs a `services:` node (the pool's NFS "
-                                        "server, reached over SSH)"))
+            problems.append((("name",), ("a static lab with toolstack xl needs a `services:` node (the pool's NFS "
+                                        "server, reached over SSH)")))
         return problems
 
     def static_file_problems(self, base: Path) -> list[tuple[tuple[Any, ...], str]]:
@@ -481,8 +481,8 @@ class LabSpec(StrictModel):
 
         def missing(loc: tuple[Any, ...], what: str, path: str) -> None:
             if not resolve_path(path, base).is_file():
-                problems.append((loc, f"{'.'.join(map(str, loc))}: {what} {path} does not exist "
-                                      f"(relative paths are read from {base})"))
+                problems.append((loc, (f"{'.'.join(map(str, loc))}: {what} {path} does not exist "
+                                      f"(relative paths are read from {base})")))
 
         if self.known_hosts is not None:
             missing(("known_hosts",), "known_hosts file", self.known_hosts)

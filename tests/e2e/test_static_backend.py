@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from xenlab.lab.bmc import credentials_path, read_credentials, read_endpoint, start_bmc
+from xenlab.lab.bmc import credentials_path, read_credentials, start_bmc
 from xenlab.lab.contract import restore_ready
 from xenlab.lab.labs import make_lab
 from xenlab.lab.processes import alive
@@ -31,7 +31,7 @@ def bmcs(pool2):
     """A virtual BMC for each host of the session's lab (in its run directory: `down` stops them)."""
     started = {}
     for host in pool2.hosts:
-        endpoint, handle = start_bmc(pool2.run.root, host.name, tied=True)
+        endpoint, _handle = start_bmc(pool2.run.root, host.name, tied=True)
         started[host.name] = endpoint
     yield started
     for endpoint in started.values():
@@ -58,8 +58,8 @@ def static_file(pool2, bmcs, tmp_path_factory) -> Path:
         lines += [f"  {host.name}:",
                   f"    ssh: {{host: 127.0.0.1, port: {m['ssh']['port']}, user: root, key_file: {keys / 'id_ed25519'}}}",
                   f"    address: {m['addresses'][network['name']]}",
-                  f"    ipmi: {{address: 127.0.0.1, port: {bmcs[host.name].port}, user: {creds.user}, "
-                  f"password_file: {password.name}}}"]
+                  (f"    ipmi: {{address: 127.0.0.1, port: {bmcs[host.name].port}, user: {creds.user}, "
+                  f"password_file: {password.name}}}")]
     services = machines["services"]
     lines += ["services:", f"  ssh: {{host: 127.0.0.1, port: {services['ssh']['port']}, key_file: {keys / 'id_ed25519'}}}",
               f"  address: {services['addresses'][network['name']]}"]

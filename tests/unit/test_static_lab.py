@@ -76,31 +76,31 @@ def test_a_static_lab_file_loads_with_hosts_by_address(tmp_path):
 
 BAD = [
     # (lab file text, line, fragment of the message)
-    ("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+    (("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
      "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\n    ipmi: {address: 10.8.0.1, user: A, "
-     f"password: {SECRET}}}\nservices: null\n", 9, "never written in a lab file"),
-    ("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
-     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\n    image: debian-xen\nservices: null\n",
+     f"password: {SECRET}}}\nservices: null\n"), 9, "never written in a lab file"),
+    (("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\n    image: debian-xen\nservices: null\n"),
      9, "hosts.h1.image: xenlab does not boot the hosts of a static lab"),
-    ("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
-     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.7.0.1\nservices: null\n",
+    (("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.7.0.1\nservices: null\n"),
      8, "10.7.0.1 is not in the pool network 10.9.0.0/24"),
-    ("name: r\nbackend: static\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
-     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\nservices: null\n",
+    (("name: r\nbackend: static\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\nservices: null\n"),
      1, "needs `known_hosts:`"),
-    ("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
-     "    address: 10.9.0.1\nservices: null\n", 6, "a static host needs `ssh:`"),
-    ("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
-     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\nservices: null\n",
+    (("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+     "    address: 10.9.0.1\nservices: null\n"), 6, "a static host needs `ssh:`"),
+    (("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+     "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\nservices: null\n"),
      1, "toolstack xl needs a `services:` node"),
-    ("name: r\nbackend: static\nknown_hosts: kh\naccel: tcg\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n"
-     "  h1:\n    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\nservices: null\n",
+    (("name: r\nbackend: static\nknown_hosts: kh\naccel: tcg\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n"
+     "  h1:\n    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\nservices: null\n"),
      4, "accel: xenlab does not boot"),
     ("name: r\nhosts:\n  h1:\n    ssh: {host: 10.9.0.1, key_file: k}\n", 4,
      "only the hosts of a `backend: static` lab are reached by address"),
-    ("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
+    (("name: r\nbackend: static\nknown_hosts: kh\nnetworks: {pool: {subnet: 10.9.0.0/24}}\nhosts:\n  h1:\n"
      "    ssh: {host: 10.9.0.1, key_file: k}\n    address: 10.9.0.1\n    ipmi: {address: 10.8.0.1, user: A, "
-     "password_file: f, password_env: X}\nservices: null\n", 9, "password_file or password_env, not both"),
+     "password_file: f, password_env: X}\nservices: null\n"), 9, "password_file or password_env, not both"),
     ("name: r\nbackend: sim\nbmc: ipmi\nhosts:\n  h1:\n", 3, "virtual BMCs are for qemu labs"),
 ]
 
