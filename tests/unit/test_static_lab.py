@@ -300,3 +300,15 @@ def test_storage_rules_load_and_undo(tmp_path):
     out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "0"]
+
+
+def test_a_static_labs_run_directory_is_not_a_stray_of_down_all(tmp_path, monkeypatch):
+    from xenlab.lab.lab import stray_lab_dirs
+
+    monkeypatch.setenv("XENLAB_RUN_DIR", str(tmp_path / "runs"))
+    lab = make_lab(load_lab(write_lab(tmp_path, "")), str(tmp_path / "rack.yaml"))
+    lab.run.create()
+    (tmp_path / "runs" / "crashed").mkdir()
+    assert stray_lab_dirs() == [tmp_path / "runs" / "crashed"]
+    lab.down()  # nothing inflicted: it only forgets its keys
+    assert not lab.run.root.exists()

@@ -253,7 +253,7 @@ class StaticLab:
         subnet = spec.networks[first].subnet
         assert subnet is not None
         self.plan = StaticPlan(spec.name, lab_number(spec.name), [NetworkPlan(first, 0, subnet)])
-        self.run = run or RunDir.for_lab(f"{spec.name}.static")
+        self.run = run or RunDir.for_lab(f"{spec.name}.static")  # not a stray for `down --all`: see stray_lab_dirs
         self.machines: dict[str, StaticHost] = {}
         for name, host in spec.hosts.items():
             assert host.ssh is not None and host.address is not None
