@@ -26,7 +26,6 @@ from ..results import HostInventory
 from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
-from .bmc import bmc_status, start_lab_bmcs
 from .contract import FAULT_KINDS, Capabilities
 from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
@@ -240,6 +239,8 @@ class Lab:
         for host in self.machines.values():
             progress(host.name, "starting QEMU")
             host.launch(tied)
+        from .bmc import start_lab_bmcs  # not at the top: `python -m xenlab.lab.bmc` imports this package first
+
         for name, (pid, handle) in start_lab_bmcs(self, tied).items():
             progress(name, "virtual BMC (IPMI on 127.0.0.1) started")
             self._track(f"bmc/{name}", (pid, handle))
@@ -366,6 +367,8 @@ class Lab:
     # -- status ----------------------------------------------------------------------
     def status(self) -> dict:
         """Stable, documented shape (see docs/json-output.md)."""
+        from .bmc import bmc_status  # see _start
+
         state = self.state
         now = time.time()
         machines = []
