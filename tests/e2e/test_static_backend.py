@@ -115,22 +115,22 @@ def test_a_partition_by_firewall_cuts_the_pool_network_and_its_heal_leaves_no_ru
         h1, h2 = lab.host("h1"), lab.host("h2")
         assert h2.run(f"ping -c 1 -W 2 {h1.address()}", timeout=30).ok
         fault = lab.faults().inject("partition", "h1")
-        assert "xenlab_fault" in h1.succeed("nft list tables")
-        assert h1.run("systemctl is-active xenlab-fault-undo.timer", timeout=30).stdout.strip() == "active"
+        assert "xenlab_partition" in h1.succeed("nft list tables")
+        assert h1.run("systemctl is-active xenlab-undo-partition.timer", timeout=30).stdout.strip() == "active"
         assert not h2.run(f"ping -c 2 -W 2 {h1.address()}", timeout=30).ok  # cut off the pool network
         assert h1.run("true", timeout=30).ok  # but the controller still reaches it
         fault.heal()
-        assert "xenlab_fault" not in h1.succeed("nft list tables")
-        assert not h1.run("systemctl is-active xenlab-fault-undo.timer", timeout=30).ok
+        assert "xenlab_partition" not in h1.succeed("nft list tables")
+        assert not h1.run("systemctl is-active xenlab-undo-partition.timer", timeout=30).ok
         assert h2.run(f"ping -c 1 -W 2 {h1.address()}", timeout=30).ok
         # the dead-man switch alone removes the rules when xenlab is not there to heal them
         lab.faults().inject("partition", "h1", deadman_s=5)
-        assert "xenlab_fault" in h1.succeed("nft list tables")
+        assert "xenlab_partition" in h1.succeed("nft list tables")
         lab.faults().active.clear()  # as if this process had died
         deadline = time.monotonic() + 60
-        while "xenlab_fault" in h1.succeed("nft list tables") and time.monotonic() < deadline:
+        while "xenlab_partition" in h1.succeed("nft list tables") and time.monotonic() < deadline:
             time.sleep(1)  # waiting for dom0's timer
-        assert "xenlab_fault" not in h1.succeed("nft list tables")
+        assert "xenlab_partition" not in h1.succeed("nft list tables")
         assert h2.run(f"ping -c 1 -W 2 {h1.address()}", timeout=30).ok
     finally:
         lab.down()

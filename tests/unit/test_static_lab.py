@@ -279,27 +279,32 @@ nft -f {tmp_path / 'rules.nft'}
 nft list tables
 {reach} 10.99.0.5 && echo during-pool-ok || echo during-pool-cut
 {reach} 10.99.0.1 && echo during-controller-ok || echo during-controller-cut
-/bin/sh -c {firewall.shlex.quote(firewall.UNDO)} && echo undone
-nft list tables | grep -c {firewall.TABLE} || true
+/bin/sh -c {firewall.shlex.quote(firewall.undo_script("partition"))} && echo undone
+nft list tables | grep -c {firewall.PREFIX} || true
 {reach} 10.99.0.5 && echo after-ok
 """
     out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
     lines = out.stdout.split()
     assert out.returncode == 0, out.stderr
     assert lines[0] == "before-ok"
-    assert f"inet {firewall.TABLE}".split()[1] in out.stdout and "bridge" in out.stdout
+    assert "table inet xenlab_partition" in out.stdout and "table bridge xenlab_partition" in out.stdout
     assert "during-pool-cut" in lines and "during-controller-ok" in lines
     assert "undone" in lines and lines[-2] == "0" and lines[-1] == "after-ok"
 
 
 @needs_netns
-def test_storage_rules_load_and_undo(tmp_path):
-    (tmp_path / "rules.nft").write_text(firewall.storage_ruleset("10.99.0.2"))
-    script = (f"nft -f {tmp_path / 'rules.nft'} && nft list ruleset | grep -c 10.99.0.2; "
-              f"/bin/sh -c {firewall.shlex.quote(firewall.UNDO)} && nft list tables | wc -l")
+def test_storage_and_partition_rules_live_side_by_side_and_undo_separately(tmp_path):
+    (tmp_path / "storage.nft").write_text(firewall.storage_ruleset("10.99.0.2"))
+    (tmp_path / "partition.nft").write_text(
+        firewall.partition_ruleset(ipaddress.IPv4Network("10.99.0.0/24"), None, []))
+    quote = firewall.shlex.quote
+    script = (f"nft -f {tmp_path / 'storage.nft'} && nft -f {tmp_path / 'partition.nft'} && "
+              "nft list ruleset | grep -c 10.99.0.2; nft list tables | wc -l; "
+              f"/bin/sh -c {quote(firewall.undo_script('storage'))} && nft list tables; "
+              f"/bin/sh -c {quote(firewall.undo_script('partition'))} && nft list tables | wc -l")
     out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["2", "0"]
+    assert out.stdout.split() == ["2", "2", "table", "inet", "xenlab_partition", "0"]
 
 
 def test_a_static_labs_run_directory_is_not_a_stray_of_down_all(tmp_path, monkeypatch):

@@ -1,14 +1,16 @@
 """Network faults on hosts xenlab did not build: nftables rules in dom0, always undone.
 
 A partition drops everything between the host and its pool network, both dom0's own
-traffic (table `inet xenlab_fault`) and its guests' traffic through the bridge (table
-`bridge xenlab_fault`, frames between the guests' vifs and the uplink), except the
+traffic (table `inet xenlab_partition`) and its guests' traffic through the bridge (table
+`bridge xenlab_partition`, frames between the guests' vifs and the uplink), except the
 controller's own SSH (the address the host sees xenlab's session come from), so xenlab
-can still heal it. A storage loss drops dom0's traffic with the NFS server.
+can still heal it. A storage loss drops dom0's traffic with the NFS server (table `inet
+xenlab_storage`). Each kind has its own tables, so both may be inflicted on one host.
 
 Every fault arms a dead-man switch in dom0 first: a transient systemd timer
-(`systemd-run --on-active=`) that deletes xenlab's tables after DEADMAN_S seconds. Healing
-stops the timer and deletes the tables, and checks that no xenlab table is left. If
+(`systemd-run --unit=xenlab-undo-KIND --on-active=`) that deletes that fault's tables after
+DEADMAN_S seconds. Healing stops the timer and deletes the tables, and checks that none of
+them is left. If
 xenlab dies without healing (SIGKILL, a crash, the controller losing power), the timer
 still removes the rules: the host is cut off at most DEADMAN_S seconds. `clear` (run by a
 static lab's up and down) removes anything a dead run left.
@@ -22,11 +24,26 @@ from typing import Protocol
 
 from ..errors import XenlabError
 
-TABLE = "xenlab_fault"
-UNDO_UNIT = "xenlab-fault-undo"
+PREFIX = "xenlab_"  # every table xenlab loads is named xenlab_KIND
+KINDS = ("partition", "storage")
 DEADMAN_S = 300  # the longest a host stays cut off if xenlab dies mid-fault
-UNDO = (f"nft delete table inet {TABLE} 2>/dev/null; nft delete table bridge {TABLE} 2>/dev/null; "
-        f"nft list tables | grep -q {TABLE} && exit 1; exit 0")
+
+
+def table(kind: str) -> str:
+    if kind not in KINDS:
+        raise XenlabError(f"no firewall fault {kind!r} (one of {', '.join(KINDS)})")
+    return PREFIX + kind
+
+
+def undo_unit(kind: str) -> str:
+    return f"xenlab-undo-{kind}"
+
+
+def undo_script(kind: str) -> str:
+    """Delete the tables of `kind` (inet and bridge); fail if one is still there."""
+    name = table(kind)
+    return (f"nft delete table inet {name} 2>/dev/null; nft delete table bridge {name} 2>/dev/null; "
+            f"nft list tables | grep -qw {name} && exit 1; exit 0")
 
 
 class Dom0(Protocol):
@@ -40,8 +57,9 @@ class Dom0(Protocol):
 def partition_ruleset(subnet: ipaddress.IPv4Network, keep: str | None, uplinks: list[str]) -> str:
     """nft rules that cut a host off `subnet`, but for the controller at `keep`."""
     allow = f"ip saddr {keep} accept\n    ip daddr {keep} accept\n    " if keep else ""
+    name = table("partition")
     lines = [
-        f"table inet {TABLE} {{",
+        f"table inet {name} {{",
         "  chain input { type filter hook input priority -10; policy accept;",
         f"    {allow}ip saddr {subnet} drop",
         "  }",
@@ -53,7 +71,7 @@ def partition_ruleset(subnet: ipaddress.IPv4Network, keep: str | None, uplinks: 
     if uplinks:
         ports = ", ".join(f'"{u}"' for u in uplinks)
         lines += [
-            f"table bridge {TABLE} {{",
+            f"table bridge {name} {{",
             "  chain forward { type filter hook forward priority -10; policy accept;",
             f"    iifname {{ {ports} }} drop",
             f"    oifname {{ {ports} }} drop",
@@ -66,7 +84,7 @@ def partition_ruleset(subnet: ipaddress.IPv4Network, keep: str | None, uplinks: 
 def storage_ruleset(nfs_server: str) -> str:
     """nft rules that cut dom0 off its NFS server (the shared SR stops answering)."""
     return "\n".join([
-        f"table inet {TABLE} {{",
+        f"table inet {table('storage')} {{",
         "  chain input { type filter hook input priority -10; policy accept;",
         f"    ip saddr {nfs_server} drop",
         "  }",
@@ -98,28 +116,36 @@ def require_nft(host: Dom0) -> None:
                           "faults on a static host are nftables rules)")
 
 
-def apply(host: Dom0, ruleset: str, deadman_s: int = DEADMAN_S) -> None:
-    """Arm the dead-man switch, then load `ruleset` (a host never holds rules without it)."""
-    clear(host)
-    host.succeed(f"systemd-run --unit={UNDO_UNIT} --on-active={int(deadman_s)} --timer-property=AccuracySec=1s "
-                 f"/bin/sh -c {shlex.quote(UNDO)}", timeout=30)
+def apply(host: Dom0, kind: str, ruleset: str, deadman_s: int = DEADMAN_S) -> None:
+    """Arm the dead-man switch of `kind`, then load its `ruleset` (a host never holds rules without it)."""
+    clear(host, kind)
+    unit = undo_unit(kind)
+    host.succeed(f"systemd-run --unit={unit} --on-active={int(deadman_s)} --timer-property=AccuracySec=1s "
+                 f"/bin/sh -c {shlex.quote(undo_script(kind))}", timeout=30)
     try:
         host.succeed(f"printf %s {shlex.quote(ruleset)} | nft -f -", timeout=30)
     except Exception:
-        clear(host)
+        clear(host, kind)
         raise
 
 
-def clear(host: Dom0) -> None:
-    """Remove xenlab's rules and their timer; raise if a rule is left."""
-    host.run(f"systemctl stop {UNDO_UNIT}.timer {UNDO_UNIT}.service 2>/dev/null; "
-             f"systemctl reset-failed {UNDO_UNIT}.timer {UNDO_UNIT}.service 2>/dev/null; true", timeout=30)
-    result = host.run(f"/bin/sh -c {shlex.quote(UNDO)}", timeout=30)
+def clear(host: Dom0, kind: str) -> None:
+    """Remove the rules of `kind` and their timer; raise if one of its tables is left."""
+    unit = undo_unit(kind)
+    host.run(f"systemctl stop {unit}.timer {unit}.service 2>/dev/null; "
+             f"systemctl reset-failed {unit}.timer {unit}.service 2>/dev/null; true", timeout=30)
+    result = host.run(f"/bin/sh -c {shlex.quote(undo_script(kind))}", timeout=30)
     if not result.ok:
-        raise XenlabError(f"{host.name}: xenlab's nftables table {TABLE} is still there after removing it "
+        raise XenlabError(f"{host.name}: xenlab's nftables table {table(kind)} is still there after removing it "
                           f"(`nft list tables` in dom0): {result.stderr.strip()}")
 
 
-def leftover(host: Dom0) -> bool:
-    """Does `host` hold any xenlab rule?"""
-    return TABLE in host.run("nft list tables 2>/dev/null", timeout=30).stdout
+def clear_all(host: Dom0) -> None:
+    for kind in KINDS:
+        clear(host, kind)
+
+
+def leftover(host: Dom0) -> list[str]:
+    """xenlab's tables `host` holds (`family name`), if any."""
+    out = host.run("nft list tables 2>/dev/null", timeout=30).stdout
+    return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("table ") and PREFIX in line]

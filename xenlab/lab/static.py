@@ -319,9 +319,10 @@ class StaticLab:
             max(1.0, deadline - time.monotonic()), lambda name, stage: progress(name, stage)))))
         for host in self.hosts:
             if self.spec.static_toolstack == "xl" and host.run("command -v nft", timeout=30).ok:
-                if firewall.leftover(host):
-                    progress(host.name, "removing nftables rules a previous run left")
-                firewall.clear(host)
+                left = firewall.leftover(host)
+                if left:
+                    progress(host.name, f"removing nftables rules a previous run left ({', '.join(left)})")
+                firewall.clear_all(host)
         return self.bringup_stages
 
     def down(self) -> list[int]:
@@ -423,7 +424,7 @@ class StaticFaults:
                 firewall.require_nft(h)
             for h in hosts:
                 ruleset = firewall.partition_ruleset(subnet, firewall.controller_address(h), firewall.bridge_uplinks(h))
-                firewall.apply(h, ruleset, deadman)
+                firewall.apply(h, "partition", ruleset, deadman)
         else:  # storage_loss: every host loses the shared SR's NFS server
             services = self.lab.spec.services
             if services is None or services.address is None:
@@ -432,13 +433,15 @@ class StaticFaults:
             for h in hosts:
                 firewall.require_nft(h)
             for h in hosts:
-                firewall.apply(h, firewall.storage_ruleset(services.address), deadman)
+                firewall.apply(h, "storage", firewall.storage_ruleset(services.address), deadman)
+
+        rules = "partition" if kind == "partition" else "storage"
 
         def heal_rules() -> None:
             errors = []
             for h in hosts:
                 try:
-                    firewall.clear(h)
+                    firewall.clear(h, rules)
                 except XenlabError as exc:
                     errors.append(str(exc))
             if errors:
