@@ -175,6 +175,12 @@ def test_scenarios_asking_for_what_a_static_lab_cannot_do_are_refused_before_any
     full = make_lab(load_lab(write_lab(tmp_path, "")), str(tmp_path / "rack.yaml"))
     assert fit(failover, full) == []
     assert fit(load_scenario(REPO / "scenarios" / "pool-formation.yaml"), full) == []
+    # storage loss names the services node; a static lab inflicts it in the hosts' firewalls
+    assert fit(load_scenario(REPO / "scenarios" / "storage-loss.yaml"), full) == []
+    cut_services = tmp_path / "cut-services.yaml"
+    cut_services.write_text("name: cs\nsteps:\n  - fault: {name: x, kind: partition, target: services}\n")
+    assert fit(load_scenario(cut_services), full) == [
+        (3, "static lab rack cannot inflict faults on its services node services")]
 
 
 def test_host_keys_come_from_known_hosts_plain_or_hashed(tmp_path):
