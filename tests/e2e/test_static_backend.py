@@ -149,3 +149,23 @@ def test_storage_loss_by_firewall_is_survived_and_leaves_no_rule(pool2, static_f
             assert "xenlab_" not in host.succeed("nft list tables")
     finally:
         lab.down()
+
+
+def test_the_qemu_labs_own_power_cut_goes_through_its_virtual_bmc(pool2, bmcs):
+    """With `bmc: ipmi`, a QEMU lab's own power faults take the road a static lab's take:
+    IPMI to the host's BMC, which powers its QEMU."""
+    from xenlab.faults import inject
+    from xenlab.lab import Lab
+
+    restore_ready(pool2, lambda subject, message: None)
+    lab = Lab(pool2.spec.model_copy(update={"bmc": "ipmi"}), pool2.spec_path, pool2.run)
+    log = pool2.run.root / "logs" / "bmc-h2.log"
+    before = len(log.read_text())
+    started = time.monotonic()
+    fault = inject(lab, "power_cut", "h2")
+    assert not pool2.host("h2").process_alive()
+    fault.heal()  # on through the BMC, then ready (boot, SSH, xl info)
+    print(f"power cut and heal of h2 through its BMC: {time.monotonic() - started:.0f}s")
+    assert pool2.host("h2").process_alive() and pool2.host("h2").run("xl info", timeout=60).ok
+    text = log.read_text()[before:]
+    assert "bmc h2: power off" in text and "bmc h2: power on" in text

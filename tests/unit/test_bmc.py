@@ -50,9 +50,10 @@ def bmc(tmp_path_factory):
 def ipmitool(run: Path, port: int, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
     creds = read_credentials(credentials_path(run))
     env = dict(os.environ, IPMI_PASSWORD=password if password is not None else creds.password)
+    # a wrong password is met by silence (the BMC drops the session): give up after one try
+    retries = ["-R", "1", "-N", "1"] if password is not None else []
     return subprocess.run(["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", creds.user, "-E",
-                           "-R", "1", "-N", "1", *args], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+                           *retries, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def power(run: Path, port: int, action: str) -> str:
@@ -196,6 +197,13 @@ def test_a_qemu_lab_with_bmc_ipmi_shows_its_bmcs_in_status_json(tmp_path):
             assert bmc["credentials_file"] == str(credentials_path(run.root)) and bmc["pid"] == started[name][0]
         assert power(run.root, machines["h1"]["bmc"]["port"], "status") == "Chassis Power is on"
         assert power(run.root, machines["h2"]["bmc"]["port"], "status") == "Chassis Power is off"
+        # the lab's own power faults go through the BMC too: here the reset reaches h1's
+        # power control, which fails (this "QEMU" has no QMP socket) and says so over IPMI
+        from xenlab.faults import inject
+
+        with pytest.raises(XenlabError, match=r"h1: IPMI power reset on its BMC 127\.0\.0\.1:\d+ failed"):
+            inject(lab, "reset", "h1")
+        assert "bmc h1: power reset failed" in (run.root / "logs" / "bmc-h1.log").read_text()
         sleeper.kill()
         sleeper.wait()
         assert power(run.root, machines["h1"]["bmc"]["port"], "status") == "Chassis Power is off"

@@ -316,6 +316,26 @@ def bmc_status(run_root: Path, host: str) -> dict:
     return {**endpoint.status(), "state": "listening"}
 
 
+_CLIENTS: dict[tuple[str, str, int], object] = {}  # one IPMI session per BMC in this process (see ipmi.IpmiPower)
+
+
+def bmc_power(run_root: Path, host: str):
+    """An IPMI client of `host`'s virtual BMC (`xenlab.lab.ipmi.IpmiPower`), logged in with the lab's credentials."""
+    from .ipmi import IpmiPower, IpmiTarget
+    from .processes import alive
+
+    endpoint = read_endpoint(run_root, host)
+    if endpoint is None or not alive(endpoint.pid, str(run_root) + "/"):
+        raise XenlabError(f"{host} has no virtual BMC running (its lab file asks for `bmc: ipmi`; "
+                          f"see {Path(run_root) / 'logs' / f'bmc-{host}.log'})")
+    key = (str(run_root), host, endpoint.port)
+    if key not in _CLIENTS:
+        credentials = read_credentials(credentials_path(run_root))
+        _CLIENTS[key] = IpmiPower(IpmiTarget(host, "127.0.0.1", endpoint.port, credentials.user,
+                                             lambda: credentials.password))
+    return _CLIENTS[key]
+
+
 def bmc_argv(run_root: Path, host: str, command: list[str] | None = None) -> list[str]:
     # the run directory with its trailing "/": the marker `down` and the sweep look for
     argv = [sys.executable, "-m", "xenlab.lab.bmc", "--run-dir", f"{run_root}/", "--host", host]

@@ -53,9 +53,10 @@ class IpmiPower:
         return self._session
 
     def _do(self, what: str, fn):
-        """`fn(command)` on this host's BMC session. One session per BMC and user is kept
-        (pyghmi hands a second login in the same process the first one's state); a session
-        that broke (the BMC restarted or expired it) is replaced by one new login."""
+        """`fn(command)` on this host's BMC session. One session per BMC and user is kept:
+        pyghmi hands a second login to the same BMC in one process the first one's state, so
+        a session is only replaced when it broke (the BMC restarted or expired it), once. A
+        refusal by the BMC (a completion code) leaves the session as it is."""
         from pyghmi.exceptions import IpmiException
 
         t = self.target
@@ -64,8 +65,10 @@ class IpmiPower:
             try:
                 return fn(command)
             except IpmiException as exc:
-                self._session = None
-                if attempt == 2:
+                broken = bool(getattr(command.ipmi_session, "broken", False))
+                if broken:
+                    self._session = None
+                if attempt == 2 or not broken:
                     raise XenlabError(f"{t.host}: IPMI {what} on its BMC {t.address}:{t.port} failed: {exc}") from None
         raise AssertionError("unreachable")
 
