@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Install what xenlab needs on a Debian 12 machine: QEMU, vde2, debootstrap, e2fsprogs,
-# a static busybox and gcc (for the PV guest image), Chromium (HTML report checks), ipmitool
-# (drives the virtual BMCs in the tests), nftables (firewall rules checked in a network namespace), then
-# xenlab itself with its test extras, and Xen Orchestra's npm client for the simulator tests.
+# Install what xenlab needs on a Debian 12 machine: QEMU, vde2, debootstrap (image builds as
+# root), mmdebstrap, uidmap and fakeroot (image builds without root), e2fsprogs, a static
+# busybox and gcc (for the PV guest image), Chromium (HTML report checks), ipmitool (drives
+# the virtual BMCs in the tests), nftables (firewall rules checked in a network namespace),
+# then xenlab itself with its test extras, and Xen Orchestra's npm client for the simulator tests.
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 cd "$(dirname "$0")"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap e2fsprogs busybox-static cpio openssh-client iproute2 procps
-          gcc libc6-dev chromium fonts-dejavu-core ipmitool nftables)
+PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap mmdebstrap uidmap fakeroot e2fsprogs busybox-static cpio
+          openssh-client iproute2 procps gcc libc6-dev chromium fonts-dejavu-core ipmitool nftables)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Image builds without root map the user's subordinate ids (/etc/subuid, /etc/subgid).
+me=$(id -un)
+if [ "$(id -u)" -ne 0 ] && ! { grep -q "^$me:" /etc/subuid 2>/dev/null && grep -q "^$me:" /etc/subgid 2>/dev/null; }; then
+    echo "setup: $me has no subordinate ids, which image builds without root need; \`xenlab doctor\` says how to add them"
+fi
 # Xen Orchestra's XAPI client (npm xen-api), which tests/sim drives the simulator with;
 # `npm ci` installs exactly the lock file, and only when it changed since the last run.
 XO_DIR=tests/sim/xo_client

@@ -103,19 +103,21 @@ def _timed_progress() -> Progress:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def doctor(as_json: bool) -> None:
     """What is installed, KVM or TCG, what is missing and how to get it."""
+    from .images.rootless import build_checks, missing_advice
     from .lab.accel import detect_accel, guest_types_under
     from .lab.lab import REQUIRED_TOOLS
 
     checks = []
-    image_tools = {"debootstrap": "debootstrap", "cpio": "cpio", "ssh": "openssh-client"}
+    image_tools = {"cpio": "cpio", "ssh": "openssh-client"}
     for tool, package in {**REQUIRED_TOOLS, **image_tools}.items():
         path = shutil.which(tool)
         checks.append({"check": tool, "ok": bool(path), "detail": path or f"apt-get install {package}"})
     busybox_static = Path("/bin/busybox").exists() and b"ld-linux" not in Path("/bin/busybox").read_bytes()[:4096]
     checks.append({"check": "static busybox", "ok": busybox_static,
                    "detail": "/bin/busybox" if busybox_static else "apt-get install busybox-static"})
-    checks.append({"check": "root (for image builds)", "ok": os.geteuid() == 0,
-                   "detail": "debootstrap chroots; run image builds as root" if os.geteuid() else "yes"})
+    build = build_checks()  # image builds: without root (user namespaces) or as root (debootstrap)
+    checks += [c.as_dict() for c in build]
+    not_by_setup = {c.check for c in build if not c.ok and not c.by_setup}
     try:
         choice = detect_accel("auto")
         checks.append({"check": "acceleration", "ok": True, "detail": f"{choice.accel} ({choice.reason})"})
@@ -130,9 +132,9 @@ def doctor(as_json: bool) -> None:
         for c in checks:
             table.add_row(c["check"], "[green]ok[/green]" if c["ok"] else "[red]missing[/red]", c["detail"])
         out.print(table)
-        missing = [c for c in checks if not c["ok"]]
+        missing = [c["check"] for c in checks if not c["ok"]]
         if missing:
-            out.print("Everything missing is installed by ./setup.sh")
+            out.print(missing_advice(missing, not_by_setup))
     if not all(c["ok"] for c in checks):
         sys.exit(1)
 
@@ -143,12 +145,15 @@ def doctor(as_json: bool) -> None:
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), help="override the lab file's accel")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds until every host must be ready")
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON when ready")
-@click.option("--no-checkpoint", is_flag=True, help="do not save the `ready` checkpoint after bring-up")
-def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_checkpoint: bool) -> None:
+@click.option("--no-checkpoint", is_flag=True, help="do not save the `ready` checkpoint (nor keep a warm state)")
+@click.option("--cold", is_flag=True, help="boot even if the cache holds a warm state of this lab (the new one is kept)")
+def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_checkpoint: bool, cold: bool) -> None:
     """Build images if needed, boot every host, return when all are ready.
 
     The lab's `ready` checkpoint is saved right away: `xenlab run` starts every scenario
-    from it, and `xenlab checkpoint restore ready` goes back to it in seconds."""
+    from it, and `xenlab checkpoint restore ready` goes back to it in seconds. It is kept
+    in the cache too: the next `up` of the same lab restores it instead of booting
+    (`xenlab cache list` shows it; XENLAB_WARM=0 turns this off)."""
     from .lab import resolve_lab, up_lab
     from .spec import load_lab
 
@@ -156,7 +161,7 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_check
     progress = _timed_progress()
     assert ref.path is not None
     outcome = up_lab(load_lab(ref.path), ref.path, progress, accel=accel, timeout=timeout,
-                     checkpoint=not no_checkpoint)
+                     checkpoint=not no_checkpoint, cold=cold)
     lab = outcome.lab
     if outcome.already_up:
         console.print(f"lab {lab.name} is already up (`xenlab down {lab.name}` first to start it anew)")
@@ -172,10 +177,12 @@ def up(lab_file: str, accel: str | None, timeout: float, as_json: bool, no_check
 @main.command()
 @click.argument("lab_name", required=False)
 @click.option("--all", "all_labs", is_flag=True, help="every lab of this user, and any stray process")
-def down(lab_name: str | None, all_labs: bool) -> None:
-    """Stop everything of a lab; nothing is left running."""
+@click.option("--forget", is_flag=True, help="also remove the lab's warm state from the cache")
+def down(lab_name: str | None, all_labs: bool, forget: bool) -> None:
+    """Stop everything of a lab; nothing is left running. Its warm state stays in the
+    cache (the next `up` restores it) unless --forget."""
     from .lab import down_all, down_lab
-    from .lab.labs import only_running_lab
+    from .lab.labs import forget_warm, only_running_lab
 
     if all_labs:
         done = down_all()
@@ -187,6 +194,8 @@ def down(lab_name: str | None, all_labs: bool) -> None:
             console.print(f"stopped {done.leftover} stray processes")
         if not done.labs:
             console.print("no lab was up")
+        for name in done.labs if forget else ():
+            console.print(f"forgot {forget_warm(name)} warm states of {name}")
         return
     if lab_name is None:
         try:
@@ -194,6 +203,8 @@ def down(lab_name: str | None, all_labs: bool) -> None:
         except XenlabError as exc:
             raise XenlabError(f"name the lab to stop (or --all): {exc}") from None
     console.print(f"lab {lab_name} is down ({len(down_lab(lab_name))} processes stopped)")
+    if forget:
+        console.print(f"forgot {forget_warm(lab_name)} warm states of {lab_name}")
 
 
 @main.command()
@@ -229,6 +240,8 @@ def _print_status(data: dict) -> None:
     out.print(table)
     if data["checkpoints"]:
         out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))
+    if data.get("came_up") == "warm":
+        out.print(f"came up warm from {data['warm_state']}", markup=False)
 
 
 # -- access ---------------------------------------------------------------------------
@@ -347,61 +360,6 @@ def checkpoint_delete(lab_name: str | None, tag: str) -> None:
     lab = _pick_lab(lab_name)
     lab.checkpoint_delete(tag)
     console.print(f"checkpoint {tag} deleted")
-
-
-# -- images ---------------------------------------------------------------------------
-@main.group()
-def images() -> None:
-    """Golden images built from the recipes in images/."""
-
-
-@images.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def images_list(as_json: bool) -> None:
-    from .images import ImageCache
-
-    cache = ImageCache()
-    rows = []
-    for name, digest, built in cache.list():
-        rows.append({"name": name, "digest": digest, "built": built is not None,
-                     "path": str(built.directory) if built else None,
-                     "size_bytes": built.size_bytes() if built else None,
-                     "build_seconds": built.build_seconds if built else None})
-    if as_json:
-        out.print_json(json.dumps({"schema": "xenlab.images/1", "cache": str(cache.cache_dir), "images": rows}))
-        return
-    table = Table("image", "digest", "state", "size", "built in", box=None)
-    for r in rows:
-        size = f"{r['size_bytes'] / 2**20:.0f} MiB" if r["size_bytes"] else "-"
-        table.add_row(r["name"], r["digest"], "cached" if r["built"] else "not built", size,
-                      f"{r['build_seconds']:.0f}s" if r["build_seconds"] else "-")
-    out.print(table)
-    stale = cache.stale_entries()
-    if stale:
-        out.print(f"{len(stale)} stale cache entries; `xenlab images prune` removes them")
-
-
-@images.command("build")
-@click.argument("names", nargs=-1)
-@click.option("--force", is_flag=True, help="rebuild even if the cached image is current")
-def images_build(names: tuple[str, ...], force: bool) -> None:
-    """Build NAMES (default: every recipe)."""
-    from .images import ImageCache
-
-    cache = ImageCache()
-    progress = _timed_progress()
-    for name in names or sorted(cache.recipes):
-        image = cache.ensure(name, force=force, progress=progress)
-        console.print(f"{escape(name)}: {escape(str(image.directory))}")
-
-
-@images.command("prune")
-def images_prune() -> None:
-    """Remove cached images whose recipe changed or is gone."""
-    from .images import ImageCache
-
-    removed = ImageCache().prune()
-    console.print(f"removed {len(removed)} stale images" + "".join(f"\n  {p}" for p in removed))
 
 
 # -- schema ---------------------------------------------------------------------------
@@ -607,6 +565,8 @@ def history_report(db_path: str | None, out_dir: str | None, window: int, thresh
                       markup=False)
         sys.exit(REGRESSION_EXIT)
 
+
+from . import cli_cache  # noqa: E402,F401 - registers the images and cache commands
 
 if __name__ == "__main__":
     main()

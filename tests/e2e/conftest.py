@@ -56,9 +56,11 @@ def from_ready(pool2):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that tear the shared lab down run after every other test of the session;
+    """The warm-lab tests run first (every later test then runs on the restored lab);
+    tests that tear the shared lab down run after every other test of the session;
     nightly tests are skipped, with their reason, unless XENLAB_NIGHTLY=1."""
-    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+    items.sort(key=lambda item: (item.get_closest_marker("warm_first") is None,
+                                 item.get_closest_marker("lab_teardown") is not None))
     if os.environ.get("XENLAB_NIGHTLY") == "1":
         return
     for item in items:

@@ -18,6 +18,19 @@ from pathlib import Path
 from ..errors import XenlabError
 from ..waiting import Progress
 from .recipes import FILES_DIR, Recipe
+from .rootless import (
+    PackageCounter,
+    Throttle,
+    build_mode,
+    debootstrap_argv,
+    debugfs_xattr_script,
+    fakeroot_stage_argv,
+    make_ext4,
+    mmdebstrap_argv,
+    run_reading,
+    tar_inventory,
+    tree_bytes,
+)
 
 ROOT_LABEL = "xlroot"
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic"]
@@ -72,33 +85,103 @@ def build_image(recipe: Recipe, out: Path, base, progress: Progress) -> None:
 
 
 def build_debootstrap(recipe: Recipe, out: Path, progress: Progress) -> None:
-    if os.geteuid() != 0:
-        raise XenlabError("building images with debootstrap needs root (it chroots to configure packages)")
-    for tool in ("debootstrap", "mkfs.ext4", "qemu-img"):
+    """A Debian tree of the recipe's packages, customised, as an ext4 disk image in qcow2.
+    An ordinary user builds it in a user namespace (see rootless.py), root with debootstrap."""
+    mode = build_mode()
+    progress(recipe.name, f"building {mode.why}")
+    tools = ("mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "qemu-img") if mode.kind == "unshare" else \
+        ("debootstrap", "mkfs.ext4", "qemu-img")
+    for tool in tools:
         if not shutil.which(tool):
             raise XenlabError(f"{tool} is not installed; run `xenlab doctor`")
     log = out / "build.log"
+    say = Throttle(progress, recipe.name)
     with tempfile.TemporaryDirectory(prefix=f"xenlab-{recipe.name}-", dir=out.parent) as work:
-        tree = Path(work) / "rootfs"
-        mirror = debian_mirror(recipe.suite)
-        progress(recipe.name, f"debootstrap {recipe.suite} with {len(recipe.packages)} packages")
-        _run(
-            ["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages), recipe.suite, str(tree), mirror],
-            f"debootstrap of {recipe.name}", log,
-        )
-        progress(recipe.name, "configuring the tree")
-        customize_tree(tree, recipe)
-        export_boot_files(tree, recipe, out)
-        progress(recipe.name, "making the disk image")
         raw = Path(work) / "disk.raw"
-        _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(tree), str(raw), f"{recipe.size_gib}G"],
-             f"mkfs.ext4 for {recipe.name}", log)
-        _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out / "disk.qcow2")],
-             f"qemu-img convert for {recipe.name}", log)
+        mirror = debian_mirror(recipe.suite)
+        progress(recipe.name, f"{recipe.suite} from {mirror} with {len(recipe.packages)} packages and their dependencies")
+        counter = PackageCounter()
+
+        def on_line(line: str) -> None:
+            if (said := counter.feed(line)) is not None:
+                say(*said)
+
+        if mode.kind == "unshare":
+            _build_unshare(recipe, out, Path(work), mirror, raw, log, say, on_line)
+        else:
+            tree = Path(work) / "rootfs"
+            run_reading(debootstrap_argv(recipe.suite, recipe.packages, mirror, tree), f"debootstrap of {recipe.name}",
+                        log, on_line)
+            say.flush()
+            say("configuring the tree and building its initramfs", step=True)
+            customize_tree(tree, recipe)
+            export_boot_files(tree, recipe, out)
+            say("making the disk image", step=True)
+            with open(log, "ab") as sink:
+                make_ext4(tree, raw, recipe.size_gib, tree_bytes(tree), say, sink)
+        say("converting the disk image to qcow2", step=True)
+        run_reading(["qemu-img", "convert", "-p", "-f", "raw", "-O", "qcow2", str(raw), str(out / "disk.qcow2")],
+                    f"qemu-img convert for {recipe.name}", log, _qemu_img_progress(say))
+        say.flush()
 
 
-def customize_tree(tree: Path, recipe: Recipe) -> None:
-    """Make a debootstrap tree a lab machine: fstab, management network, sshd, identity seed."""
+def _build_unshare(recipe: Recipe, out: Path, work: Path, mirror: str, raw: Path, log: Path, say: Throttle,
+                   on_line) -> None:
+    """mmdebstrap in a user namespace to a tarball; the tree's customisation and its disk
+    image in one fakeroot session; file capabilities and ACLs copied in with debugfs."""
+    tarball = work / "rootfs.tar"
+    run_reading(mmdebstrap_argv(recipe.suite, recipe.packages, mirror, tarball, INITRAMFS_MODULES),
+                f"mmdebstrap of {recipe.name}", log, on_line)
+    say.flush()
+    recipe_json = work / "recipe.json"
+    recipe_json.write_text(recipe.model_dump_json())
+    say("extracting the tree under fakeroot", step=True)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+    def stage_line(line: str) -> None:
+        if line.startswith("@@ "):
+            message = line[3:]
+            say(message, step=message == "making the disk image")
+
+    run_reading(fakeroot_stage_argv(tarball, work / "rootfs", recipe_json, out, raw),
+                f"customising {recipe.name} under fakeroot", log, stage_line, env=env)
+    xattrs = tar_inventory(tarball).xattrs
+    tarball.unlink()
+    if xattrs:
+        say(f"copying {len(xattrs)} file capabilities and ACLs into the disk image", step=True)
+        values = work / "xattrs"
+        values.mkdir()
+        script = work / "xattrs.debugfs"
+        script.write_text(debugfs_xattr_script(xattrs, values))
+        run_reading(["debugfs", "-w", "-f", str(script), str(raw)], f"debugfs ea_set for {recipe.name}", log,
+                    lambda line: None)
+        check_xattrs(raw, xattrs, log)
+
+
+def check_xattrs(raw: Path, xattrs: list[tuple[str, str, bytes]], log: Path) -> None:
+    """debugfs does not fail when a request fails: read every attribute back."""
+    paths = sorted({path for path, _, _ in xattrs})
+    for path in paths:
+        listing = subprocess.run(["debugfs", "-R", f'ea_list "{path}"', str(raw)], capture_output=True, text=True,
+                                 check=False).stdout
+        for name in (n for p, n, _ in xattrs if p == path):
+            if f"{name} (" not in listing:
+                with open(log, "a") as sink:
+                    sink.write(listing)
+                raise XenlabError(f"the disk image lacks {name} on {path} after debugfs ea_set (see {log})")
+
+
+def _qemu_img_progress(say: Throttle):
+    def on_line(line: str) -> None:
+        if found := re.search(r"\((\d+)\.\d+/100%\)", line):
+            say(f"converting the disk image to qcow2: {found.group(1)}%")
+    return on_line
+
+
+def customize_tree(tree: Path, recipe: Recipe, update_initramfs: bool = True) -> None:
+    """Make a debootstrap tree a lab machine: fstab, management network, sshd, identity seed.
+    (`update_initramfs=False`: it was built already, by the hook of rootless.initramfs_hook.)"""
     # The root file system is mounted read-write by the initramfs (`rw` on the kernel
     # command line) and is not in fstab: systemd would otherwise wait for udev to announce
     # the root device before remounting, which costs ~20 s per boot under TCG.
@@ -111,7 +194,9 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
     shutil.copy(FILES_DIR / "sshd-xenlab.conf", tree / "etc/ssh/sshd_config.d/xenlab.conf")
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()  # each machine gets its own from the seed disk
-    (tree / "etc/machine-id").write_text("")  # given on the kernel command line per machine
+    machine_id = tree / "etc/machine-id"
+    machine_id.write_text("")  # given on the kernel command line per machine
+    machine_id.chmod(0o444)  # as systemd leaves it (mmdebstrap's tree has it 0644)
     dbus_id = tree / "var/lib/dbus/machine-id"
     if dbus_id.exists() or dbus_id.is_symlink():
         dbus_id.unlink()
@@ -132,10 +217,10 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
         _symlink(units / unit, "/dev/null")
     # A small initramfs with only what a QEMU q35 machine needs to find its root disk:
     # the default (MODULES=most) is 36 MiB, and decompressing it under TCG takes seconds.
-    (tree / "etc/initramfs-tools/modules").write_text("\n".join(INITRAMFS_MODULES) + "\n")
-    conf = tree / "etc/initramfs-tools/initramfs.conf"
-    conf.write_text(re.sub(r"(?m)^MODULES=.*$", "MODULES=list", conf.read_text()))
-    _run(["chroot", str(tree), "update-initramfs", "-u", "-k", "all"], "update-initramfs", tree.parent / "initramfs.log")
+    configure_initramfs(tree)
+    if update_initramfs:
+        _run(["chroot", str(tree), "update-initramfs", "-u", "-k", "all"], "update-initramfs",
+             tree.parent / "initramfs.log")
     if recipe.boot == "xen":
         # Keep every guest's console in /var/log/xen/console/guest-NAME.log (for artifacts).
         default = tree / "etc/default/xen"
@@ -146,6 +231,13 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
     # Clean apt caches: they only make the golden image larger.
     shutil.rmtree(tree / "var/cache/apt/archives", ignore_errors=True)
     (tree / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+
+
+def configure_initramfs(tree: Path) -> None:
+    """Only the modules of INITRAMFS_MODULES (rootless.initramfs_hook does the same in sh)."""
+    (tree / "etc/initramfs-tools/modules").write_text("\n".join(INITRAMFS_MODULES) + "\n")
+    conf = tree / "etc/initramfs-tools/initramfs.conf"
+    conf.write_text(re.sub(r"(?m)^MODULES=.*$", "MODULES=list", conf.read_text()))
 
 
 def _symlink(link: Path, target: str) -> None:

@@ -155,9 +155,12 @@ def not_supported(lab: str, what: str, kind: str) -> XenlabError:
 
 # -- the `ready` checkpoint policy, in one place --------------------------------------
 def save_ready(lab: LabBackend, progress: Progress) -> float | None:
-    """Save `ready` right after bring-up, if the lab holds checkpoints; seconds taken."""
+    """Save `ready` right after bring-up, if the lab holds checkpoints; seconds taken.
+    A QEMU lab's `up` saves it itself (a warm `up` restores it): then nothing is done."""
     if not lab.capabilities.checkpoints:
         return None
+    if READY in lab.checkpoint_tags():
+        return 0.0
     seconds = lab.checkpoint_save(READY)
     progress("lab", f"checkpoint {READY} saved in {seconds:.2f}s")
     return seconds

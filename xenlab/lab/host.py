@@ -60,12 +60,17 @@ class Host:
         return self.dir / "qmp.sock"
 
     def files(self, image_dir: Path) -> MachineFiles:
+        """The machine's files; its writable disks are the tops it writes now (a checkpoint
+        gives each a new top, under a new name: see `lab.layers`)."""
+        machine = self.lab.state.machines.get(self.name) if self.lab.run.exists() else None
+        tops = machine.tops if machine else {}
         return MachineFiles(
-            overlay=self.dir / "root.qcow2", seed=self.dir / "seed.img", serial_log=self.serial_log,
-            qmp_socket=self.qmp_socket, pidfile=self.dir / "qemu.pid",
+            overlay=Path(tops.get("root", self.dir / "root.qcow2")), seed=self.dir / "seed.img",
+            serial_log=self.serial_log, qmp_socket=self.qmp_socket, pidfile=self.dir / "qemu.pid",
             kernel=image_dir / "vmlinuz", initrd=image_dir / "initrd.img",
             hypervisor=(image_dir / "xen.elf") if self.role == "xen" else None,
-            data_disks=tuple(self.dir / f"data-{name}.qcow2" for name, _ in self.plan.data_disks),
+            data_disks=tuple(Path(tops.get(f"data{i}", self.dir / f"data-{name}.qcow2"))
+                             for i, (name, _) in enumerate(self.plan.data_disks)),
         )
 
     @property
@@ -96,14 +101,17 @@ class Host:
     def process_alive(self) -> bool:
         return self.process.alive()
 
-    def launch(self, tied: bool | None = None, paused: bool = False, loadvm: str | None = None) -> None:
-        """Start this machine's QEMU (power on, or a restore with -loadvm) and record it."""
+    def launch(self, tied: bool | None = None, paused: bool = False, loadvm: str | None = None,
+               incoming: Path | None = None) -> None:
+        """Start this machine's QEMU (power on, or a restore: -loadvm, or -incoming from a
+        saved state file) and record it."""
         lab_state = self.lab.state
         state = lab_state.machines[self.name]
         files = self.files(Path(state.image_dir))
         sockets = {n.network: self.lab.run.access_socket(n.network, self.name) for n in self.plan.nics}
         choice = AccelChoice(lab_state.accel, lab_state.cpu, lab_state.accel_reason)
-        argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm)
+        argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm,
+                         incoming=incoming)
         if tied is None:
             # Tie a re-started QEMU (power on, restore) to the lab's owner only from the
             # owner itself: tied to another process (a CLI call, a nested pytest) it would
@@ -211,23 +219,26 @@ class Host:
 
         wait_for(booted, f"{self.name}: stage boot ({marker!r} on the serial console)", timeout, 0.25, self._evidence)
 
-    def wait_ssh(self, timeout: float) -> None:
+    def wait_ssh(self, timeout: float, interval: float = 0.5) -> None:
         def answers() -> bool:
             self._alive_or_stop()
             return self.ssh.run("true", timeout=10).ok
 
-        wait_for(answers, f"{self.name}: stage ssh (127.0.0.1:{self.ssh_port})", timeout, 0.5, self._evidence)
+        wait_for(answers, f"{self.name}: stage ssh (127.0.0.1:{self.ssh_port})", timeout, interval, self._evidence)
 
     def toolstack_check(self) -> str:
         return "xl info" if self.role == "xen" else "systemctl is-active nfs-server"
 
-    def wait_toolstack(self, timeout: float) -> None:
+    def wait_toolstack(self, timeout: float, set_clock: bool = False) -> None:
+        """Until the toolstack check passes; `set_clock` first sets the machine's clock to
+        this machine's in the same command (a restored machine resumes at its saved time)."""
         check = self.toolstack_check()
         last: list[str] = [""]
 
         def works() -> bool:
             self._alive_or_stop()
-            result = self.ssh.run(check, timeout=30)
+            clock = f"date -s @{time.time():.3f} >/dev/null && " if set_clock else ""
+            result = self.ssh.run(clock + check, timeout=30)
             last[0] = (result.stdout + result.stderr)[-800:]
             if result.ok and self.role == "xen":
                 # What Xen offers guests here (pv, hvm, hap or shadow): kept for status and doctor.

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,14 @@ from ..results import HostInventory
 from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
-from .contract import FAULT_KINDS, Capabilities
+from .contract import FAULT_KINDS, READY, Capabilities
 from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
 from .processes import alive, sweep, terminate
-from .rundir import CheckpointState, LabState, MachineState, RunDir, StateStamp, runs_base
+from . import layers
+from .resources import check_fits, needed_mib, process_rss_mib
+from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
+from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
 
 # Tools a QEMU lab runs (tool -> Debian package); `xenlab doctor` lists them too.
 REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "vde_switch": "vde2",
@@ -88,6 +92,7 @@ class Lab:
         self._state_stamp: StateStamp | None = None
         self._declared_guest_types: dict[str, tuple[str, ...]] | None = None  # read from the recipes once
         self._switch_handles: list[subprocess.Popen] = []
+        self._state_lock = threading.RLock()
         self.bringup_stages: dict[str, dict[str, float]] = {}
 
     # -- lookup ----------------------------------------------------------------------
@@ -111,21 +116,23 @@ class Lab:
         """The lab's state, re-read when another xenlab command (a CLI call, a nested
         pytest) wrote it since: a restore there starts new QEMU processes, and this
         object must follow them rather than report the machines off."""
-        if self._state is None:
-            self._state, self._state_stamp = self.run.read_state_stamped()
-        else:
-            stamp = self.run.state_stamp()
-            if stamp is not None and stamp != self._state_stamp:
-                old_pids = {name: m.pid for name, m in self._state.machines.items()}
+        with self._state_lock:  # not between another thread's write and its stamp
+            if self._state is None:
                 self._state, self._state_stamp = self.run.read_state_stamped()
-                for name, machine in self._state.machines.items():
-                    if name in self.machines and machine.pid != old_pids.get(name):
-                        self.machines[name].forget_connections()
-        return self._state
+            else:
+                stamp = self.run.state_stamp()
+                if stamp is not None and stamp != self._state_stamp:
+                    old_pids = {name: m.pid for name, m in self._state.machines.items()}
+                    self._state, self._state_stamp = self.run.read_state_stamped()
+                    for name, machine in self._state.machines.items():
+                        if name in self.machines and machine.pid != old_pids.get(name):
+                            self.machines[name].forget_connections()
+            return self._state
 
     def save_state(self) -> None:
         assert self._state is not None
-        self._state_stamp = self.run.write_state(self._state)
+        with self._state_lock:  # machines are started and restored from parallel threads
+            self._state_stamp = self.run.write_state(self._state)
 
     _save = save_state
 
@@ -140,13 +147,20 @@ class Lab:
 
     # -- up --------------------------------------------------------------------------
     def up(self, progress: Progress = quiet, accel: str | None = None, tied: bool = False,
-           timeout: float = 600, images: ImageCache | None = None) -> dict[str, dict[str, float]]:
+           timeout: float = 600, images: ImageCache | None = None,
+           warm: bool | None = None, cold: bool = False) -> dict[str, dict[str, float]]:
         """Build missing images, start switches and machines, wait until all are ready.
 
+        warm (default: unless XENLAB_WARM=0): restore the lab's warm state from the cache
+        when there is a valid one (`lab.warm`), else boot and keep the state for next time;
+        either way the lab holds its `ready` checkpoint afterwards. A state that does not
+        restore is discarded and the lab booted, saying why. cold: boot even if a warm state
+        exists (and keep the new one).
         tied: the lab's processes die with this process (for test sessions).
         On any failure everything started is stopped again, and the error re-raised.
         """
         self._refuse_if_running()
+        check_fits(self.plan, self.name)
         missing = [f"{tool} (Debian package {pkg})" for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)]
         if missing:
             raise XenlabError("missing tools: " + ", ".join(missing) + "; run `xenlab doctor`")
@@ -156,6 +170,17 @@ class Lab:
         built = {}
         for image in sorted({m.image for m in self.plan.machines}):
             built[image] = cache.ensure(image, progress=progress)
+        states = WarmCache() if (warm_enabled() if warm is None else warm) else None
+        key = warm_key(self, choice, built) if states else None
+        entry = states.lookup(self.name, key) if states and key and not cold else None
+        if states and entry:
+            try:
+                return self._up_warm(states, entry, choice, built, tied, timeout, progress)
+            except (XenlabError, OSError, subprocess.CalledProcessError) as exc:
+                progress("lab", f"warm state {entry.dir.name} did not restore ({exc}); discarded, booting")
+                self._preserve_logs_on_failure()
+                self.down()
+                states.discard(entry)
         started = time.monotonic()
         try:
             self._start(choice, built, tied, progress)
@@ -174,6 +199,88 @@ class Lab:
         self._state.ready_at = time.time()
         self._save()
         progress("lab", f"ready in {time.monotonic() - started:.1f}s")
+        if states and key:
+            self._keep_warm(states, key, progress)
+        return self.bringup_stages
+
+    def _keep_warm(self, states: WarmCache, key: str, progress: Progress) -> None:
+        """Save `ready` and keep it in the cache; a failure here costs the next `up` a boot, nothing more."""
+        seconds = self.checkpoint_save(READY)
+        progress("lab", f"checkpoint {READY} saved in {seconds:.2f}s")
+        checkpoint = next(c for c in self.state.checkpoints if c.tag == READY)
+        try:
+            entry = states.capture(self, key, Path(self._layer(checkpoint).dir), checkpoint.state_bytes)
+            states.prune()
+        except (OSError, XenlabError, subprocess.CalledProcessError) as exc:
+            progress("lab", f"warm state not kept ({exc}): the next `up` boots again")
+            return
+        self.state.warm_key = key
+        self._save()
+        progress("lab", f"warm state kept ({entry.size_bytes() / (1 << 20):.0f} MiB in {entry.dir}); "
+                        f"the next `up` of this lab restores it")
+
+    def _up_warm(self, states: WarmCache, entry: WarmEntry, choice: AccelChoice, built: dict, tied: bool,
+                 timeout: float, progress: Progress) -> dict[str, dict[str, float]]:
+        """Every machine from the warm state: its keys, seeds and layers, its saved state loaded."""
+        started = time.monotonic()
+        progress("lab", f"restoring warm state {entry.dir.name} (kept {_age(entry.created_at)} ago)")
+        self.run.create()
+        self._state = self._new_state(choice, tied)
+        self._state.came_up, self._state.warm_key = "warm", entry.key
+        keys = self.run.root / "keys"
+        for item in (entry.dir / "keys").iterdir():
+            shutil.copyfile(item, keys / item.name)
+            os.chmod(keys / item.name, 0o600)
+        known_hosts = []
+        for host in self.machines.values():
+            port = free_port()
+            self._state.machines[host.name] = MachineState(
+                ssh_port=port, image_dir=str(built[host.plan.image].directory),
+                virt_caps=list(entry.machine(host.name).get("virt_caps", [])))
+            public = (keys / f"host-{host.name}.pub").read_text().split()[:2]
+            known_hosts.append(f"[127.0.0.1]:{port} {' '.join(public)}")
+            shutil.copyfile(entry.seed(host.name), host.dir / "seed.img")
+            with open(host.serial_log, "wb") as console:  # its console as booted, then where it resumed
+                if entry.serial_log(host.name).exists():
+                    console.write(entry.serial_log(host.name).read_bytes())
+                console.write(f"\n--- xenlab: restored from warm state {entry.dir.name} "
+                              f"(kept {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry.created_at))}) ---\n"
+                              .encode())
+        (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
+        layer = LayerState(f"warm-{entry.key[:12]}", str(entry.dir), None, entry.created_at, cached=True)
+        self._state.layers = [layer]
+        self._state.checkpoints = [CheckpointState(READY, entry.created_at, 0.0, layer.id, entry.state_bytes)]
+        self._save()
+        try:
+            self._start_networks(tied)
+            loaded = self._start_from(entry.dir)
+            self._state.top_parent = layer.id
+            self._save()
+            self._start_bmcs(tied, progress)
+            _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
+            deadline = started + timeout
+
+            def ready(host: Host) -> tuple[str, dict[str, float]]:
+                stages = {"restore": loaded[host.name]}
+                host.wait_ssh(max(1.0, deadline - time.monotonic()), interval=0.2)
+                stages["ssh"] = round(time.monotonic() - started, 2)
+                host.wait_toolstack(max(1.0, deadline - time.monotonic()), set_clock=True)
+                stages["toolstack"] = round(time.monotonic() - started, 2)
+                progress(host.name, "ready")
+                return host.name, stages
+
+            self.bringup_stages = dict(_parallel(self.machines.values(), ready))
+        except KeyboardInterrupt:
+            self.down()
+            raise
+        except Exception as exc:
+            if isinstance(exc, (XenlabError, OSError, subprocess.CalledProcessError)):
+                raise
+            raise XenlabError(str(exc)) from exc
+        self._state.ready_at = time.time()
+        self._save()
+        states.touch(entry)
+        progress("lab", f"ready in {time.monotonic() - started:.1f}s (warm)")
         return self.bringup_stages
 
     def _refuse_if_running(self) -> None:
@@ -198,11 +305,7 @@ class Lab:
 
     def _start(self, choice: AccelChoice, built: dict, tied: bool, progress: Progress) -> None:
         self.run.create()
-        self._state = LabState(
-            lab=self.name, spec_path=self.spec_path, spec=json.loads(self.spec.model_dump_json()),
-            accel=choice.accel, cpu=choice.cpu, accel_reason=choice.reason, created_at=time.time(),
-            tied_to_pid=os.getpid() if tied else None,
-        )
+        self._state = self._new_state(choice, tied)
         keys = self.run.root / "keys"
         client = generate_keypair(keys / "id_ed25519", f"xenlab-{self.name}")
         known_hosts = []
@@ -222,6 +325,28 @@ class Lab:
             write_seed_disk(files.seed, self.plan, host.plan, host_key, client, export)
         (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
         self._save()
+        self._start_networks(tied)
+        for host in self.machines.values():
+            progress(host.name, "starting QEMU")
+            host.launch(tied)
+        self._start_bmcs(tied, progress)
+
+    def _start_bmcs(self, tied: bool, progress: Progress) -> None:
+        """A virtual BMC for each host whose lab file asks for one (`bmc: ipmi`), once its machine runs."""
+        from .bmc import start_lab_bmcs  # not at the top: `python -m xenlab.lab.bmc` imports this package first
+
+        for name, (pid, handle) in start_lab_bmcs(self, tied).items():
+            progress(name, "virtual BMC (IPMI on 127.0.0.1) started")
+            self._track(f"bmc/{name}", (pid, handle))
+
+    def _new_state(self, choice: AccelChoice, tied: bool) -> LabState:
+        return LabState(
+            lab=self.name, spec_path=self.spec_path, spec=json.loads(self.spec.model_dump_json()),
+            accel=choice.accel, cpu=choice.cpu, accel_reason=choice.reason, created_at=time.time(),
+            tied_to_pid=os.getpid() if tied else None,
+        )
+
+    def _start_networks(self, tied: bool) -> None:
         logs = self.run.root / "logs"
         for network in self.plan.networks:
             # Core switch of the network; each machine NIC has its own access switch joined
@@ -236,14 +361,6 @@ class Lab:
                 self._track(f"{network.name}/{host.name}/filter", start_wirefilter(
                     access, self.run.network_socket(network.name), self.run.filter_socket(network.name, host.name),
                     logs / f"filter-{network.name}-{host.name}.log", tied))
-        for host in self.machines.values():
-            progress(host.name, "starting QEMU")
-            host.launch(tied)
-        from .bmc import start_lab_bmcs  # not at the top: `python -m xenlab.lab.bmc` imports this package first
-
-        for name, (pid, handle) in start_lab_bmcs(self, tied).items():
-            progress(name, "virtual BMC (IPMI on 127.0.0.1) started")
-            self._track(f"bmc/{name}", (pid, handle))
 
     def _track(self, name: str, started: tuple[int, subprocess.Popen | None]) -> None:
         pid, handle = started
@@ -307,61 +424,102 @@ class Lab:
         return [c.tag for c in self.state.checkpoints]
 
     def checkpoint_save(self, tag: str) -> float:
-        """Pause every machine, snapshot RAM and disks of each (qcow2 internal), resume all."""
+        """Stop every machine, freeze its disks as layers and save its state, resume all
+        (see `lab.layers`); seconds taken."""
         _check_tag(tag)
         running = [h for h in self.machines.values() if h.process_alive()]
         if len(running) != len(self.machines):
             off = ", ".join(h.name for h in self.machines.values() if h not in running)
             raise XenlabError(f"cannot checkpoint lab {self.name}: {off} is off")
         started = time.monotonic()
+        layer_id = f"{int(time.time() * 1000):x}-{tag}"
+        directory = self.run.root / "layers" / layer_id
+        directory.mkdir(mode=0o700, parents=True)
         was_paused = {h.name: h.run_state() == "paused" for h in running}
         _parallel(running, lambda h: _monitor_do(h, "stop"))
+        sizes: list[int] = []
         try:
-            def save(host: Host) -> None:
-                with host.monitor() as qmp:
-                    out = qmp.hmp(f"savevm {tag}")
-                if out.strip():
-                    raise XenlabError(f"{host.name}: savevm {tag} failed: {out.strip()}")
-            _parallel(running, save)
+            _parallel(running, lambda h: layers.freeze_disks(h, directory))
+            sizes = _parallel(running, lambda h: layers.save_state(h, layers.state_file(directory, h.name)))
         finally:
+            # Disks switched or not, the new layer is kept while anything may be backed by it.
+            self.state.layers.append(LayerState(layer_id, str(directory), self.state.top_parent, time.time()))
+            self.state.top_parent = layer_id
+            self._save()
             _parallel([h for h in running if not was_paused[h.name]], lambda h: _monitor_do(h, "cont"))
         seconds = time.monotonic() - started
         self.state.checkpoints = [c for c in self.state.checkpoints if c.tag != tag]
-        self.state.checkpoints.append(CheckpointState(tag, time.time(), round(seconds, 3)))
+        self.state.checkpoints.append(CheckpointState(tag, time.time(), round(seconds, 3), layer_id, sum(sizes)))
+        self._collect_layers()
         self._save()
         return seconds
 
     def checkpoint_restore(self, tag: str, wait_ssh: bool = True, timeout: float = 60) -> float:
-        """Bring every machine back to checkpoint `tag` (powered-off ones are started)."""
-        if tag not in {c.tag for c in self.state.checkpoints}:
+        """Bring every machine back to checkpoint `tag` (powered-off ones are started):
+        each restarts in a fresh QEMU on new disk tops over the checkpoint's layers, fed its
+        saved state. Every other checkpoint is kept."""
+        checkpoint = next((c for c in self.state.checkpoints if c.tag == tag), None)
+        if checkpoint is None:
             known = ", ".join(c.tag for c in self.state.checkpoints) or "none"
             raise XenlabError(f"lab {self.name} has no checkpoint {tag!r} (checkpoints: {known})")
+        layer = self._layer(checkpoint)
         started = time.monotonic()
-        # Each machine restarts in a fresh QEMU process that loads the checkpoint before
-        # its first instruction (-loadvm, paused). Loading into the running process left
-        # Xen's clock sources inconsistent after a long gap ("Platform timer appears to
-        # have unexpectedly wrapped", soft lockups); a fresh process carries no state over.
-        _parallel(self.machines.values(), lambda h: h.power_off())
-        for host in self.machines.values():
-            host.launch(paused=True, loadvm=tag)
+        self._start_from(Path(layer.dir))
+        self.state.top_parent = layer.id
+        self._save()
         _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
         if wait_ssh:
             _parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))
-            # Guest clocks resume at the saved moment; there is no NTP in a lab, so set them.
-            _parallel(self.machines.values(), lambda h: h.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30))
+            self.set_clocks()
+        self._collect_layers()
+        self._save()
         return time.monotonic() - started
+
+    def _start_from(self, directory: Path) -> dict[str, float]:
+        """Every machine from the checkpoint in `directory`, loaded and paused; seconds per
+        machine. QEMUs are launched from this thread: a tied machine dies with the thread
+        that started it (PR_SET_PDEATHSIG), and pool threads end."""
+        started = time.monotonic()
+        incoming = dict(_parallel(self.machines.values(), lambda h: (h.name, layers.prepare_start(h, directory))))
+        for host in self.machines.values():
+            host.launch(paused=True, incoming=incoming[host.name])
+
+        def load(host: Host) -> tuple[str, float]:
+            layers.wait_loaded(host)
+            return host.name, round(time.monotonic() - started, 2)
+
+        return dict(_parallel(self.machines.values(), load))
+
+    def set_clocks(self) -> None:
+        """Guest clocks resume at the saved moment; there is no NTP in a lab, so set them."""
+        _parallel(self.machines.values(), lambda h: h.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30))
+
+    def _layer(self, checkpoint: CheckpointState) -> LayerState:
+        layer = next((x for x in self.state.layers if x.id == checkpoint.layer), None)
+        if layer is None:
+            raise XenlabError(f"checkpoint {checkpoint.tag!r} of lab {self.name} has no saved layer "
+                              f"(saved by an older xenlab?); `xenlab down {self.name}` and up again")
+        return layer
+
+    def _collect_layers(self) -> None:
+        """Forget layers nothing needs: no checkpoint is in them or above them, and the
+        machines' disks are not backed by them. Layers of the warm cache stay on disk."""
+        by_id = {x.id: x for x in self.state.layers}
+        needed: set[str] = set()
+        for start in [c.layer for c in self.state.checkpoints] + [self.state.top_parent]:
+            while start and start not in needed and start in by_id:
+                needed.add(start)
+                start = by_id[start].parent
+        for layer in self.state.layers:
+            if layer.id not in needed and not layer.cached:
+                shutil.rmtree(layer.dir, ignore_errors=True)
+        self.state.layers = [x for x in self.state.layers if x.id in needed]
 
     def checkpoint_delete(self, tag: str) -> None:
         if tag not in {c.tag for c in self.state.checkpoints}:
             raise XenlabError(f"lab {self.name} has no checkpoint {tag!r}")
-
-        def delete(host: Host) -> None:
-            with host.monitor() as qmp:
-                out = qmp.hmp(f"delvm {tag}")
-            if out.strip():
-                raise XenlabError(f"{host.name}: delvm {tag} failed: {out.strip()}")
-        _parallel([h for h in self.machines.values() if h.process_alive()], delete)
         self.state.checkpoints = [c for c in self.state.checkpoints if c.tag != tag]
+        self._collect_layers()  # its files go unless the machines' disks still rest on them
         self._save()
 
     # -- status ----------------------------------------------------------------------
@@ -383,6 +541,7 @@ class Lab:
                 "macs": {n.network: n.mac for n in host.plan.nics},
                 "uptime_seconds": round(now - m.started_at, 1) if m.started_at and run_state in ("running", "paused") else None,
                 "memory_mib": host.plan.memory_mib, "vcpus": host.plan.vcpus,
+                "rss_mib": _round1(process_rss_mib(m.pid) if run_state in ("running", "paused") else None),
                 "serial_log": str(host.serial_log),
                 **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
                 **({"bmc": bmc_status(self.run.root, host.name)} if self.spec.bmc_of(host.name) else {}),
@@ -393,8 +552,12 @@ class Lab:
             "networks": [{"name": n.name, "subnet": str(n.subnet), "socket": str(self.run.network_socket(n.name))}
                          for n in self.plan.networks],
             "machines": machines,
-            "checkpoints": [{"tag": c.tag, "created_at": c.created_at, "save_seconds": c.save_seconds}
-                            for c in state.checkpoints],
+            "checkpoints": [{"tag": c.tag, "created_at": c.created_at, "save_seconds": c.save_seconds,
+                             "state_bytes": c.state_bytes} for c in state.checkpoints],
+            "came_up": state.came_up,  # cold (booted) or warm (restored from the cache)
+            "memory": {"needed_mib": needed_mib(self.plan),
+                       "rss_mib": _round1(sum(x["rss_mib"] or 0 for x in machines))},
+            "warm_state": next((x.dir for x in state.layers if x.cached), None),
         }
 
 
@@ -428,3 +591,16 @@ def stray_lab_dirs() -> list[Path]:
     """Run directories without state (a crash before the first state write)."""
     base = runs_base()
     return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "state.json").exists() and not p.name.endswith((".failed-logs", ".static")))
+
+
+def _age(at: float) -> str:
+    seconds = max(0.0, time.time() - at)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.0f} days"
+
+
+def _round1(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -18,6 +18,7 @@ from ..errors import XenlabError
 from ..spec import NAME_PATTERN, LabSpec, load_lab
 from ..waiting import Progress, quiet
 from .contract import LabBackend, save_ready
+from .warm import WarmCache
 from .lab import Lab, attach_lab, running_labs, stray_lab_dirs
 from .processes import sweep
 from .rundir import RunDir, runs_base
@@ -127,19 +128,25 @@ class UpOutcome:
 
 
 def up_lab(spec: LabSpec, spec_path: str, progress: Progress = quiet, accel: str | None = None,
-           timeout: float = 600, checkpoint: bool = True) -> UpOutcome:
+           timeout: float = 600, checkpoint: bool = True, cold: bool = False) -> UpOutcome:
     """Bring a QEMU lab up unless the same lab is up already (then it is left as it is).
 
     A lab of the same name that runs another spec, or lost a machine, is refused by
-    `Lab.up` with what to do. With `checkpoint`, `ready` is saved right after bring-up."""
+    `Lab.up` with what to do. With `checkpoint`, `ready` is saved right after bring-up (and
+    the lab restored warm from the cache when it can; `cold` boots it all the same)."""
     lab = Lab(spec, spec_path)  # refuses a sim lab with what to run instead
     if spec.name in running_labs():
         running = attach_lab(spec.name)
         if running.spec == spec and all(h.process_alive() for h in running.machines.values()):
             return UpOutcome(running, already_up=True)
-    lab.up(progress=progress, accel=accel, timeout=timeout)
+    lab.up(progress=progress, accel=accel, timeout=timeout, warm=None if checkpoint else False, cold=cold)
     seconds = save_ready(lab, progress) if checkpoint else None
     return UpOutcome(lab, already_up=False, ready_seconds=seconds)
+
+
+def forget_warm(name: str) -> int:
+    """Remove lab `name`'s warm states from the cache; how many."""
+    return len(WarmCache().forget(name))
 
 
 def down_lab(name: str) -> list[int]:

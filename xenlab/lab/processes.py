@@ -27,7 +27,9 @@ def _die_with_parent() -> None:
 def spawn(argv: Sequence[str], log: Path, tied: bool, stdin_pipe: bool = False) -> subprocess.Popen:
     """Start a lab process with output to `log`.
 
-    tied: dies with this process (PDEATHSIG), for labs owned by a test session.
+    tied: dies with this process (PDEATHSIG), for labs owned by a test session. The kernel
+    sends the signal when the *thread* that started it ends: start tied processes from the
+    thread that owns the lab, never from a pool thread.
     Otherwise it gets its own session so it outlives the CLI command that started it.
     """
     with open(log, "ab") as out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ def qemu_argv(
     network_sockets: dict[str, Path],
     start_paused: bool = False,
     loadvm: str | None = None,
+    incoming: Path | None = None,
 ) -> list[str]:
     """The full QEMU command line of one lab machine.
 
@@ -115,6 +117,10 @@ def qemu_argv(
         ]
     if loadvm:
         argv += ["-loadvm", loadvm]
+    if incoming is not None:
+        # RAM and device state saved by `layers.save_state`; `cat` runs with the path in
+        # its command line (a file of the run directory), so a sweep finds it too.
+        argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
     if start_paused:
         argv.append("-S")
     return argv

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class MachineState:
     argv: list[str] = field(default_factory=list)
     powered: bool = True
     virt_caps: list[str] = field(default_factory=list)  # `xl info` virt_caps, read when it was ready
+    tops: dict[str, str] = field(default_factory=dict)  # drive id -> the qcow2 it writes now (after a checkpoint)
 
 
 @dataclass
@@ -38,6 +40,19 @@ class CheckpointState:
     tag: str
     created_at: float
     save_seconds: float
+    layer: str = ""  # the LayerState holding it
+    state_bytes: int = 0  # RAM and device state of every machine, saved
+
+
+@dataclass
+class LayerState:
+    """A set of frozen disk layers and saved machine states (see `lab.layers`)."""
+
+    id: str
+    dir: str  # in the run directory, or a warm state in the cache (not ours to delete)
+    parent: str | None  # the layer its disks are backed by; None: the golden images
+    created_at: float
+    cached: bool = False  # a warm state of the cache
 
 
 @dataclass
@@ -54,12 +69,17 @@ class LabState:
     switches: dict[str, int] = field(default_factory=dict)  # core and access switches, wirefilters
     checkpoints: list[CheckpointState] = field(default_factory=list)
     ready_at: float | None = None
+    layers: list[LayerState] = field(default_factory=list)
+    top_parent: str | None = None  # the layer every machine's writable disks are backed by now
+    warm_key: str | None = None  # the key of the lab's warm state in the cache (see `lab.warm`)
+    came_up: str = "cold"  # cold (booted) or warm (restored from the cache)
 
     @classmethod
     def from_json(cls, data: dict) -> LabState:
         data = dict(data)
         data["machines"] = {k: MachineState(**v) for k, v in data.get("machines", {}).items()}
         data["checkpoints"] = [CheckpointState(**c) for c in data.get("checkpoints", [])]
+        data["layers"] = [LayerState(**layer) for layer in data.get("layers", [])]
         return cls(**data)
 
 
@@ -81,7 +101,7 @@ class RunDir:
     def create(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-        for sub in ("keys", "net", "machines", "logs"):
+        for sub in ("keys", "net", "machines", "logs", "layers"):
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
 
     @property
@@ -134,7 +154,7 @@ class RunDir:
             return None
 
     def write_state(self, state: LabState) -> StateStamp:
-        tmp = self.state_path.with_suffix(".tmp")
+        tmp = self.state_path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(asdict(state), f, indent=2)
