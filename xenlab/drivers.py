@@ -15,6 +15,7 @@ from .faults import Faults
 from .lab import Lab
 from .lab.contract import FaultInjector, LabBackend, Observer
 from .lab.sim import SimLab
+from .lab.static import StaticLab
 from .observe import LabObserver
 from .toolstack.base import Toolstack
 from .toolstack.xapi import XapiToolstack
@@ -36,6 +37,10 @@ def drivers_for(lab: LabBackend) -> Drivers:
         return Drivers(XapiToolstack(lab.xapi_access()), lab.observer(), lab.faults())
     if isinstance(lab, Lab) and lab.capabilities.toolstack == "xl":
         return Drivers(XlToolstack(lab), LabObserver(lab), Faults(lab))
+    if isinstance(lab, StaticLab) and lab.capabilities.toolstack == "xl":
+        # the xl driver and the observer speak to a static lab's hosts and services node as
+        # to a QEMU lab's (SSH, addresses on the pool network); faults go through BMCs and dom0 firewalls
+        return Drivers(XlToolstack(lab), LabObserver(lab), lab.faults())  # type: ignore[arg-type]
     raise XenlabError(f"no drivers for lab {lab.name}: a {type(lab).__name__} with toolstack "
                       f"{lab.capabilities.toolstack}")
 

@@ -1,6 +1,7 @@
 """Faults a lab can suffer, for any toolstack, and how each is undone.
 
-Every fault goes through the lab's own controls (QMP power and links, the wirefilters
+Every fault goes through the lab's own controls (QMP power, or the hosts' virtual BMCs
+when the lab file says `bmc: ipmi`; QMP links, the wirefilters
 between each machine and its networks, the services node) so its effect is real: a
 power cut is QEMU quitting, a partition is a wire that drops every packet while the
 host's carrier stays up.
@@ -21,6 +22,19 @@ def _targets(target: str | list[str]) -> list[str]:
     return [target] if isinstance(target, str) else list(target)
 
 
+def _power(lab: Lab, host, action: str) -> None:
+    """A host's power: through its virtual BMC when the lab file gives it one (IPMI, the same
+    road as a real server's power in a static lab), else through its own control (QMP)."""
+    if lab.spec.bmc_of(host.name) == "ipmi":
+        from .lab.bmc import bmc_power
+
+        if action in ("off", "reset"):
+            host.forget_connections()
+        bmc_power(lab.run.root, host.name).request(action, wait=60 if action in ("on", "off") else 0)
+    else:
+        host.power(action)
+
+
 def inject(lab: Lab, kind: str, target: str | list[str], **params) -> ActiveFault:
     """Inflict `kind` on `target` (a machine name, or several for partition/impair)."""
     if kind not in FAULT_KINDS:
@@ -32,12 +46,12 @@ def inject(lab: Lab, kind: str, target: str | list[str], **params) -> ActiveFaul
 
     if kind == "power_cut":
         for h in hosts:
-            h.power("off")
+            _power(lab, h, "off")
 
         def heal() -> None:
             for h in hosts:
                 if not h.process_alive():
-                    h.power("on")
+                    _power(lab, h, "on")
             for h in hosts:
                 h.wait_ready(timeout=params.get("heal_timeout", 300))
         return ActiveFault(kind, target, started, params, heal)
@@ -49,7 +63,7 @@ def inject(lab: Lab, kind: str, target: str | list[str], **params) -> ActiveFaul
 
     if kind == "reset":
         for h in hosts:
-            h.power("reset")
+            _power(lab, h, "reset")
         return ActiveFault(kind, target, started, params, None)
 
     if kind == "link_down":

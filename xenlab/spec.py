@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import SpecError
 from .yamlfile import LocatedDocument, load_located, parse_located
@@ -155,8 +155,57 @@ class DiskSpec(StrictModel):
     size_gib: int = Field(ge=1, le=512)
 
 
+HOSTNAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252})$"  # a DNS name, IPv4 or IPv6 address
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+BmcKind = Literal["ipmi"]
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address: write one like 192.168.50.11") from None
+
+
+class SshSpec(StrictModel):
+    """How xenlab reaches a static host's dom0 (or its services node) over SSH."""
+
+    host: str = Field(pattern=HOSTNAME_PATTERN, description="address or DNS name of its SSH server")
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    key_file: str = Field(min_length=1, max_length=400, description="private key (relative to the lab file)")
+
+
+class IpmiSpec(StrictModel):
+    """A static host's BMC (IPMI over LAN); the password comes from a file or an environment
+    variable named here, never from the lab file itself."""
+
+    address: str = Field(pattern=HOSTNAME_PATTERN)
+    port: int = Field(623, ge=1, le=65535)
+    user: str = Field(min_length=1, max_length=16, description="IPMI user (at most 16 bytes)")
+    password_file: str | None = Field(None, min_length=1, max_length=400,
+                                      description="a file holding the password on its first line (mode 0600)")
+    password_env: str | None = Field(None, pattern=ENV_NAME_PATTERN,
+                                     description="an environment variable holding the password")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in ("password", "pass", "secret")):
+            raise ValueError("a BMC password is never written in a lab file: put it in a 0600 file named by "
+                             "password_file, or in an environment variable named by password_env")
+        return data
+
+    @field_validator("password_env")
+    @classmethod
+    def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("password_file") is not None:
+            raise ValueError("give password_file or password_env, not both")
+        return value
+
+
 class HostSpec(StrictModel):
-    """One nested hypervisor host: its own QEMU process."""
+    """One hypervisor host: a nested one in its own QEMU process, or a static (real) one by address."""
 
     image: Name = "debian-xen"
     role: Literal["xen"] = "xen"
@@ -165,6 +214,15 @@ class HostSpec(StrictModel):
     dom0_memory_mib: int = Field(1024, ge=256)
     nics: list[Name] | None = Field(None, description="networks in NIC order; default: the lab's first network")
     disks: list[DiskSpec] = Field(default_factory=list)
+    bmc: BmcKind | None = Field(None, description="ipmi: a virtual BMC on 127.0.0.1 powers this QEMU host")
+    ssh: SshSpec | None = Field(None, description="static labs: how to reach the host's dom0")
+    address: str | None = Field(None, description="static labs: the host's address on the pool network")
+    ipmi: IpmiSpec | None = Field(None, description="static labs: the host's BMC")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _ipv4(value)
 
     @field_validator("nics")
     @classmethod
@@ -203,6 +261,13 @@ class ServicesSpec(StrictModel):
     memory_mib: int = Field(512, ge=256, le=16384)
     nics: list[Name] | None = Field(None, description="networks in NIC order; default: the lab's first network")
     nfs_export: str = Field(SR_PATH, max_length=200, description="an absolute path on the services node")
+    ssh: SshSpec | None = Field(None, description="static labs: how to reach the services node")
+    address: str | None = Field(None, description="static labs: the NFS server's address on the pool network")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _ipv4(value)
 
     @field_validator("nics")
     @classmethod
@@ -240,8 +305,14 @@ class LabSpec(StrictModel):
 
     name: Name
     description: str = ""
-    backend: Literal["qemu", "sim"] = Field("qemu", description="qemu: nested Xen hosts; sim: simulated xapi "
-                                            "hosts in the xenlab process (no QEMU)")
+    backend: Literal["qemu", "sim", "static"] = Field(
+        "qemu", description="qemu: nested Xen hosts; sim: simulated xapi hosts in the xenlab process (no QEMU); "
+                            "static: hosts that exist already (real servers), reached by address")
+    toolstack: Literal["xl", "xapi"] | None = Field(None, description="static labs: what manages the hosts "
+                                                    "(xl: Debian's Xen; xapi: XCP-ng/XenServer); default xl")
+    known_hosts: str | None = Field(None, max_length=400, description="static labs: an OpenSSH known_hosts file "
+                                    "pinning every host's SSH key (relative to the lab file)")
+    bmc: BmcKind | None = Field(None, description="ipmi: every QEMU host gets a virtual BMC on 127.0.0.1")
     sim: SimSpec | None = Field(None, description="the simulated pool's model (backend: sim only)")
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     guest_types: list[GuestType] = Field(
@@ -320,6 +391,119 @@ class LabSpec(StrictModel):
             problems.append((("sim",), "a sim section needs `backend: sim`"))
         if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
             problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
+        problems += self.static_problems() if self.backend == "static" else self._not_static_problems()
+        return problems
+
+    def bmc_of(self, host: str) -> str | None:
+        """The virtual BMC a QEMU host gets (its own `bmc`, else the lab's), or None."""
+        if self.backend != "qemu" or host not in self.hosts:
+            return None
+        return self.hosts[host].bmc or self.bmc
+
+    def _not_static_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Keys only a static lab has, written in a qemu or sim lab file."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        hint = f"only the hosts of a `backend: static` lab are reached by address (this is a {self.backend} lab)"
+        for key in ("toolstack", "known_hosts"):
+            if getattr(self, key) is not None:
+                problems.append(((key,), f"{key}: {hint}"))
+        for name, host in self.hosts.items():
+            for key in ("ssh", "address", "ipmi"):
+                if getattr(host, key) is not None:
+                    problems.append((("hosts", name, key), f"hosts.{name}.{key}: {hint}"))
+            if host.bmc is not None and self.backend != "qemu":
+                problems.append((("hosts", name, "bmc"), f"hosts.{name}.bmc: virtual BMCs are for qemu labs"))
+        if self.bmc is not None and self.backend != "qemu":
+            problems.append((("bmc",), "bmc: virtual BMCs are for qemu labs"))
+        if self.services is not None:
+            for key in ("ssh", "address"):
+                if getattr(self.services, key) is not None:
+                    problems.append((("services", key), f"services.{key}: {hint}"))
+        return problems
+
+    @property
+    def static_toolstack(self) -> str:
+        return self.toolstack or "xl"
+
+    def static_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """What a static lab file must say, and what it cannot ask for (xenlab boots nothing)."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        booted = "xenlab does not boot the hosts of a static lab: remove it"
+        for key in ("accel", "bmc"):
+            if key in self.model_fields_set:
+                problems.append(((key,), f"{key}: {booted}" + (" (a static host's BMC is its `ipmi:`)"
+                                                                if key == "bmc" else "")))
+        if self.toolstack == "xapi":
+            problems.append((("toolstack",), ("toolstack: xapi on a static lab is not supported yet (its xapi "
+                                              "login and SR settings are not modelled); use xl")))
+        if self.known_hosts is None:
+            problems.append((("name",), ("a static lab needs `known_hosts:`, an OpenSSH known_hosts file that pins "
+                                        "the SSH key of every host (xenlab never trusts a key on first use)")))
+        first = next(iter(self.networks))
+        subnet = self.networks[first].subnet
+        if subnet is None:
+            problems.append((("networks", first), (f"networks.{first}: a static lab's pool network needs its real "
+                                                   "subnet, e.g. {subnet: 192.168.50.0/24} (guests get .101 on)")))
+        for name, host in self.hosts.items():
+            for key in ("image", "vcpus", "disks", "nics", "bmc"):
+                if key in host.model_fields_set:
+                    problems.append((("hosts", name, key), f"hosts.{name}.{key}: {booted}"))
+            if host.ssh is None:
+                problems.append((("hosts", name), (f"hosts.{name}: a static host needs `ssh:` (host, port, user, "
+                                                  "key_file)")))
+            if host.address is None:
+                problems.append((("hosts", name), (f"hosts.{name}: a static host needs `address:`, its address on "
+                                                  f"the pool network {first}")))
+            elif subnet is not None and ipaddress.IPv4Address(host.address) not in subnet:
+                problems.append((("hosts", name, "address"), (f"hosts.{name}.address: {host.address} is not in the "
+                                                             f"pool network {subnet}")))
+        services = self.services
+        if services is not None:
+            for key in ("image", "vcpus", "memory_mib", "nics"):
+                if key in services.model_fields_set:
+                    problems.append((("services", key), f"services.{key}: {booted}"))
+            if services.address is None:
+                problems.append((("services",), ("services: a static lab's services node needs `address:` (its NFS "
+                                                "server's address on the pool network)")))
+            if self.static_toolstack == "xl" and services.ssh is None:
+                problems.append((("services",), ("services: with toolstack xl the services node needs `ssh:` (xenlab "
+                                                "keeps the pool's guests and heartbeats there)")))
+        elif self.static_toolstack == "xl":
+            problems.append((("name",), ("a static lab with toolstack xl needs a `services:` node (the pool's NFS "
+                                        "server, reached over SSH)")))
+        return problems
+
+    def static_file_problems(self, base: Path) -> list[tuple[tuple[Any, ...], str]]:
+        """Files and environment variables a static lab names that are not there (never their content)."""
+        if self.backend != "static":
+            return []
+        problems: list[tuple[tuple[Any, ...], str]] = []
+
+        def missing(loc: tuple[Any, ...], what: str, path: str) -> None:
+            if not resolve_path(path, base).is_file():
+                problems.append((loc, (f"{'.'.join(map(str, loc))}: {what} {path} does not exist "
+                                      f"(relative paths are read from {base})")))
+
+        if self.known_hosts is not None:
+            missing(("known_hosts",), "known_hosts file", self.known_hosts)
+        machines: list[tuple[tuple[Any, ...], HostSpec | ServicesSpec]] = [(("hosts", n), h) for n, h in self.hosts.items()]
+        if self.services is not None:
+            machines.append((("services",), self.services))
+        for loc, machine in machines:
+            if machine.ssh is not None:
+                missing(loc + ("ssh", "key_file"), "SSH key", machine.ssh.key_file)
+            ipmi = getattr(machine, "ipmi", None)
+            if ipmi is None:
+                continue
+            if ipmi.password_file is not None:
+                missing(loc + ("ipmi", "password_file"), "password file", ipmi.password_file)
+            elif ipmi.password_env is not None:
+                if not os.environ.get(ipmi.password_env):
+                    problems.append((loc + ("ipmi", "password_env"), (f"{'.'.join(map(str, loc))}.ipmi.password_env: "
+                                     f"the environment variable {ipmi.password_env} is not set")))
+            else:
+                problems.append((loc + ("ipmi",), (f"{'.'.join(map(str, loc))}.ipmi: say where its password is: "
+                                 "password_file (a 0600 file) or password_env (an environment variable)")))
         return problems
 
     def guest_type_problems(self, declared: dict[str, tuple[str, ...]]) -> list[tuple[tuple[Any, ...], str]]:
@@ -481,8 +665,19 @@ def validate_document(model: type[StrictModel], doc: LocatedDocument) -> Any:
     return spec
 
 
+def resolve_path(path: str, base: Path) -> Path:
+    """A path a lab file names: `~` expanded, relative to the lab file's directory."""
+    expanded = Path(path).expanduser()
+    return expanded if expanded.is_absolute() else base / expanded
+
+
 def _checked_lab(doc: LocatedDocument) -> LabSpec:
     spec: LabSpec = validate_document(LabSpec, doc)
+    if spec.backend == "static":
+        found = spec.static_file_problems(Path(doc.path).resolve().parent)
+        if found:
+            raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])
+        return spec
     found = spec.image_problems(image_boots()) + spec.guest_type_problems(image_guest_types())
     if found:
         raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])

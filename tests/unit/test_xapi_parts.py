@@ -128,7 +128,7 @@ def test_labs_are_qemu_labs_unless_they_say_sim():
     ("name: a\nsim: {time_scale: 0.1}\nhosts:\n  h1:\n", 2, "a sim section needs `backend: sim`"),
     ("name: a\nbackend: sim\nhosts:\n  h1:\n  h2: {memory_mib: 4096}\n", 3,
      "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"),
-    ("name: a\nbackend: xen\nhosts:\n  h1:\n", 2, "backend: 'xen' is not allowed here: write 'qemu' or 'sim'"),
+    ("name: a\nbackend: xen\nhosts:\n  h1:\n", 2, "backend: 'xen' is not allowed here: write 'qemu', 'sim' or 'static'"),
     ("name: a\nbackend: sim\nsim: {time_scale: 0}\nhosts:\n  h1:\n", 3,
      "sim.time_scale: Input should be greater than 0"),
 ])

@@ -256,6 +256,7 @@ class Lab:
             loaded = self._start_from(entry.dir)
             self._state.top_parent = layer.id
             self._save()
+            self._start_bmcs(tied, progress)
             _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
             deadline = started + timeout
 
@@ -328,6 +329,15 @@ class Lab:
         for host in self.machines.values():
             progress(host.name, "starting QEMU")
             host.launch(tied)
+        self._start_bmcs(tied, progress)
+
+    def _start_bmcs(self, tied: bool, progress: Progress) -> None:
+        """A virtual BMC for each host whose lab file asks for one (`bmc: ipmi`), once its machine runs."""
+        from .bmc import start_lab_bmcs  # not at the top: `python -m xenlab.lab.bmc` imports this package first
+
+        for name, (pid, handle) in start_lab_bmcs(self, tied).items():
+            progress(name, "virtual BMC (IPMI on 127.0.0.1) started")
+            self._track(f"bmc/{name}", (pid, handle))
 
     def _new_state(self, choice: AccelChoice, tied: bool) -> LabState:
         return LabState(
@@ -515,6 +525,8 @@ class Lab:
     # -- status ----------------------------------------------------------------------
     def status(self) -> dict:
         """Stable, documented shape (see docs/json-output.md)."""
+        from .bmc import bmc_status  # see _start
+
         state = self.state
         now = time.time()
         machines = []
@@ -532,6 +544,7 @@ class Lab:
                 "rss_mib": _round1(process_rss_mib(m.pid) if run_state in ("running", "paused") else None),
                 "serial_log": str(host.serial_log),
                 **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
+                **({"bmc": bmc_status(self.run.root, host.name)} if self.spec.bmc_of(host.name) else {}),
             })
         return {
             "schema": "xenlab.status/1", "lab": self.name, "run_dir": str(self.run.root),
@@ -577,7 +590,7 @@ def attach_lab(name: str) -> Lab:
 def stray_lab_dirs() -> list[Path]:
     """Run directories without state (a crash before the first state write)."""
     base = runs_base()
-    return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "state.json").exists() and not p.name.endswith(".failed-logs"))
+    return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "state.json").exists() and not p.name.endswith((".failed-logs", ".static")))
 
 
 def _age(at: float) -> str:

@@ -23,6 +23,7 @@ from .lab import Lab, attach_lab, running_labs, stray_lab_dirs
 from .processes import sweep
 from .rundir import RunDir, runs_base
 from .sim import SimLab
+from .static import StaticLab
 
 Attach = Literal["first", "last", "never", "only"]
 LAB_SUFFIXES = (".yaml", ".yml")
@@ -105,6 +106,8 @@ def make_lab(spec: LabSpec, spec_path: str = "") -> LabBackend:
     """A lab object of the backend its spec names (nothing starts)."""
     if spec.backend == "sim":
         return SimLab(spec, spec_path)
+    if spec.backend == "static":
+        return StaticLab(spec, spec_path)
     return Lab(spec, spec_path)
 
 

@@ -38,12 +38,16 @@ class CommandResult:
 
 
 class SSHAccess:
-    """Reusable, thread-safe SSH access to one machine forwarded on 127.0.0.1:port."""
+    """Reusable, thread-safe SSH access to one machine (a lab machine forwarded on
+    127.0.0.1:port, or a static host at its own address), its host key pinned."""
 
-    def __init__(self, host: str, port: int, client_key_path: str, host_public_line: str):
+    def __init__(self, host: str, port: int, client_key_path: str, host_public_line: str,
+                 address: str = "127.0.0.1", user: str = "root"):
         self.host = host
         self.port = port
-        self._pkey = paramiko.Ed25519Key.from_private_key_file(client_key_path)
+        self.address = address
+        self.user = user
+        self._pkey = paramiko.PKey.from_path(client_key_path)
         key_type, key_b64 = host_public_line.split()[:2]
         self._host_key = paramiko.PKey.from_type_string(key_type, __import__("base64").b64decode(key_b64))
         self._client: paramiko.SSHClient | None = None
@@ -51,10 +55,11 @@ class SSHAccess:
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        client.get_host_keys().add(f"[127.0.0.1]:{self.port}", self._host_key.get_name(), self._host_key)
+        known_as = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        client.get_host_keys().add(known_as, self._host_key.get_name(), self._host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.connect(
-            "127.0.0.1", port=self.port, username="root", pkey=self._pkey,
+            self.address, port=self.port, username=self.user, pkey=self._pkey,
             timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
             allow_agent=False, look_for_keys=False,
         )
@@ -91,7 +96,7 @@ class SSHAccess:
             channel = transport.open_session(timeout=min(timeout, 15))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
-            raise XenlabError(f"{self.host}: SSH to 127.0.0.1:{self.port} failed: {exc}") from None
+            raise XenlabError(f"{self.host}: SSH to {self.address}:{self.port} failed: {exc}") from None
         out, err = bytearray(), bytearray()
         deadline = started + timeout
         try:

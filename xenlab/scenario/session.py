@@ -75,7 +75,8 @@ def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
             offered = ", ".join(caps.fault_kinds)
             found.append((scenario.line_of(loc),
                           f"fault {fault.kind} is not offered by {kind} lab {spec.name} (it offers {offered})"))
-        elif not caps.services_faults and spec.services is not None and spec.services.name in fault.targets:
+        elif (not caps.services_faults and spec.services is not None and spec.services.name in fault.targets
+              and fault.kind != "storage_loss"):  # the shared storage is lost, however the lab does it
             found.append((scenario.line_of(loc + ("target",)),
                           f"{kind} lab {spec.name} cannot inflict faults on its services node {spec.services.name}"))
     for loc, step in scenario.walk():

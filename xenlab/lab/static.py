@@ -1,0 +1,488 @@
+"""Static labs (`backend: static`): hosts that exist already, such as a rack of real servers.
+
+xenlab boots nothing here. It reaches each host's dom0 over SSH at the address the lab
+file gives (the host key pinned by the lab's known_hosts file), powers it through its
+BMC over IPMI (`xenlab.lab.ipmi`), and inflicts network faults as nftables rules in dom0
+(`xenlab.lab.firewall`), each undone on heal, at the end of every run, by `down`, at
+exit, and by a dead-man timer in dom0 if xenlab dies without undoing it.
+
+What a static lab cannot do is declared in its capabilities and refused before a
+scenario starts: checkpoints (a real host has no snapshot of its RAM and disks), freeze,
+link_down and impair (nothing pulls a real cable or shapes a real wire), faults on the
+services node (it may be shared infrastructure), and power faults on a lab whose hosts
+do not all have a BMC.
+
+Its run directory holds only the pool's SSH key and the hosts' public keys (for the xl
+driver's dom0-to-dom0 trust); no password is ever written there or anywhere else.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from ..errors import CommandFailed, XenlabError
+from ..plan import NetworkPlan
+from ..report.inventory import collect_inventory
+from ..results import HostInventory
+from ..spec import GUEST_TYPES, SR_PATH, IpmiSpec, LabSpec, SshSpec, lab_number, resolve_path, runnable_guest_types
+from ..waiting import Progress, quiet, wait_for
+from . import firewall
+from .contract import ActiveFault, Capabilities, not_supported
+from .host import parse_virt_caps
+from .ipmi import IpmiPower, IpmiTarget
+from .rundir import RunDir
+from .ssh import CommandResult, SSHAccess
+
+ACCEL = "static"
+POWER_FAULTS = ("power_cut", "reset")
+FIREWALL_FAULTS = ("partition", "storage_loss")
+
+
+def known_host_key(known_hosts: Path, address: str, port: int) -> str:
+    """The pinned public key (`type base64`) of `address:port` in an OpenSSH known_hosts file."""
+    keys = paramiko.HostKeys(str(known_hosts))
+    name = address if port == 22 else f"[{address}]:{port}"
+    entry = keys.lookup(name)
+    if not entry:
+        raise XenlabError(f"{known_hosts} has no key for {name}: add the host's key (ssh-keyscan from a trusted "
+                          "network, then check its fingerprint on the host's console)")
+    key_type = next(iter(entry.keys()))
+    return f"{key_type} {entry[key_type].get_base64()}"
+
+
+def password_source(ipmi: IpmiSpec, base: Path) -> Callable[[], str]:
+    """How to read a BMC's password when it is needed (never kept in a file xenlab writes)."""
+    if ipmi.password_env is not None:
+        variable = ipmi.password_env
+
+        def from_env() -> str:
+            value = os.environ.get(variable)
+            if not value:
+                raise XenlabError(f"the environment variable {variable} (a BMC password) is not set")
+            return value
+        return from_env
+    assert ipmi.password_file is not None
+    path = resolve_path(ipmi.password_file, base)
+
+    def from_file() -> str:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise XenlabError(f"cannot read the BMC password file {path}: {exc.strerror}") from None
+        if not lines or not lines[0]:
+            raise XenlabError(f"the BMC password file {path} is empty")
+        return lines[0]
+    return from_file
+
+
+class StaticHost:
+    """A host (or the services node) of a static lab: SSH to its dom0, power through its BMC."""
+
+    def __init__(self, lab: StaticLab, name: str, role: str, ssh: SshSpec, address: str,
+                 ipmi: IpmiSpec | None):
+        self.lab = lab
+        self.name = name
+        self.role = role
+        self.ssh_spec = ssh
+        self._address = address
+        self.bmc = IpmiPower(IpmiTarget(name, ipmi.address, ipmi.port, ipmi.user,
+                                        password_source(ipmi, lab.base))) if ipmi is not None else None
+        self._ssh: SSHAccess | None = None
+        self.virt_caps: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<StaticHost {self.name} of lab {self.lab.name}>"
+
+    # -- SSH -----------------------------------------------------------------------------
+    def host_key(self) -> str:
+        return known_host_key(self.lab.known_hosts, self.ssh_spec.host, self.ssh_spec.port)
+
+    @property
+    def ssh(self) -> SSHAccess:
+        if self._ssh is None:
+            self._ssh = SSHAccess(self.name, self.ssh_spec.port, str(resolve_path(self.ssh_spec.key_file, self.lab.base)),
+                                  self.host_key(), address=self.ssh_spec.host, user=self.ssh_spec.user)
+        return self._ssh
+
+    @property
+    def ssh_port(self) -> int:
+        return self.ssh_spec.port
+
+    def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
+        return self.ssh.run(command, timeout=timeout, input=input)
+
+    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
+        return self.ssh.run(command, timeout=timeout, check=True, input=input).stdout
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        result = self.ssh.run(command, timeout=timeout)
+        if result.ok:
+            raise CommandFailed(self.name, command, 0, result.stdout, "expected a failure but it succeeded")
+        return result.stdout + result.stderr
+
+    def put(self, local: Path, remote: str) -> None:
+        sftp = self.ssh.client().open_sftp()
+        try:
+            sftp.put(str(local), remote)
+        finally:
+            sftp.close()
+
+    def write_file(self, remote: str, content: str, mode: int = 0o644) -> None:
+        self.succeed(f"cat > {remote} && chmod {mode:o} {remote}", input=content.encode())
+
+    def forget_connections(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+
+    close = forget_connections
+
+    def address(self, network: str | None = None) -> str:
+        """Its address on the pool network (a static lab has one)."""
+        return self._address
+
+    # -- power ---------------------------------------------------------------------------
+    def _require_bmc(self) -> IpmiPower:
+        if self.bmc is None:
+            raise XenlabError(f"{self.name} has no BMC in lab {self.lab.name}: give it `ipmi:` in the lab file")
+        return self.bmc
+
+    def process_alive(self) -> bool:
+        """Is the machine powered (its BMC says so; without a BMC: does its SSH answer)?"""
+        if self.bmc is None:
+            try:
+                return self.run("true", timeout=10).ok
+            except XenlabError:
+                return False
+        return self.bmc.is_on()
+
+    def power(self, action: str) -> None:
+        """off (the plug), on, reset (the button), cycle, through the host's BMC."""
+        bmc = self._require_bmc()
+        if action in ("off", "reset", "cycle"):
+            self.forget_connections()
+        bmc.request(action, wait=60 if action in ("on", "off") else 0)
+
+    def run_state(self) -> str:
+        try:
+            return "running" if self.process_alive() else "off"
+        except XenlabError:
+            return "unreachable"
+
+    # -- readiness -----------------------------------------------------------------------
+    def toolstack_check(self) -> str:
+        if self.role != "xen":
+            return "true"
+        return "xl info" if self.lab.spec.static_toolstack == "xl" else "xe host-list --minimal"
+
+    def wait_ready(self, timeout: float = 300, progress=lambda host, stage: None) -> dict[str, float]:
+        """SSH answers, then the toolstack: seconds per stage (from the call)."""
+        started = time.monotonic()
+        deadline = started + timeout
+        stages: dict[str, float] = {}
+        last = [""]
+
+        def answers() -> bool:
+            try:
+                return self.run("true", timeout=10).ok
+            except XenlabError as exc:
+                last[0] = str(exc)
+                return False
+
+        progress(self.name, "ssh")
+        wait_for(answers, f"{self.name}: SSH ({self.ssh_spec.user}@{self.ssh_spec.host}:{self.ssh_spec.port})",
+                 max(1.0, deadline - time.monotonic()), 1.0, lambda: last[0])
+        stages["ssh"] = round(time.monotonic() - started, 2)
+        check = self.toolstack_check()
+        progress(self.name, "toolstack")
+
+        def works() -> bool:
+            result = self.run(check, timeout=60)
+            last[0] = (result.stdout + result.stderr)[-800:]
+            if result.ok and check == "xl info":
+                self.virt_caps = parse_virt_caps(result.stdout)
+            return result.ok
+
+        wait_for(works, f"{self.name}: toolstack (`{check}`)", max(1.0, deadline - time.monotonic()), 2.0,
+                 lambda: last[0])
+        stages["toolstack"] = round(time.monotonic() - started, 2)
+        progress(self.name, "ready")
+        return stages
+
+
+@dataclass(frozen=True)
+class StaticPlan:
+    """What the drivers read of a lab's plan: its number (guest MACs) and its pool network."""
+
+    lab: str
+    number: int
+    networks: list[NetworkPlan]
+
+
+def _parallel(items, fn) -> list:
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
+class StaticLab:
+    """A lab of hosts that exist already (a LabBackend)."""
+
+    def __init__(self, spec: LabSpec, spec_path: str = "", run: RunDir | None = None):
+        if spec.backend != "static":
+            raise XenlabError(f"lab {spec.name} is a {spec.backend} lab, not a static lab")
+        self.spec = spec
+        self.spec_path = spec_path
+        self.name = spec.name
+        self.base = Path(spec_path).resolve().parent if spec_path else Path.cwd()
+        assert spec.known_hosts is not None  # the spec refuses a static lab without one
+        self.known_hosts = resolve_path(spec.known_hosts, self.base)
+        first = next(iter(spec.networks))
+        subnet = spec.networks[first].subnet
+        assert subnet is not None
+        self.plan = StaticPlan(spec.name, lab_number(spec.name), [NetworkPlan(first, 0, subnet)])
+        self.run = run or RunDir.for_lab(f"{spec.name}.static")  # not a stray for `down --all`: see stray_lab_dirs
+        self.machines: dict[str, StaticHost] = {}
+        for name, host in spec.hosts.items():
+            assert host.ssh is not None and host.address is not None
+            self.machines[name] = StaticHost(self, name, "xen", host.ssh, host.address, host.ipmi)
+        services = spec.services
+        if services is not None and services.ssh is not None and services.address is not None:
+            self.machines[services.name] = StaticHost(self, services.name, "services", services.ssh,
+                                                      services.address, None)
+        self.bringup_stages: dict[str, dict[str, float]] = {}
+        self._faults: StaticFaults | None = None
+
+    # -- what it is ------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        kinds = list(FIREWALL_FAULTS)
+        if all(h.bmc is not None for h in self.hosts):
+            kinds = list(POWER_FAULTS) + kinds
+        return Capabilities(toolstack=self.spec.static_toolstack, fault_kinds=tuple(kinds), checkpoints=False,
+                            integrity_measurable=self.services is not None, services_faults=False, poll_s=1.0,
+                            outlives_process=False, guest_types=self._common_guest_types())
+
+    def _common_guest_types(self) -> tuple[str, ...]:
+        runs = [self.runs(h.name) for h in self.hosts]
+        return tuple(t for t in GUEST_TYPES if all(t in r for r in runs))
+
+    def runs(self, host: str) -> tuple[str, ...]:
+        """The lab file's guest types, as far as the host's Xen (virt_caps, read at up) allows."""
+        return runnable_guest_types(tuple(self.spec.guest_types), self.host(host).virt_caps)
+
+    @property
+    def hosts(self) -> list[StaticHost]:
+        return [h for h in self.machines.values() if h.role == "xen"]
+
+    @property
+    def services(self) -> StaticHost | None:
+        return next((h for h in self.machines.values() if h.role == "services"), None)
+
+    def host(self, name: str) -> StaticHost:
+        try:
+            return self.machines[name]
+        except KeyError:
+            raise XenlabError(f"no host {name!r} in lab {self.name} (hosts: {', '.join(self.machines)})") from None
+
+    @property
+    def accel(self) -> str:
+        return ACCEL
+
+    # -- up and down -------------------------------------------------------------------------
+    def up(self, progress: Progress = quiet, accel: str | None = None, tied: bool = False,
+           timeout: float = 600) -> dict[str, dict[str, float]]:
+        """Check every host answers (SSH, toolstack, BMC), pin their keys for the pool, and
+        remove any fault a dead run left behind. Nothing is booted."""
+        self.run.create()
+        keys = self.run.root / "keys"
+        for host in self.hosts:  # the xl driver's dom0-to-dom0 trust pins these
+            (keys / f"host-{host.name}.pub").write_text(host.host_key() + "\n")
+        for host in self.hosts:
+            if host.bmc is not None:
+                progress(host.name, f"BMC {host.bmc.target.address}:{host.bmc.target.port}: power "
+                                    f"{host.bmc.state()}")
+        deadline = time.monotonic() + timeout
+        self.bringup_stages = dict(_parallel(self.machines.values(), lambda h: (h.name, h.wait_ready(
+            max(1.0, deadline - time.monotonic()), lambda name, stage: progress(name, stage)))))
+        for host in self.hosts:
+            if self.spec.static_toolstack == "xl" and host.run("command -v nft", timeout=30).ok:
+                left = firewall.leftover(host)
+                if left:
+                    progress(host.name, f"removing nftables rules a previous run left ({', '.join(left)})")
+                firewall.clear_all(host)
+        return self.bringup_stages
+
+    def down(self) -> list[int]:
+        """Heal what is still inflicted, leave the hosts as they are, forget the run's keys."""
+        errors = self.faults().heal_all() if self._faults is not None else []
+        for host in self.machines.values():
+            host.close()
+        shutil.rmtree(self.run.root, ignore_errors=True)
+        if errors:
+            raise XenlabError("; ".join(errors))
+        return []
+
+    # -- checkpoints: none -------------------------------------------------------------------
+    def checkpoint_tags(self) -> list[str]:
+        return []
+
+    def checkpoint_save(self, tag: str) -> float:
+        raise not_supported(self.name, "checkpoints", "static")
+
+    def checkpoint_restore(self, tag: str) -> float:
+        raise not_supported(self.name, "checkpoints", "static")
+
+    # -- drivers' parts --------------------------------------------------------------------
+    def inventory(self) -> list[HostInventory]:
+        return _parallel(self.hosts, lambda host: collect_inventory(host, ACCEL))
+
+    def faults(self) -> StaticFaults:
+        if self._faults is None:
+            self._faults = StaticFaults(self)
+        return self._faults
+
+    @property
+    def shared_sr(self) -> str:
+        return self.spec.services.nfs_export if self.spec.services else SR_PATH
+
+    def status(self) -> dict:
+        """Where each machine is reached (no host is asked anything: `run_state` asks its BMC)."""
+        return {
+            "schema": "xenlab.status/1", "lab": self.name, "backend": "static", "run_dir": str(self.run.root),
+            "machines": [{
+                "name": h.name, "role": h.role,
+                "ssh": {"host": h.ssh_spec.host, "port": h.ssh_spec.port, "user": h.ssh_spec.user},
+                "addresses": {self.plan.networks[0].name: h.address()},
+                **({"bmc": {"interface": "ipmi", "address": h.bmc.target.address, "port": h.bmc.target.port,
+                            "user": h.bmc.target.user}} if h.bmc is not None else {}),
+            } for h in self.machines.values()],
+            "checkpoints": [],
+        }
+
+
+class StaticFaults:
+    """Faults on static hosts: power through their BMCs, network through dom0's firewall.
+
+    Every fault is healed by the runner at the end of a scenario; those still active when
+    this process exits (normally, or by SIGTERM/SIGHUP/SIGINT) are healed then; the
+    firewall's dead-man timer covers the rest (SIGKILL, a crash of the controller)."""
+
+    def __init__(self, lab: StaticLab):
+        self.lab = lab
+        self.active: list[ActiveFault] = []
+        self._lock = threading.Lock()
+        self._hooked = False
+
+    def _targets(self, target: str | list[str]) -> list[StaticHost]:
+        names = [target] if isinstance(target, str) else list(target)
+        hosts = [self.lab.host(n) for n in names]
+        for h in hosts:
+            if h.role != "xen":
+                raise XenlabError(f"{h.name} is the services node of static lab {self.lab.name}: xenlab does not "
+                                  "inflict faults on it")
+        return hosts
+
+    def inject(self, kind: str, target: str | list[str], **params) -> ActiveFault:
+        if kind not in self.lab.capabilities.fault_kinds:
+            raise XenlabError(f"fault {kind} is not offered by static lab {self.lab.name} "
+                              f"(it offers {', '.join(self.lab.capabilities.fault_kinds)})")
+        started = time.time()
+        if kind == "power_cut":
+            hosts = self._targets(target)
+            for h in hosts:
+                h.power("off")
+
+            def heal_power() -> None:
+                for h in hosts:
+                    if not h.process_alive():
+                        h.power("on")
+                for h in hosts:
+                    h.wait_ready(timeout=params.get("heal_timeout", 600))
+            return self._track(ActiveFault(kind, target, started, params, heal_power))
+        if kind == "reset":
+            for h in self._targets(target):
+                h.power("reset")
+            return ActiveFault(kind, target, started, params, None)
+        deadman = int(params.get("deadman_s", firewall.DEADMAN_S))
+        if kind == "partition":
+            hosts = self._targets(target)
+            subnet = self.lab.plan.networks[0].subnet
+            for h in hosts:
+                firewall.require_nft(h)
+            for h in hosts:
+                ruleset = firewall.partition_ruleset(subnet, firewall.controller_address(h), firewall.bridge_uplinks(h))
+                firewall.apply(h, "partition", ruleset, deadman)
+        else:  # storage_loss: every host loses the shared SR's NFS server
+            services = self.lab.spec.services
+            if services is None or services.address is None:
+                raise XenlabError(f"static lab {self.lab.name} has no services node: no storage to lose")
+            hosts = self.lab.hosts
+            for h in hosts:
+                firewall.require_nft(h)
+            for h in hosts:
+                firewall.apply(h, "storage", firewall.storage_ruleset(services.address), deadman)
+
+        rules = "partition" if kind == "partition" else "storage"
+
+        def heal_rules() -> None:
+            errors = []
+            for h in hosts:
+                try:
+                    firewall.clear(h, rules)
+                except XenlabError as exc:
+                    errors.append(str(exc))
+            if errors:
+                raise XenlabError("; ".join(errors))
+        return self._track(ActiveFault(kind, target if kind == "partition" else "services", started,
+                                       {**params, "deadman_s": deadman}, heal_rules))
+
+    def _track(self, fault: ActiveFault) -> ActiveFault:
+        with self._lock:
+            self.active.append(fault)
+            if not self._hooked:
+                self._hook_exit()
+        return fault
+
+    def heal_all(self) -> list[str]:
+        """Heal every fault still active, newest first; the errors met."""
+        errors = []
+        with self._lock:
+            pending = list(reversed(self.active))
+        for fault in pending:
+            try:
+                fault.heal()
+            except Exception as exc:  # noqa: BLE001 - keep healing the others, report all
+                errors.append(f"healing {fault.kind} on {fault.target}: {exc}")
+        with self._lock:
+            self.active = [f for f in self.active if f.healed_at is None]
+        return errors
+
+    def _hook_exit(self) -> None:
+        """Heal at interpreter exit and on the signals that end a run politely."""
+        self._hooked = True
+        atexit.register(self.heal_all)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous = signal.getsignal(signum)
+            if previous not in (signal.SIG_DFL, None):
+                continue  # someone else handles it (pytest, the CLI): atexit still heals
+
+            def on_signal(num, frame, previous=previous):
+                self.heal_all()
+                signal.signal(num, signal.SIG_DFL)
+                os.kill(os.getpid(), num)
+            signal.signal(signum, on_signal)
