@@ -36,6 +36,18 @@ def machine_pids(run: Path) -> list[int]:
             (cmdline(p) or "")]
 
 
+def settled(run: Path, count: int, not_in: tuple = ()) -> list[int]:
+    """The machine processes once `count` of them run (none of `not_in`): a started
+    machine is exec'd just after the BMC answers, so its command line shows a moment later."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = machine_pids(run)
+        if len(found) == count and not any(p in not_in for p in found):
+            return found
+        time.sleep(0.05)
+    return machine_pids(run)
+
+
 @pytest.fixture(scope="module")
 def bmc(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
@@ -98,7 +110,7 @@ def test_ipmitool_chassis_power_maps_onto_the_machine(bmc):
     port = endpoint.port
     if not machine_pids(run):
         power(run, port, "on")
-    [first] = machine_pids(run)
+    [first] = settled(run, 1)
     assert power(run, port, "status") == "Chassis Power is on"
     assert "Down/Off" in power(run, port, "off")
     assert machine_pids(run) == []
@@ -106,13 +118,13 @@ def test_ipmitool_chassis_power_maps_onto_the_machine(bmc):
     refused = ipmitool(run, port, "chassis", "power", "reset")  # nothing to reset while off
     assert refused.returncode != 0
     assert "Up/On" in power(run, port, "on")
-    [second] = machine_pids(run)
+    [second] = settled(run, 1, (first,))
     assert second != first
     assert "Cycle" in power(run, port, "cycle")
-    [third] = machine_pids(run)
+    [third] = settled(run, 1, (second,))
     assert third != second
     assert "Reset" in power(run, port, "reset")
-    [fourth] = machine_pids(run)
+    [fourth] = settled(run, 1, (third,))
     assert fourth != third
     assert power(run, port, "status") == "Chassis Power is on"
 
@@ -132,13 +144,12 @@ def test_pyghmi_client_powers_the_machine_and_names_no_secret_when_refused(bmc):
     client.request("off", wait=10)
     assert client.state() == "off" and machine_pids(run) == []
     client.request("on", wait=10)
-    assert client.state() == "on" and len(machine_pids(run)) == 1
-    before = machine_pids(run)
+    assert client.state() == "on"
+    before = settled(run, 1)
+    assert len(before) == 1
     client.request("cycle")
-    deadline = time.monotonic() + 10
-    while machine_pids(run) in ([], before) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(machine_pids(run)) == 1 and machine_pids(run) != before
+    after = settled(run, 1, tuple(before))
+    assert len(after) == 1 and after != before
     wrong = IpmiPower(IpmiTarget("h1", "127.0.0.1", endpoint.port, creds.user, lambda: "wrong-password-123"))
     with pytest.raises(XenlabError) as info:
         wrong.state()

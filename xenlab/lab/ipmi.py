@@ -8,12 +8,19 @@ or put in an error message.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 
 from ..errors import XenlabError
 
 POWER_REQUESTS = ("on", "off", "reset", "cycle")
+# One pyghmi session per BMC and login (address, port, user, password) in this process, whoever asks: pyghmi
+# hands a second login to the same BMC the first one's state, and that login can wait for
+# ever (measured: a static lab's host and the QEMU lab's own fault path asking one BMC).
+_SESSIONS: dict[tuple[str, int, str, str], object] = {}
+_SESSIONS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -36,21 +43,29 @@ class IpmiPower:
     def __init__(self, target: IpmiTarget, timeout: float = 30):
         self.target = target
         self.timeout = timeout
-        self._session = None  # pyghmi's Command, logged in on first use
+
+    @property
+    def _key(self) -> tuple[str, int, str, str]:
+        """The BMC and the login, as pyghmi tells sessions apart (the password only as a digest)."""
+        t = self.target
+        return (t.address, t.port, t.user, hashlib.sha256(t.password().encode()).hexdigest())
 
     def _command(self):
         from pyghmi.exceptions import IpmiException
         from pyghmi.ipmi.command import Command
 
-        if self._session is None:
-            t = self.target
-            try:
-                self._session = Command(bmc=t.address, userid=t.user, password=t.password(), port=t.port,
-                                        keepalive=True)
-            except IpmiException as exc:
-                raise XenlabError(f"{t.host}: IPMI login to its BMC {t.address}:{t.port} as {t.user} failed: "
-                                  f"{exc}") from None
-        return self._session
+        with _SESSIONS_LOCK:
+            session = _SESSIONS.get(self._key)
+            if session is None:
+                t = self.target
+                try:
+                    session = Command(bmc=t.address, userid=t.user, password=t.password(), port=t.port,
+                                      keepalive=True)
+                except IpmiException as exc:
+                    raise XenlabError(f"{t.host}: IPMI login to its BMC {t.address}:{t.port} as {t.user} failed: "
+                                      f"{exc}") from None
+                _SESSIONS[self._key] = session
+            return session
 
     def _do(self, what: str, fn):
         """`fn(command)` on this host's BMC session. One session per BMC and user is kept:
@@ -67,7 +82,9 @@ class IpmiPower:
             except IpmiException as exc:
                 broken = bool(getattr(command.ipmi_session, "broken", False))
                 if broken:
-                    self._session = None
+                    with _SESSIONS_LOCK:
+                        if _SESSIONS.get(self._key) is command:
+                            del _SESSIONS[self._key]
                 if attempt == 2 or not broken:
                     raise XenlabError(f"{t.host}: IPMI {what} on its BMC {t.address}:{t.port} failed: {exc}") from None
         raise AssertionError("unreachable")
