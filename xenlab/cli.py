@@ -566,7 +566,7 @@ def history_report(db_path: str | None, out_dir: str | None, window: int, thresh
         sys.exit(REGRESSION_EXIT)
 
 
-from . import cli_cache  # noqa: E402,F401 - registers the images and cache commands
+from . import cli_cache  # noqa: F401 - registers the images and cache commands
 
 if __name__ == "__main__":
     main()

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from xenlab.images import ImageCache
+from xenlab.lab.accel import AccelChoice
 from xenlab.lab.contract import READY
 from xenlab.lab.lab import Lab
 from xenlab.lab.warm import WarmCache, warm_key
-from xenlab.images import ImageCache
-from xenlab.lab.accel import AccelChoice
 from xenlab.spec import LabSpec
 
 pytestmark = pytest.mark.warm_first

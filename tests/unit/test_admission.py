@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-from xenlab.lab.resources import HOST_RESERVE_MIB, QEMU_OVERHEAD_MIB, admission_problem, available_mib, needed_mib, process_rss_mib
+from xenlab.lab.resources import (
+    HOST_RESERVE_MIB,
+    QEMU_OVERHEAD_MIB,
+    admission_problem,
+    available_mib,
+    needed_mib,
+    process_rss_mib,
+)
 from xenlab.plan import plan_lab
 from xenlab.spec import load_lab
 

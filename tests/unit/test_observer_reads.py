@@ -23,7 +23,7 @@ class LocalShell:
 
     def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
         started = time.monotonic()
-        done = subprocess.run(["bash", "-c", command], input=input, capture_output=True, timeout=timeout)
+        done = subprocess.run(["bash", "-c", command], input=input, capture_output=True, timeout=timeout, check=False)
         return CommandResult(self.name, command, done.returncode, done.stdout.decode(), done.stderr.decode(),
                              time.monotonic() - started)
 

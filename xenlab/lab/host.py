@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CommandFailed, XenlabError
+from ..errors import XenlabError
 from ..plan import MachinePlan
 from ..waiting import StopWaiting, wait_for
 from .accel import AccelChoice
 from .qemu import MachineFiles, Monitor, QemuProcess, qemu_argv
-from .ssh import CommandResult, SSHAccess
+from .ssh import RemoteShell, SSHAccess
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -32,7 +32,7 @@ def parse_virt_caps(xl_info: str) -> list[str]:
     return []
 
 
-class Host:
+class Host(RemoteShell):
     """Run commands, read the console, and control power and links of one machine."""
 
     def __init__(self, lab: Lab, plan: MachinePlan):
@@ -164,36 +164,6 @@ class Host:
             self._ssh = SSHAccess(self.name, self.ssh_port, str(keys / "id_ed25519"),
                                   (keys / f"host-{self.name}.pub").read_text().strip())
         return self._ssh
-
-    def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
-        return self.ssh.run(command, timeout=timeout, input=input)
-
-    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
-        """Run `command` and return its stdout; raise CommandFailed (with output) otherwise."""
-        return self.ssh.run(command, timeout=timeout, check=True, input=input).stdout
-
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to the machine (SFTP over the same SSH connection)."""
-        sftp = self.ssh.client().open_sftp()
-        try:
-            sftp.put(str(local), remote)
-        finally:
-            sftp.close()
-
-    def write_file(self, remote: str, content: str, mode: int = 0o644) -> None:
-        self.succeed(f"cat > {remote} && chmod {mode:o} {remote}", input=content.encode())
-
-    def fail(self, command: str, timeout: float = 60) -> str:
-        """Run `command` expecting a non-zero exit; return its output."""
-        result = self.ssh.run(command, timeout=timeout)
-        if result.ok:
-            raise CommandFailed(self.name, command, 0, result.stdout, "expected a failure but it succeeded")
-        return result.stdout + result.stderr
-
-    def forget_connections(self) -> None:
-        """Drop SSH connections (after reset, power cycle or checkpoint restore)."""
-        if self._ssh is not None:
-            self._ssh.close()
 
     def close(self) -> None:
         self.forget_connections()

@@ -26,15 +26,15 @@ from ..report.inventory import collect_inventory
 from ..results import HostInventory
 from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
 from ..waiting import Progress, quiet
+from . import layers
 from .accel import AccelChoice, detect_accel
 from .contract import FAULT_KINDS, READY, Capabilities
 from .host import Host
 from .network import WireFilter, start_switch, start_wirefilter
 from .processes import alive, sweep, terminate
-from . import layers
 from .resources import check_fits, needed_mib, process_rss_mib
-from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
+from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
 
 # Tools a QEMU lab runs (tool -> Debian package); `xenlab doctor` lists them too.
 REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "vde_switch": "vde2",

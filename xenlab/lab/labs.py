@@ -18,12 +18,12 @@ from ..errors import XenlabError
 from ..spec import NAME_PATTERN, LabSpec, load_lab
 from ..waiting import Progress, quiet
 from .contract import LabBackend, save_ready
-from .warm import WarmCache
 from .lab import Lab, attach_lab, running_labs, stray_lab_dirs
 from .processes import sweep
 from .rundir import RunDir, runs_base
 from .sim import SimLab
 from .static import StaticLab
+from .warm import WarmCache
 
 Attach = Literal["first", "last", "never", "only"]
 LAB_SUFFIXES = (".yaml", ".yml")

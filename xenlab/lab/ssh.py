@@ -12,6 +12,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 
@@ -126,3 +127,45 @@ class SSHAccess:
         if check and status != 0:
             raise CommandFailed(self.host, command, status, result.stdout, result.stderr)
         return result
+
+
+class RemoteShell:
+    """The verbs of a machine reached over SSH (its `ssh`), for QEMU lab hosts and real
+    hosts alike: run, succeed, fail, put, write_file, forget_connections."""
+
+    name: str
+    _ssh: SSHAccess | None
+
+    @property
+    def ssh(self) -> SSHAccess:
+        raise NotImplementedError
+
+    def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
+        return self.ssh.run(command, timeout=timeout, input=input)
+
+    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
+        """Run `command` and return its stdout; raise CommandFailed (with output) otherwise."""
+        return self.ssh.run(command, timeout=timeout, check=True, input=input).stdout
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        """Run `command` expecting a non-zero exit; return its output."""
+        result = self.ssh.run(command, timeout=timeout)
+        if result.ok:
+            raise CommandFailed(self.name, command, 0, result.stdout, "expected a failure but it succeeded")
+        return result.stdout + result.stderr
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file to the machine (SFTP over the same SSH connection)."""
+        sftp = self.ssh.client().open_sftp()
+        try:
+            sftp.put(str(local), remote)
+        finally:
+            sftp.close()
+
+    def write_file(self, remote: str, content: str, mode: int = 0o644) -> None:
+        self.succeed(f"cat > {remote} && chmod {mode:o} {remote}", input=content.encode())
+
+    def forget_connections(self) -> None:
+        """Drop SSH connections (after reset, power cycle or checkpoint restore)."""
+        if self._ssh is not None:
+            self._ssh.close()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import CommandFailed, XenlabError
+from ..errors import XenlabError
 from ..plan import NetworkPlan
 from ..report.inventory import collect_inventory
 from ..results import HostInventory
@@ -42,7 +42,7 @@ from .contract import ActiveFault, Capabilities, not_supported
 from .host import parse_virt_caps
 from .ipmi import IpmiPower, IpmiTarget
 from .rundir import RunDir
-from .ssh import CommandResult, SSHAccess
+from .ssh import RemoteShell, SSHAccess
 
 ACCEL = "static"
 POWER_FAULTS = ("power_cut", "reset")
@@ -86,7 +86,7 @@ def password_source(ipmi: IpmiSpec, base: Path) -> Callable[[], str]:
     return from_file
 
 
-class StaticHost:
+class StaticHost(RemoteShell):
     """A host (or the services node) of a static lab: SSH to its dom0, power through its BMC."""
 
     def __init__(self, lab: StaticLab, name: str, role: str, ssh: SshSpec, address: str,
@@ -119,33 +119,8 @@ class StaticHost:
     def ssh_port(self) -> int:
         return self.ssh_spec.port
 
-    def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
-        return self.ssh.run(command, timeout=timeout, input=input)
-
-    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
-        return self.ssh.run(command, timeout=timeout, check=True, input=input).stdout
-
-    def fail(self, command: str, timeout: float = 60) -> str:
-        result = self.ssh.run(command, timeout=timeout)
-        if result.ok:
-            raise CommandFailed(self.name, command, 0, result.stdout, "expected a failure but it succeeded")
-        return result.stdout + result.stderr
-
-    def put(self, local: Path, remote: str) -> None:
-        sftp = self.ssh.client().open_sftp()
-        try:
-            sftp.put(str(local), remote)
-        finally:
-            sftp.close()
-
-    def write_file(self, remote: str, content: str, mode: int = 0o644) -> None:
-        self.succeed(f"cat > {remote} && chmod {mode:o} {remote}", input=content.encode())
-
-    def forget_connections(self) -> None:
-        if self._ssh is not None:
-            self._ssh.close()
-
-    close = forget_connections
+    def close(self) -> None:
+        self.forget_connections()
 
     def address(self, network: str | None = None) -> str:
         """Its address on the pool network (a static lab has one)."""

@@ -62,7 +62,7 @@ def cache_limit_bytes() -> int:
 @functools.cache
 def qemu_version() -> str:
     try:
-        done = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.splitlines()[0] if done.stdout else "unknown"
