@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from xenlab.lab.accel import AccelChoice
 from xenlab.lab.qemu import MachineFiles, qemu_argv
 from xenlab.plan import plan_lab
 from xenlab.spec import load_lab
+from xenlab.waiting import StopWaiting, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -256,16 +256,16 @@ def test_the_image_an_ordinary_user_built_boots_as_the_lab_boots_it(services_bui
     ssh = ["ssh", "-i", str(login.private_path), "-p", str(port), "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "root@127.0.0.1"]
     try:
-        deadline = time.monotonic() + 300
-        answer = None
-        while time.monotonic() < deadline and qemu.poll() is None:
+        def asked() -> list[str] | None:
+            if qemu.poll() is not None:
+                raise StopWaiting(f"QEMU exited with {qemu.returncode}")
             done = subprocess.run([*ssh, ASK], capture_output=True, text=True, timeout=120, check=False)
-            if done.stdout.strip():
-                answer = done.stdout.split()
-                break
-            time.sleep(3)
-        serial = files.serial_log.read_text(errors="replace") if files.serial_log.exists() else ""
-        assert answer is not None, f"no SSH from the image in 300 s; serial:\n{serial[-3000:]}"
+            return done.stdout.split() or None
+
+        def serial() -> str:
+            return files.serial_log.read_text(errors="replace")[-3000:] if files.serial_log.exists() else ""
+
+        answer = wait_for(asked, "SSH from the rootless image", timeout=300, interval=3, evidence=serial)
         assert answer[:3] == ["services", "running", "active"], answer
         assert "cap_net_raw=ep" in answer
     finally:

@@ -21,6 +21,7 @@ from xenlab.lab.processes import alive
 from xenlab.lab.static import StaticLab
 from xenlab.results import RunResults
 from xenlab.spec import load_lab
+from xenlab.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -127,10 +128,9 @@ def test_a_partition_by_firewall_cuts_the_pool_network_and_its_heal_leaves_no_ru
         lab.faults().inject("partition", "h1", deadman_s=5)
         assert "xenlab_partition" in h1.succeed("nft list tables")
         lab.faults().active.clear()  # as if this process had died
-        deadline = time.monotonic() + 60
-        while "xenlab_partition" in h1.succeed("nft list tables") and time.monotonic() < deadline:
-            time.sleep(1)  # waiting for dom0's timer
-        assert "xenlab_partition" not in h1.succeed("nft list tables")
+        wait_for(lambda: "xenlab_partition" not in h1.succeed("nft list tables"),
+                 "h1's dead-man timer to remove the partition rules", timeout=60, interval=1,
+                 evidence=lambda: h1.run("nft list tables; systemctl list-timers --all", timeout=30).stdout)
         assert h2.run(f"ping -c 1 -W 2 {h1.address()}", timeout=30).ok
     finally:
         lab.down()

@@ -26,6 +26,7 @@ from xenlab.lab.bmc import (
 )
 from xenlab.lab.ipmi import IpmiPower, IpmiTarget
 from xenlab.lab.processes import cmdline, owned_pids, sweep
+from xenlab.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("ipmitool") is None, reason="ipmitool is not installed (./setup.sh)")
 
@@ -39,13 +40,14 @@ def machine_pids(run: Path) -> list[int]:
 def settled(run: Path, count: int, not_in: tuple = ()) -> list[int]:
     """The machine processes once `count` of them run (none of `not_in`): a started
     machine is exec'd just after the BMC answers, so its command line shows a moment later."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = machine_pids(run)
-        if len(found) == count and not any(p in not_in for p in found):
-            return found
-        time.sleep(0.05)
-    return machine_pids(run)
+    def found() -> list[int] | None:
+        pids = machine_pids(run)
+        return pids if len(pids) == count and not any(p in not_in for p in pids) else None
+
+    try:
+        return wait_for(found, f"{count} machine process(es) in {run}", timeout=10, interval=0.05)
+    except WaitTimeout:
+        return machine_pids(run)  # the caller's assertion says what was there instead
 
 
 @pytest.fixture(scope="module")
