@@ -220,10 +220,13 @@ def status(lab_name: str | None, as_json: bool) -> None:
         else:
             out.print("no lab is up")
         return
-    lab = _pick_lab(lab_name)
-    data = lab.status()
+    from .lab.labs import lab_status
+
+    data = lab_status(lab_name)
     if as_json:
         out.print_json(json.dumps(data))
+    elif data.get("backend") == "static":
+        _print_static_status(data)
     else:
         _print_status(data)
 
@@ -242,6 +245,24 @@ def _print_status(data: dict) -> None:
         out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))
     if data.get("came_up") == "warm":
         out.print(f"came up warm from {data['warm_state']}", markup=False)
+
+
+def _print_static_status(data: dict) -> None:
+    out.print(f"static lab [bold]{data['lab']}[/bold]: its hosts as they answer now")
+    table = Table("host", "role", "state", "ssh", "addresses", "bmc (power)", "virt_caps", "xenlab rules left",
+                  box=None)
+    for m in data["machines"]:
+        bmc = f"{m['bmc']['address']}:{m['bmc']['port']} ({m.get('power') or '?'})" if "bmc" in m else "-"
+        table.add_row(m["name"], m["role"], m["state"], f"{m['ssh']['user']}@{m['ssh']['host']}:{m['ssh']['port']}",
+                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), bmc,
+                      " ".join(m["virt_caps"]) or "-", ", ".join(m["firewall_left"]) or "none",
+                      style=None if m["state"] == "running" else "red")
+    out.print(table)
+    for m in data["machines"]:
+        if m.get("ssh_error"):
+            out.print(f"{m['name']}: {m['ssh_error']}", markup=False)
+    if any(m["firewall_left"] for m in data["machines"]):
+        out.print("`xenlab up` of this lab (or any `xenlab run` on it) removes the rules a dead run left")
 
 
 # -- access ---------------------------------------------------------------------------

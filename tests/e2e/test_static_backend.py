@@ -88,6 +88,16 @@ def run_static(pool2, scenario: str, static_file: Path, tmp_path: Path):
     return {step.name: step for step in outcome.steps}, results
 
 
+def static_status(static_file: Path) -> dict[str, dict]:
+    """`xenlab status --lab FILE --json` of a static lab: its machines by name, as asked now."""
+    proc = subprocess.run([sys.executable, "-m", "xenlab.cli", "status", "--lab", str(static_file), "--json"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["backend"] == "static" and data["lab"] == "static-pool2"
+    return {m["name"]: m for m in data["machines"]}
+
+
 def test_pool_formation_through_the_static_backend(pool2, static_file, tmp_path):
     steps, results = run_static(pool2, "pool-formation", static_file, tmp_path)
     assert steps["form a pool of h1 and h2"].figures["members"].value == 2
@@ -120,8 +130,13 @@ def test_a_partition_by_firewall_cuts_the_pool_network_and_its_heal_leaves_no_ru
         assert h1.run("systemctl is-active xenlab-undo-partition.timer", timeout=30).stdout.strip() == "active"
         assert not h2.run(f"ping -c 2 -W 2 {h1.address()}", timeout=30).ok  # cut off the pool network
         assert h1.run("true", timeout=30).ok  # but the controller still reaches it
+        shown = static_status(static_file)  # what `xenlab status` says of the rack while h1 is cut off
+        assert shown["h1"]["power"] == "on" and shown["h1"]["state"] == "running"
+        assert any("xenlab_partition" in table for table in shown["h1"]["firewall_left"])
+        assert shown["h2"]["firewall_left"] == [] and "pv" in shown["h2"]["virt_caps"]
         fault.heal()
         assert "xenlab_partition" not in h1.succeed("nft list tables")
+        assert static_status(static_file)["h1"]["firewall_left"] == []
         assert not h1.run("systemctl is-active xenlab-undo-partition.timer", timeout=30).ok
         assert h2.run(f"ping -c 1 -W 2 {h1.address()}", timeout=30).ok
         # the dead-man switch alone removes the rules when xenlab is not there to heal them

@@ -22,7 +22,7 @@ from xenlab.lab import firewall
 from xenlab.lab.bmc import credentials_path, read_credentials, start_bmc
 from xenlab.lab.labs import make_lab
 from xenlab.lab.processes import cmdline, owned_pids, sweep
-from xenlab.lab.static import StaticFaults, StaticLab, known_host_key
+from xenlab.lab.static import StaticFaults, StaticLab, known_host_key, probe_host
 from xenlab.scenario.model import load_scenario
 from xenlab.scenario.session import fit
 from xenlab.spec import load_lab
@@ -231,6 +231,9 @@ def test_power_faults_on_a_static_host_go_through_its_bmc(tmp_path):
         assert len(machines()) == 1 and machines() != first
         cut = lab.faults().inject("power_cut", "h1")
         assert not h1.process_alive() and machines() == []
+        probed = probe_host(h1)  # what `xenlab status` shows of it: its BMC says off, SSH is silent
+        assert probed["power"] == "off" and probed["state"] == "off" and not probed["ssh_answers"]
+        assert probed["ssh_error"] and creds.password not in json.dumps(probed)
         assert cut in lab.faults().active
         h1.power("on")  # (healing would also wait for SSH, which this host has none of)
         assert h1.process_alive()
@@ -238,6 +241,8 @@ def test_power_faults_on_a_static_host_go_through_its_bmc(tmp_path):
         while len(machines()) != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(machines()) == 1
+        probed = probe_host(h1)  # powered, but no SSH: unreachable, not off
+        assert probed["power"] == "on" and probed["state"] == "unreachable"
         cut.healed_at = 0.0  # it was powered back above
         log = (run / "logs" / "bmc-h1.log").read_text()
         assert "power off" in log and "power on" in log and creds.password not in log

@@ -119,6 +119,21 @@ def open_lab(ref: LabRef) -> LabBackend:
     return make_lab(load_lab(ref.path), ref.path)
 
 
+def lab_status(ref: str | None) -> dict:
+    """What `xenlab status` shows: a running QEMU lab's state, or a static lab's hosts as
+    they answer now (a static lab is never "up": its hosts exist before and after)."""
+    if ref is None:
+        return running_lab(None).status()
+    found = resolve_lab(ref, attach="first")
+    if found.running:
+        return attach_lab(found.name).status()
+    assert found.path is not None
+    lab = make_lab(load_lab(found.path), found.path)
+    if isinstance(lab, StaticLab):
+        return lab.status(probe=True)
+    raise XenlabError(f"lab {found.name} (from {found.path}) is not up")
+
+
 # -- up and down ----------------------------------------------------------------------------
 @dataclass
 class UpOutcome:

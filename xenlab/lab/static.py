@@ -333,19 +333,44 @@ class StaticLab:
     def shared_sr(self) -> str:
         return self.spec.services.nfs_export if self.spec.services else SR_PATH
 
-    def status(self) -> dict:
-        """Where each machine is reached (no host is asked anything: `run_state` asks its BMC)."""
-        return {
-            "schema": "xenlab.status/1", "lab": self.name, "backend": "static", "run_dir": str(self.run.root),
-            "machines": [{
-                "name": h.name, "role": h.role,
-                "ssh": {"host": h.ssh_spec.host, "port": h.ssh_spec.port, "user": h.ssh_spec.user},
-                "addresses": {self.plan.networks[0].name: h.address()},
-                **({"bmc": {"interface": "ipmi", "address": h.bmc.target.address, "port": h.bmc.target.port,
-                            "user": h.bmc.target.user}} if h.bmc is not None else {}),
-            } for h in self.machines.values()],
-            "checkpoints": [],
-        }
+    def status(self, probe: bool = False) -> dict:
+        """Where each machine is reached. With `probe`, each host is asked, in parallel: is it
+        powered (its BMC), does SSH answer, what does Xen say it runs, and which xenlab
+        firewall tables a dead run may have left (`up` removes them)."""
+        machines = [{
+            "name": h.name, "role": h.role,
+            "ssh": {"host": h.ssh_spec.host, "port": h.ssh_spec.port, "user": h.ssh_spec.user},
+            "addresses": {self.plan.networks[0].name: h.address()},
+            **({"bmc": {"interface": "ipmi", "address": h.bmc.target.address, "port": h.bmc.target.port,
+                        "user": h.bmc.target.user}} if h.bmc is not None else {}),
+        } for h in self.machines.values()]
+        if probe:
+            for entry, found in zip(machines, _parallel(self.machines.values(), probe_host), strict=True):
+                entry.update(found)
+        return {"schema": "xenlab.status/1", "lab": self.name, "backend": "static", "run_dir": str(self.run.root),
+                "machines": machines, "checkpoints": []}
+
+
+def probe_host(host: StaticHost) -> dict:
+    """What a host says of itself now; every failure is reported, none raised."""
+    found: dict = {"power": None, "ssh_answers": False, "virt_caps": [], "firewall_left": []}
+    if host.bmc is not None:
+        try:
+            found["power"] = host.bmc.state()
+        except XenlabError as exc:
+            found["power"] = f"unknown ({exc})"
+    try:
+        found["ssh_answers"] = host.run("true", timeout=15).ok
+    except XenlabError as exc:
+        found["ssh_error"] = str(exc)
+    if found["ssh_answers"] and host.role == "xen":
+        info = host.run("xl info", timeout=60)
+        found["virt_caps"] = parse_virt_caps(info.stdout) if info.ok else []
+        if host.run("command -v nft", timeout=30).ok:
+            found["firewall_left"] = firewall.leftover(host)
+    found["state"] = ("running" if found["ssh_answers"] else
+                      "off" if found["power"] == "off" else "unreachable")
+    return found
 
 
 class StaticFaults:
