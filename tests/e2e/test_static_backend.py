@@ -133,7 +133,8 @@ def test_a_partition_by_firewall_cuts_the_pool_network_and_its_heal_leaves_no_ru
         shown = static_status(static_file)  # what `xenlab status` says of the rack while h1 is cut off
         assert shown["h1"]["power"] == "on" and shown["h1"]["state"] == "running"
         assert any("xenlab_partition" in table for table in shown["h1"]["firewall_left"])
-        assert shown["h2"]["firewall_left"] == [] and "pv" in shown["h2"]["virt_caps"]
+        assert shown["h2"]["state"] == "running" and shown["h2"]["firewall_left"] == [], shown["h2"]
+        assert "pv" in shown["h2"]["virt_caps"], shown["h2"]
         fault.heal()
         assert "xenlab_partition" not in h1.succeed("nft list tables")
         assert static_status(static_file)["h1"]["firewall_left"] == []

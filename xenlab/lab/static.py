@@ -366,6 +366,8 @@ def probe_host(host: StaticHost) -> dict:
     if found["ssh_answers"] and host.role == "xen":
         info = host.run("xl info", timeout=60)
         found["virt_caps"] = parse_virt_caps(info.stdout) if info.ok else []
+        if not info.ok:
+            found["toolstack_error"] = f"`xl info` exited {info.status}: {(info.stderr or info.stdout).strip()[-300:]}"
         if host.run("command -v nft", timeout=30).ok:
             found["firewall_left"] = firewall.leftover(host)
     found["state"] = ("running" if found["ssh_answers"] else
