@@ -15,6 +15,7 @@ import pytest
 
 from xenlab.lab import Lab
 from xenlab.lab.contract import restore_ready, save_ready
+from xenlab.lab.lab import REQUIRED_TOOLS
 from xenlab.spec import load_lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,9 @@ def run_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pool2(run_base) -> Lab:
-    missing = [t for t in ("qemu-system-x86_64", "vde_switch", "debootstrap") if not shutil.which(t)]
+    # the lab's own tools; the images are built by whichever road this user has (root:
+    # debootstrap; anyone else: mmdebstrap in a user namespace), which says what it lacks
+    missing = [f"{tool} ({package})" for tool, package in REQUIRED_TOOLS.items() if not shutil.which(tool)]
     if missing:
         pytest.fail(f"end-to-end tests need {', '.join(missing)}: run ./setup.sh")
     lab = Lab(load_lab(REPO / "labs/xen-pool2.yaml"), str(REPO / "labs/xen-pool2.yaml"))
