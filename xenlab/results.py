@@ -124,6 +124,18 @@ class ScenarioResult(ResultModel):
     summary: dict[str, Figure] = Field(default_factory=dict)  # e.g. downtime_p50, downtime_max
     series: dict[str, list[float]] = Field(default_factory=dict)  # e.g. all downtimes, for plots
 
+    def figure_names(self) -> list[str]:
+        """Every figure name in the scenario (its steps, their substeps, its summary), once, in order."""
+        names: list[str] = []
+
+        def walk(steps: list[StepResult]) -> None:
+            for step in steps:
+                names.extend(step.figures)
+                walk(step.substeps)
+
+        walk(self.steps)
+        return list(dict.fromkeys(names + list(self.summary)))
+
 
 class HostInventory(ResultModel):
     """What a hardware-qualification report lists per host."""
@@ -354,5 +366,20 @@ def figure_meaning(name: str) -> str:
         return FIGURE_MEANINGS[base]
     stem, _, statistic = base.rpartition("_")
     if statistic in _STATISTICS and stem in FIGURE_MEANINGS:
-        return f"{_STATISTICS[statistic]} of {stem} over the step's rounds or the run: {FIGURE_MEANINGS[stem]}"
+        return f"{_STATISTICS[statistic]} of {stem} over the step's rounds (a repeat) or the whole run"
     return ""
+
+
+def figure_meanings(names: list[str]) -> list[tuple[str, str]]:
+    """(name, meaning) for each name xenlab describes, with the figure behind a statistic
+    (`downtime` for `downtime_p50`) listed after it once: the lines a report prints."""
+    listed: dict[str, str] = {}
+    for name in names:
+        meaning = figure_meaning(name)
+        if not meaning:
+            continue
+        listed.setdefault(name, meaning)
+        stem, _, statistic = name.rpartition("_")
+        if statistic in _STATISTICS and stem in FIGURE_MEANINGS:
+            listed.setdefault(stem, FIGURE_MEANINGS[stem])
+    return list(listed.items())

@@ -11,7 +11,7 @@ import datetime
 import html
 from collections.abc import Iterable
 
-from ..results import Figure, HostInventory, RunResults, ScenarioResult, StepResult, figure_meaning
+from ..results import Figure, HostInventory, RunResults, ScenarioResult, StepResult, figure_meaning, figure_meanings
 from . import plots
 from .qualification import QualificationReport
 from .units import convert, format_value
@@ -75,8 +75,10 @@ def figure_name(name: str) -> str:
 
 def meanings_table(names: Iterable[str]) -> str:
     """What each figure shown counts, one line each: a reader needs no source code."""
-    rows = [[f"<code>{esc(n)}</code>", esc(figure_meaning(n) or "a figure this version of xenlab does not describe")]
-            for n in dict.fromkeys(names)]
+    described = figure_meanings(list(names))
+    unknown = [n for n in dict.fromkeys(names) if not figure_meaning(n)]
+    rows = [[f"<code>{esc(n)}</code>", esc(m)] for n, m in described]
+    rows += [[f"<code>{esc(n)}</code>", "a figure of the test itself, which xenlab does not describe"] for n in unknown]
     return ("<details open><summary class=\"small\">what the figures mean</summary>"
             + table(["figure", "meaning"], rows) + "</details>") if rows else ""
 
@@ -238,9 +240,7 @@ def scenario_section(scenario: ScenarioResult) -> str:
                            [[figure_name(k), esc(figure_text(f))] for k, f in scenario.summary.items()]))
     rows: list[list[str]] = []
     below: dict[int, str] = {}
-    shown: list[str] = list(scenario.summary)
     for step in walk_steps(scenario.steps):
-        shown += list(step.figures)
         if step.timelines:
             below[len(rows)] = heartbeat_section(step)
         figures = "<br>".join(f"{figure_name(k)}: {esc(figure_text(f))}" for k, f in step.figures.items())
@@ -253,7 +253,7 @@ def scenario_section(scenario: ScenarioResult) -> str:
     if rows:
         parts.append(table(["#", "step", "kind", "at (s)", "took (s)", "outcome", "figures", "expectations", "message"],
                            rows, numeric={3, 4}, below=below))
-    parts.append(meanings_table(shown))
+    parts.append(meanings_table(scenario.figure_names()))
     parts.append("</section>")
     return "".join(parts)
 

@@ -216,7 +216,7 @@ def heartbeat_plot(event: str, rows: Sequence[HeartbeatRow], zero: float | None 
             ax.text((start - zero + right) / 2, top * 0.6, silence_label(row), color=SILENCE_COLOR,
                     ha="center", va="center", fontsize="small", fontweight="bold",
                     bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": SILENCE_COLOR, "boxstyle": "round"})
-        for at, label in row.marks:
+        for at, label in _merged_marks(row.marks, (right_edge - left) * 0.01):
             ax.axvline(at - zero, color=MARK_COLOR, linestyle=":", linewidth=1.2)
             ax.text(at - zero, top * 0.98, f" {label}", rotation=90, clip_on=True, va="top", ha="left", fontsize="x-small",
                     color=MARK_COLOR)
@@ -228,6 +228,17 @@ def heartbeat_plot(event: str, rows: Sequence[HeartbeatRow], zero: float | None 
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small")
     axes[-1].set_xlabel("seconds since " + _first_mark_label(rows, zero))
     return _data_uri(fig)
+
+
+def _merged_marks(marks: Sequence[tuple[float, str]], within: float) -> list[tuple[float, str]]:
+    """Marks closer than `within` share one line and one label ("h1 detected, h1 fenced")."""
+    merged: list[tuple[float, str]] = []
+    for at, label in sorted(marks):
+        if merged and at - merged[-1][0] <= within:
+            merged[-1] = (merged[-1][0], f"{merged[-1][1]}, {label}")
+        else:
+            merged.append((at, label))
+    return merged
 
 
 def _first_mark_label(rows: Sequence[HeartbeatRow], zero: float) -> str:
