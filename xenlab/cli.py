@@ -418,7 +418,7 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
 @main.command()
 @click.argument("scenario_file")
 @click.option("--lab", "lab_ref", help="lab name or lab file (default: the scenario's lab)")
-@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (schema xenlab.results/1)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (schema xenlab.results/2)")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False),
               help="where to write the results JSON (default: results/<scenario>-<timestamp>.json)")
 @click.option("--as-is", "as_is", is_flag=True, help="run on the lab as it is, not from its `ready` checkpoint")
