@@ -312,8 +312,8 @@ def test_host_failover_recovers_the_protected_guest_through_recover():
     [timeline] = back.timelines  # vm1's heartbeats around the power cut: silent until it restarted
     fault_at = faults.injected[0].started_at
     assert timeline.guest == "vm1" and timeline.event.endswith("power_cut on h1") and timeline.restarted
-    assert [(m.label, round(m.at - fault_at, 2)) for m in timeline.marks] == [
-        ("power_cut struck", 0.0), ("h1 detected", 3.0), ("h1 fenced", 4.0), ("recovered", RESTART_AFTER_S)]
+    assert [m.label for m in timeline.marks] == ["power_cut struck", "h1 detected", "h1 fenced", "recovered"]
+    assert [m.at - fault_at for m in timeline.marks] == pytest.approx([0.0, 3.0, 4.0, RESTART_AFTER_S], abs=0.011)
     assert timeline.silence_s == pytest.approx(RESTART_AFTER_S, abs=0.02)
     assert faults.injected[0].healed
     assert not any(s.name.startswith("cleanup") for s in result.steps)

@@ -20,17 +20,16 @@ later steps are recorded as skipped. Faults still active at the end are always h
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from ..errors import NotMeasurable, WaitTimeout, XenlabError
-from ..lab.contract import FaultHandle, FaultInjector, Observer
+from ..lab.contract import FaultInjector, Observer
 from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
 from ..results import ExpectationResult, Figure, HeartbeatTimeline, Outcome, ScenarioResult, StepResult
-from ..toolstack.base import FailoverResult, GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
+from ..toolstack.base import GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
 from ..waiting import wait_for
 from .measure import (
     combined,
@@ -43,13 +42,11 @@ from .measure import (
     round_or_none,
 )
 from .model import FIGURES, HOST_LOSS_FAULTS, OTHER, Condition, FaultStep, Scenario, Step
+from .struck import InjectedFault, StrikeDuring, fault_marks
 
 EventCallback = Callable[[int, str, str, str], None]  # (step index, step name, phase, message)
 HEARTBEAT_FRESH_S = 2.0  # a guest whose last heartbeat is older than this is not sending
 HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
-
-
-ActiveFault = FaultHandle  # the name scenarios have always used for a fault's handle
 
 
 class CheckpointingLab(Protocol):
@@ -66,28 +63,6 @@ class StepFailed(Exception):
     def __init__(self, message: str, outcome: Outcome = "failed"):
         super().__init__(message)
         self.outcome = outcome
-
-
-@dataclass
-class InjectedFault:
-    """A fault the scenario injected, and what was on its targets when it struck."""
-
-    label: str
-    kind: str
-    targets: list[str]
-    handle: ActiveFault
-    started_at: float
-    guests: dict[str, str] = field(default_factory=dict)  # guest -> host, on the targets at injection
-    failover: dict[str, FailoverResult] = field(default_factory=dict)  # lost host -> what recover() did
-    healed_at: float | None = None
-
-    def heal(self) -> None:
-        self.handle.heal()
-        self.healed_at = time.time()
-
-    @property
-    def loses_hosts(self) -> bool:
-        return self.kind in HOST_LOSS_FAULTS
 
 
 def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
@@ -334,7 +309,7 @@ class _ScenarioRun:
         leaves its guests to the failover that a later wait asks for)."""
         a = step.migrate
         during = a.during
-        strike = _StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
+        strike = StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
         strike.start()
         try:
             result = self.toolstack.migrate(a.vm, destination)
@@ -714,54 +689,3 @@ class _ScenarioRun:
             series["recovery"] = [round(r, 3) for r in self.recoveries]
             summary["recovery_max"] = Figure(value=round_or_none(max(self.recoveries)), unit="s")
         return summary, series
-
-
-# -- a fault during a migration ---------------------------------------------------------
-class _StrikeDuring:
-    """Injects a scenario's fault on a timer while the runner is busy in a migration call."""
-
-    def __init__(self, run: _ScenarioRun, fault: FaultStep, after_s: float, heal_after_s: float | None):
-        self.run, self.spec, self.after_s, self.heal_after_s = run, fault, after_s, heal_after_s
-        self.fault: InjectedFault | None = None
-        self.healed = False
-        self.error: str | None = None
-        self.details: dict[str, Any] = {"after_s": after_s, "heal_after_s": heal_after_s}
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._strike, name=f"strike {fault.label}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """The migration returned: a strike not yet due is called off; a due heal still happens."""
-        self._stopped.set()
-        self._thread.join()
-
-    def _strike(self) -> None:
-        if self._stopped.wait(self.after_s):
-            return  # the migration ended first
-        try:
-            self.fault = self.run.inject(self.spec, self.details)
-            self.run.info("during migration", f"{self.spec.label} struck")
-            if self.heal_after_s is None:
-                return
-            self.run.sleep(self.heal_after_s)  # due whether or not the migration has returned by then
-            self.fault.heal()
-            self.run.active.pop(self.fault.label, None)
-            self.healed = True
-        except Exception as exc:  # noqa: BLE001 - reported by the step, and healed by cleanup if active
-            self.error = f"{type(exc).__name__}: {exc}"
-
-
-def fault_marks(fault: InjectedFault, resumed_at: float | None) -> list[tuple[float, str]]:
-    """The moments of a fault worth a line on a guest's timeline: struck, detected, fenced, healed, back."""
-    marks = [(fault.started_at, f"{fault.kind} struck")]
-    for result in fault.failover.values():
-        for after, what in ((result.detected_after_s, "detected"), (result.fenced_after_s, "fenced")):
-            if after is not None:
-                marks.append((result.fault_at + after, f"{result.failed_host} {what}"))
-    if fault.healed_at is not None:
-        marks.append((fault.healed_at, f"{fault.label} healed"))
-    if resumed_at is not None:
-        marks.append((resumed_at, "recovered"))
-    return marks
