@@ -439,7 +439,7 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
 @main.command()
 @click.argument("scenario_file")
 @click.option("--lab", "lab_ref", help="lab name or lab file (default: the scenario's lab)")
-@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (schema xenlab.results/1)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (schema xenlab.results/2)")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False),
               help="where to write the results JSON (default: results/<scenario>-<timestamp>.json)")
 @click.option("--as-is", "as_is", is_flag=True, help="run on the lab as it is, not from its `ready` checkpoint")
@@ -490,11 +490,20 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
         for name, figure in outcome.summary.items():
             if figure.value is not None:
                 out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
+        out.print(meanings_text(outcome))
     colour = "green" if outcome.outcome == "passed" else "red"
     console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome}[/{colour}] in "
                   f"{outcome.ended_at - outcome.started_at:.1f}s; results in {escape(str(path))}")
     if outcome.outcome != "passed":
         sys.exit(1)
+
+
+def meanings_text(scenario) -> str:
+    """'what the figures mean:' and a line per figure of the run that xenlab describes."""
+    from .results import figure_meanings
+
+    lines = [f"  {name}: {meaning}" for name, meaning in figure_meanings(scenario.figure_names())]
+    return "\n".join(["what the figures mean:", *lines]) if lines else ""
 
 
 # -- reports and history (xenlab.report) ----------------------------------------------

@@ -24,7 +24,8 @@ An *interval* is the time between two consecutive receipts. Two counts describe 
 
 - `missed`: the 10 ms slots in it without a heartbeat (from the time alone). A paused
   guest (the stop-and-copy phase of a live migration) sends nothing, so its silence is
-  missed heartbeats, not lost ones;
+  missed heartbeats, not lost ones (the step figure `heartbeat_slots_empty`; it was
+  called `heartbeats_missed` in results/1 files);
 - `lost`: heartbeats sent but never received (sequence numbers jumped over and not
   arriving even late): what the network dropped. Across a counter restart nobody knows
   what the dead sender had sent, so there `lost` is the `missed` estimate.
@@ -242,6 +243,40 @@ def recovery_time(series: Series, fault_at: float, until: float | None = None, m
                         reason=f"heartbeats stopped {last.at - fault_at:.2f} s after the fault and "
                                f"had not resumed {until - last.at:.2f} s later")
     return Recovery(0.0, reason="heartbeats did not stop")
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Heartbeats received per bucket of `bucket_s` from `start`: a silence is a run of zeros."""
+
+    start: float
+    bucket_s: float
+    counts: list[int]
+
+
+def bucket_width(span_s: float, max_buckets: int, base_s: float = 0.1) -> float:
+    """`base_s`, or the smallest multiple of it that covers `span_s` in `max_buckets` buckets."""
+    return base_s * max(1, math.ceil(span_s / base_s / max_buckets - 1e-9))
+
+
+def bucket_counts(series: Series, start: float, end: float, max_buckets: int = 1200,
+                  base_s: float = 0.1) -> Buckets:
+    """Count the heartbeats (after `clean`: no duplicates) arriving in each whole bucket of [start, end).
+
+    10 ms heartbeats in 100 ms buckets count 10 each when steady; the counts are the rate
+    over time, compact enough to keep for every event of a run, while the exact ends of
+    a silence come from `downtime_around` or `recovery_time`.
+    """
+    if end <= start:
+        return Buckets(start, base_s, [])
+    width = bucket_width(end - start, max_buckets, base_s)
+    n = min(max_buckets, max(1, math.floor((end - start) / width + 1e-9)))  # a partial last bucket would read low
+    counts = [0] * n
+    for receipt in clean(series):
+        index = math.floor((receipt.at - start) / width)
+        if 0 <= index < n:
+            counts[index] += 1
+    return Buckets(start, width, counts)
 
 
 # -- statistics -------------------------------------------------------------------------

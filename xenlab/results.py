@@ -2,8 +2,10 @@
 
 A run (a `xenlab run`, or a pytest session) holds scenarios; a scenario holds timed
 steps; a step holds measured figures and the expectations checked against them.
-Figures keep their unit so reports never guess. Version rule: fields are only added
-within a schema version; renaming or removing one bumps it.
+Figures keep their unit so reports never guess, and each has a one-line meaning here
+(`FIGURE_MEANINGS`), which every report prints beside it. Version rule: fields are only
+added within a schema version; renaming or removing one bumps it. Older versions stay
+readable: `load_results` upgrades them (see `READABLE_SCHEMAS`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,8 +22,14 @@ from . import __version__
 from .errors import SpecError
 from .yamlfile import decode_utf8
 
-SCHEMA = "xenlab.results/1"
+SCHEMA = "xenlab.results/2"
+# /1 -> /2: the figure heartbeats_missed is called heartbeat_slots_empty; steps gained `timelines`
+READABLE_SCHEMAS = ("xenlab.results/1", SCHEMA)
+RENAMED_FIGURES = {"heartbeats_missed": "heartbeat_slots_empty"}  # old name -> new name
 Outcome = Literal["passed", "failed", "error", "skipped"]
+LATEST_TIME = 253402300799.0  # 9999-12-31: later timestamps cannot be shown as dates
+MAX_TIMELINE_BUCKETS = 1200  # two minutes at 100 ms per bucket; longer timelines get wider buckets
+MAX_TIMELINE_MARKS = 32
 
 
 class ResultModel(BaseModel):
@@ -45,6 +53,46 @@ class ExpectationResult(ResultModel):
     message: str = ""  # "downtime 2.40 s is not < 2 s"
 
 
+Timestamp = Annotated[float, Field(ge=0, le=LATEST_TIME)]  # time.time()
+
+
+class EventMark(ResultModel):
+    """A moment of an event drawn on its heartbeat timeline, e.g. "migration start"."""
+
+    at: Timestamp
+    label: str = Field(max_length=200)
+
+
+class HeartbeatTimeline(ResultModel):
+    """One guest's heartbeats around one event (a migration, a fault), compact but exact where it counts.
+
+    Heartbeats come every 10 ms, so they are stored as counts per bucket (`bucket_s`, 0.1 s
+    unless the window is long) from `start`; the silence keeps its exact ends: the last
+    heartbeat before it and the first after it, as the step's figures measured them.
+    """
+
+    guest: str = Field(max_length=200)
+    event: str = Field(max_length=300)  # the same text for every guest of one event: "evacuate h1"
+    start: Timestamp
+    bucket_s: float = Field(gt=0, le=3600)
+    counts: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_TIMELINE_BUCKETS)  # heartbeats received in each bucket
+    silence_start: float | None = Field(None, ge=0, le=LATEST_TIME)  # last heartbeat before the silence
+    silence_end: float | None = Field(None, ge=0, le=LATEST_TIME)  # first heartbeat after it (None: not yet)
+    restarted: bool = False  # the guest's heartbeat counter restarted across the silence (it rebooted)
+    note: str = ""  # why the silence is not measured, when it is not
+    marks: list[EventMark] = Field(default_factory=list, max_length=MAX_TIMELINE_MARKS)
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.counts) * self.bucket_s
+
+    @property
+    def silence_s(self) -> float | None:
+        if self.silence_start is None or self.silence_end is None:
+            return None
+        return self.silence_end - self.silence_start
+
+
 class StepResult(ResultModel):
     index: int
     name: str  # from the scenario, or generated ("migrate vm1 -> h2")
@@ -57,6 +105,7 @@ class StepResult(ResultModel):
     message: str = ""
     details: dict = Field(default_factory=dict)  # step-specific data (e.g. a migration record)
     substeps: list[StepResult] = Field(default_factory=list)  # for repeat
+    timelines: list[HeartbeatTimeline] = Field(default_factory=list)  # each affected guest, per event
 
     @property
     def seconds(self) -> float:
@@ -74,6 +123,18 @@ class ScenarioResult(ResultModel):
     steps: list[StepResult] = Field(default_factory=list)
     summary: dict[str, Figure] = Field(default_factory=dict)  # e.g. downtime_p50, downtime_max
     series: dict[str, list[float]] = Field(default_factory=dict)  # e.g. all downtimes, for plots
+
+    def figure_names(self) -> list[str]:
+        """Every figure name in the scenario (its steps, their substeps, its summary), once, in order."""
+        names: list[str] = []
+
+        def walk(steps: list[StepResult]) -> None:
+            for step in steps:
+                names.extend(step.figures)
+                walk(step.substeps)
+
+        walk(self.steps)
+        return list(dict.fromkeys(names + list(self.summary)))
 
 
 class HostInventory(ResultModel):
@@ -121,7 +182,6 @@ class RunResults(ResultModel):
 MAX_RESULTS_BYTES = 64 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 MAX_NUMBER_CHARS = 40
-LATEST_TIME = 253402300799.0  # 9999-12-31: later timestamps cannot be shown as dates
 
 
 class _Refused(ValueError):
@@ -225,9 +285,11 @@ def load_results(path: Path | str) -> RunResults:
         raise SpecError(where, [(first, (f"the top level is {kind}: a results file is a JSON object with "
                                     f'"schema": "{SCHEMA}" (written by `xenlab run` or pytest --xenlab-report)'))])
     schema = data.get("schema", "")
-    if schema != SCHEMA:
+    if schema not in READABLE_SCHEMAS:
         raise SpecError(where, [(None, (f"results schema {schema!r} is not {SCHEMA!r}: is it a xenlab results file "
                                         "(written by `xenlab run` or pytest --xenlab-report)?"))])
+    if schema != SCHEMA:
+        data = _upgraded(data)
     try:
         results = RunResults.model_validate(data)
     except ValidationError as exc:
@@ -239,3 +301,85 @@ def load_results(path: Path | str) -> RunResults:
     if bad_times:
         raise SpecError(where, [(None, f"not a valid results file: {problem}") for problem in bad_times[:5]])
     return results
+
+
+def _upgraded(data: dict) -> dict:
+    """A results/1 document as results/2: renamed figures get their new names."""
+
+    def step(raw: Any) -> None:
+        if not isinstance(raw, dict):
+            return  # validation says what is wrong
+        figures = raw.get("figures")
+        if isinstance(figures, dict):
+            raw["figures"] = {RENAMED_FIGURES.get(k, k): v for k, v in figures.items()}
+        for expectation in raw.get("expectations") or []:
+            if isinstance(expectation, dict) and expectation.get("figure") in RENAMED_FIGURES:
+                expectation["figure"] = RENAMED_FIGURES[expectation["figure"]]
+        for sub in raw.get("substeps") or []:
+            step(sub)
+
+    for scenario in data.get("scenarios") or []:
+        if isinstance(scenario, dict):
+            for raw in scenario.get("steps") or []:
+                step(raw)
+    return {**data, "schema": SCHEMA}
+
+
+# -- what each figure means (every report prints this beside the number) -------------------
+FIGURE_MEANINGS: dict[str, str] = {
+    "duration": "how long the step took (for a migration: the toolstack's migrate call)",
+    "downtime": ("the guest's longest heartbeat silence overlapping the migration call: from its last heartbeat "
+                 "before to its first after"),
+    "heartbeats_lost": ("heartbeats the guest sent that never arrived (numbers skipped in its sequence) while the "
+                        "migration ran; a paused guest sends none, so its silence is not counted here"),
+    "heartbeat_slots_empty": ("10 ms heartbeat slots in which no heartbeat arrived, over the whole migration call: "
+                              "the silence while the guest was paused, late beats of a slowed guest, and lost ones"),
+    "members": "hosts in the pool once it was formed",
+    "refused": "hosts refused from the pool, as the scenario expected",
+    "first_heartbeat": "seconds from the start of the guest's creation to its first heartbeat",
+    "integrity": "1 if every disk record the guest wrote read back intact, 0 if one was damaged or missing",
+    "records": "disk records the guest wrote that read back intact",
+    "completed": "1 if the migration completed despite the fault, 0 if it failed",
+    "fault_at": "seconds from the start of the migration to the fault striking",
+    "migrations": "guest migrations done (in the step, or over the run)",
+    "migration_duration": "how long a migration call took",
+    "iterations": "rounds of the repeat that ran to their end",
+    "detection": "seconds from the fault to the pool declaring the host dead",
+    "recovery": "seconds from the fault to the guest's first heartbeat after the silence the fault caused",
+    "since_fault": "seconds from the fault to the awaited condition holding",
+}
+_STATISTICS = {"p50": "median", "p90": "90th percentile", "p95": "95th percentile", "p99": "99th percentile",
+               "max": "largest", "min": "smallest", "mean": "mean"}
+
+
+def figure_meaning(name: str) -> str:
+    """One line saying what a figure counts; '' for a name this table does not know (a user's own metric).
+
+    Knows the statistics of a figure (`downtime_p50`), JUnit's step-numbered names
+    (`3.downtime`) and renamed figures of older results files (`heartbeats_missed`).
+    """
+    base = name.split(".", 1)[1] if "." in name and name.split(".", 1)[0].isdigit() else name
+    if base in RENAMED_FIGURES:
+        new = RENAMED_FIGURES[base]
+        return f"the old name of {new}: {FIGURE_MEANINGS[new]}"
+    if base in FIGURE_MEANINGS:
+        return FIGURE_MEANINGS[base]
+    stem, _, statistic = base.rpartition("_")
+    if statistic in _STATISTICS and stem in FIGURE_MEANINGS:
+        return f"{_STATISTICS[statistic]} of {stem} over the step's rounds (a repeat) or the whole run"
+    return ""
+
+
+def figure_meanings(names: list[str]) -> list[tuple[str, str]]:
+    """(name, meaning) for each name xenlab describes, with the figure behind a statistic
+    (`downtime` for `downtime_p50`) listed after it once: the lines a report prints."""
+    listed: dict[str, str] = {}
+    for name in names:
+        meaning = figure_meaning(name)
+        if not meaning:
+            continue
+        listed.setdefault(name, meaning)
+        stem, _, statistic = name.rpartition("_")
+        if statistic in _STATISTICS and stem in FIGURE_MEANINGS:
+            listed.setdefault(stem, FIGURE_MEANINGS[stem])
+    return list(listed.items())

@@ -33,6 +33,8 @@ def test_live_migration_scenario_under_pytest_writes_all_reports(pool2, tmp_path
     assert case.get("name") == "live-migration" and case.find("failure") is None
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert float(properties["downtime_p50"]) > 0
+    assert "never arrived" in properties["heartbeats_lost.meaning"]  # every figure says what it counts
+    assert "10 ms heartbeat slots" in properties["heartbeat_slots_empty.meaning"]
 
     results = RunResults.read(out / "results.json")
     [scenario] = results.scenarios
@@ -42,8 +44,27 @@ def test_live_migration_scenario_under_pytest_writes_all_reports(pool2, tmp_path
     assert {h.name for h in results.inventory} == {"h1", "h2"}
     assert all(h.xen_version.startswith("4.17") and h.accel == "tcg" for h in results.inventory)
 
+    rounds = next(step for step in scenario.steps if step.kind == "repeat").substeps
+    assert len(rounds) == 5
+    for step in rounds:  # each migration's heartbeat timeline, its silence exactly the measured downtime
+        [timeline] = step.timelines
+        assert timeline.guest == "vm1" and timeline.event.startswith("migration of vm1 ")
+        assert timeline.silence_s == pytest.approx(step.figures["downtime"].value, abs=0.001)
+        assert {"migration start", "migration end"} <= {m.label for m in timeline.marks}
+        assert timeline.start < timeline.silence_start < timeline.silence_end <= timeline.end
+        inside = [c for i, c in enumerate(timeline.counts)
+                  if timeline.silence_start < timeline.start + i * timeline.bucket_s
+                  and timeline.start + (i + 1) * timeline.bucket_s <= timeline.silence_end]
+        assert inside and not any(inside)  # nothing heard in the silence, heartbeats on both sides of it
+        print(f"{step.name}: downtime {step.figures['downtime'].value} s, {len(timeline.counts)} buckets of "
+              f"{timeline.bucket_s} s, {sum(timeline.counts)} heartbeats")
+
     html = (out / "report.html").read_text()
     assert "live-migration" in html and "http://" not in html and "https://" not in html
+    assert html.count('<img class="plot" alt="heartbeats around migration of vm1 ') == 5
+    for step in rounds:
+        assert f"silence {step.timelines[0].silence_s:.2f} s" in html
+    assert "what the figures mean" in html and "heartbeat_slots_empty" in html
 
     qualify = subprocess.run([sys.executable, "-m", "xenlab.cli", "report", str(out / "results.json"), "--out",
                               str(out), "--profile", str(REPO / "qualification/default.yaml")],

@@ -151,4 +151,4 @@ def test_results_json_is_valid_for_the_report_command(project):
     project.pytester.makepyfile(test_in_report=METRIC_TESTS)
     project.run("--xenlab-report", "out")
     data = json.loads((project.pytester.path / "out" / "results.json").read_text())
-    assert data["schema"] == "xenlab.results/1"
+    assert data["schema"] == "xenlab.results/2"

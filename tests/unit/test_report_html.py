@@ -30,7 +30,7 @@ def test_report_is_self_contained_and_its_plots_are_real_pngs(tmp_path):
         assert not re.search(r"<(script|link)\b", text) and "@media print" in text
     html = files.html.read_text()
     pngs = images(html)
-    assert len(pngs) == 3  # bring-up, downtime distribution, failover phases
+    assert len(pngs) == 7  # bring-up, downtime distribution, failover phases; 3 migrations' and 1 failover's heartbeats
     for png in pngs:
         pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
         assert pixels.shape[0] > 100 and pixels.shape[1] > 300 and pixels.std() > 0.05

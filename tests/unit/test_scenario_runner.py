@@ -230,8 +230,21 @@ def test_live_migration_ping_pong_measures_every_downtime():
     downtimes = [s.figures["downtime"].value for s in repeat.substeps]
     assert downtimes == pytest.approx([1.0, 2.0, 3.0, 1.5, 2.5], abs=0.02)
     assert [s.figures["heartbeats_lost"].value for s in repeat.substeps] == [0] * 5  # paused, not dropped
-    assert [s.figures["heartbeats_missed"].value for s in repeat.substeps] == [
+    assert [s.figures["heartbeat_slots_empty"].value for s in repeat.substeps] == [
         pool.world.missed("vm1", i) for i in range(5)]
+    moves = ["h1 -> h2", "h2 -> h1"] * 3
+    for step, downtime, move in zip(repeat.substeps, [1.0, 2.0, 3.0, 1.5, 2.5], moves):  # a timeline per migration
+        [timeline] = step.timelines
+        assert (timeline.guest, timeline.event) == ("vm1", f"migration of vm1 {move}")
+        assert timeline.silence_s == pytest.approx(step.figures["downtime"].value, abs=0.001)
+        assert timeline.silence_s == pytest.approx(downtime, abs=0.02)
+        start, end = (m.at for m in timeline.marks)  # the fake migration call ran from start to end
+        assert [m.label for m in timeline.marks] == ["migration start", "migration end"]
+        assert timeline.start == pytest.approx(start - 5.0) and timeline.bucket_s == 0.1
+        assert timeline.end == pytest.approx(end + 5.0, abs=0.1)  # margins before and after, whole buckets
+        after_start = timeline.counts[50:]  # from the migration's start: steady, silent 1 s in for the downtime
+        assert [i for i, c in enumerate(after_start) if c != 10] == list(range(10, 10 + round(downtime * 10)))
+        assert set(after_start[10:10 + round(downtime * 10)]) == {0}
     assert repeat.figures["downtime_max"].value == pytest.approx(3.0, abs=0.02)
     assert repeat.figures["downtime_p50"].value == pytest.approx(2.0, abs=0.02)
     assert result.series["downtime"] == pytest.approx([1.0, 2.0, 3.0, 1.5, 2.5], abs=0.02)
@@ -266,7 +279,9 @@ def test_rolling_evacuation_moves_every_guest_and_measures_the_worst_downtime():
     assert first.figures["migrations"].value == 2 and second.figures["migrations"].value == 3
     assert first.figures["downtime"].value == pytest.approx(4.0, abs=0.02)
     assert first.figures["heartbeats_lost"].value == 0
-    assert first.figures["heartbeats_missed"].value == pool.world.missed("vm1", 0) + pool.world.missed("vm2", 0)
+    assert first.figures["heartbeat_slots_empty"].value == pool.world.missed("vm1", 0) + pool.world.missed("vm2", 0)
+    assert [(t.guest, t.event) for t in first.timelines] == [("vm1", "evacuate h1"), ("vm2", "evacuate h1")]
+    assert [t.silence_s for t in first.timelines] == pytest.approx([1.0, 4.0], abs=0.02)  # one row per guest
     assert first.figures["integrity"].value == 1.0
     assert set(pool.placement.values()) == {"h1"}
 
@@ -294,6 +309,12 @@ def test_host_failover_recovers_the_protected_guest_through_recover():
     assert back.figures["recovery"].value == pytest.approx(RESTART_AFTER_S, abs=0.02)
     assert back.details["failover"]["heartbeat_back_after_s"]["vm1"] == pytest.approx(RESTART_AFTER_S, abs=0.02)
     assert result.summary["recovery_max"].value == pytest.approx(RESTART_AFTER_S, abs=0.02)
+    [timeline] = back.timelines  # vm1's heartbeats around the power cut: silent until it restarted
+    fault_at = faults.injected[0].started_at
+    assert timeline.guest == "vm1" and timeline.event.endswith("power_cut on h1") and timeline.restarted
+    assert [m.label for m in timeline.marks] == ["power_cut struck", "h1 detected", "h1 fenced", "recovered"]
+    assert [m.at - fault_at for m in timeline.marks] == pytest.approx([0.0, 3.0, 4.0, RESTART_AFTER_S], abs=0.011)
+    assert timeline.silence_s == pytest.approx(RESTART_AFTER_S, abs=0.02)
     assert faults.injected[0].healed
     assert not any(s.name.startswith("cleanup") for s in result.steps)
 

@@ -11,7 +11,7 @@ import datetime
 import html
 from collections.abc import Iterable
 
-from ..results import Figure, HostInventory, RunResults, ScenarioResult, StepResult
+from ..results import Figure, HostInventory, RunResults, ScenarioResult, StepResult, figure_meaning, figure_meanings
 from . import plots
 from .qualification import QualificationReport
 from .units import convert, format_value
@@ -27,7 +27,8 @@ text-align:left;vertical-align:top}th{background:#f5f5f5}td.num{text-align:right
 .error{color:#ef6c00;font-weight:600}.skipped{color:#757575}
 .verdict{font-size:17px;font-weight:700;padding:8px 12px;border-radius:4px;margin:12px 0}
 .verdict.pass{background:#e8f5e9;border:2px solid #2e7d32}.verdict.fail{background:#ffebee;border:2px solid #c62828}
-img.plot{max-width:100%;display:block;margin:6px 0}svg.timeline{display:block;margin:6px 0}
+img.plot{max-width:100%;display:block;margin:6px 0}.silence{color:#c62828}
+span.figure{border-bottom:1px dotted #9e9e9e}svg.timeline{display:block;margin:6px 0}
 .small{font-size:12px;color:#616161}code{font-size:12px}
 section{page-break-inside:avoid}
 @media print{body{margin:0;max-width:none;font-size:11px}h2{page-break-after:avoid}
@@ -54,12 +55,46 @@ def page(title: str, body: Iterable[str]) -> str:
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def table(headers: list[str], rows: Iterable[list[str]], numeric: set[int] = frozenset()) -> str:
-    """Cells are HTML already (escape when building them)."""
+def table(headers: list[str], rows: Iterable[list[str]], numeric: set[int] = frozenset(),
+          below: dict[int, str] | None = None) -> str:
+    """Cells are HTML already (escape when building them); `below[i]` is a full-width row after row i."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    below = below or {}
     body = "".join("<tr>" + "".join(f"<td class=\"num\">{c}</td>" if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+                                    for i, c in enumerate(row)) + "</tr>"
+                   + (f"<tr class=\"below\"><td colspan=\"{len(headers)}\">{below[n]}</td></tr>" if n in below else "")
+                   for n, row in enumerate(rows))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figure_name(name: str) -> str:
+    """A figure's name with its meaning on hover (the meanings table says it on paper)."""
+    meaning = figure_meaning(name)
+    return f"<span class=\"figure\" title=\"{esc(meaning)}\">{esc(name)}</span>" if meaning else esc(name)
+
+
+def meanings_table(names: Iterable[str]) -> str:
+    """What each figure shown counts, one line each: a reader needs no source code."""
+    described = figure_meanings(list(names))
+    unknown = [n for n in dict.fromkeys(names) if not figure_meaning(n)]
+    rows = [[f"<code>{esc(n)}</code>", esc(m)] for n, m in described]
+    rows += [[f"<code>{esc(n)}</code>", "a figure of the test itself, which xenlab does not describe"] for n in unknown]
+    return ("<details open><summary class=\"small\">what the figures mean</summary>"
+            + table(["figure", "meaning"], rows) + "</details>") if rows else ""
+
+
+def heartbeat_section(step: StepResult) -> str:
+    """One plot per event of the step (a row per guest) and the measured silences in words."""
+    parts = []
+    for event, rows in plots.timeline_rows(step.timelines).items():
+        uri = plots.heartbeat_plot(event, rows)
+        words = "".join(f"<li>{esc(row.guest)}: <b class=\"silence\">{esc(plots.silence_label(row))}</b>"
+                        + (" (its heartbeat counter restarted: the guest rebooted)"
+                           if any(t.restarted for t in step.timelines if t.guest == row.guest and t.event == event)
+                           else "") + "</li>" for row in rows)
+        parts.append(f"<div class=\"heartbeats\">{image(uri, f'heartbeats around {event}')}"
+                     f"<ul class=\"small\">{words}</ul></div>")
+    return "".join(parts)
 
 
 def outcome(value: str) -> str:
@@ -201,10 +236,14 @@ def scenario_section(scenario: ScenarioResult) -> str:
               f"{esc(scenario.toolstack or '-')} · {scenario.ended_at - scenario.started_at:.1f} s</p>"),
              timeline_svg(scenario)]
     if scenario.summary:
-        parts.append(table(["figure", "value"], [[esc(k), esc(figure_text(f))] for k, f in scenario.summary.items()]))
-    rows = []
+        parts.append(table(["figure", "value"],
+                           [[figure_name(k), esc(figure_text(f))] for k, f in scenario.summary.items()]))
+    rows: list[list[str]] = []
+    below: dict[int, str] = {}
     for step in walk_steps(scenario.steps):
-        figures = "<br>".join(f"{esc(k)}: {esc(figure_text(f))}" for k, f in step.figures.items())
+        if step.timelines:
+            below[len(rows)] = heartbeat_section(step)
+        figures = "<br>".join(f"{figure_name(k)}: {esc(figure_text(f))}" for k, f in step.figures.items())
         expectations = "<br>".join(
             f"{outcome('pass' if e.passed else 'fail')} {esc(e.figure)} {esc(e.expected)}"
             + (f" <span class=\"small\">{esc(e.message)}</span>" if e.message else "") for e in step.expectations)
@@ -213,7 +252,8 @@ def scenario_section(scenario: ScenarioResult) -> str:
                      figures, expectations, esc(step.message)])
     if rows:
         parts.append(table(["#", "step", "kind", "at (s)", "took (s)", "outcome", "figures", "expectations", "message"],
-                           rows, numeric={3, 4}))
+                           rows, numeric={3, 4}, below=below))
+    parts.append(meanings_table(scenario.figure_names()))
     parts.append("</section>")
     return "".join(parts)
 

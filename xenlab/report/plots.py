@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..results import HeartbeatTimeline
 
 OUTCOME_COLORS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#ef6c00", "skipped": "#9e9e9e"}
 PHASE_COLORS = ["#1565c0", "#6a1b9a", "#00838f", "#f9a825", "#5d4037"]
@@ -136,3 +139,119 @@ def trend_plot(points: list[tuple[float, float | None]], baseline: list[float | 
     ax.legend(fontsize="x-small")
     fig.autofmt_xdate()
     return _data_uri(fig)
+
+
+# -- a guest's heartbeats around a switch-over or a failure --------------------------------
+SILENCE_COLOR = "#c62828"
+MARK_COLOR = "#37474f"
+
+
+@dataclass(frozen=True)
+class HeartbeatRow:
+    """One guest's heartbeats around one event, as plain data (any clock, in seconds).
+
+    `counts[i]` heartbeats arrived in [start + i*bucket_s, start + (i+1)*bucket_s).
+    `silence` is the exact (last heartbeat before, first heartbeat after; None: not yet).
+    `marks` are the event's moments: (time, label).
+    """
+
+    guest: str
+    start: float
+    bucket_s: float
+    counts: Sequence[int]
+    silence: tuple[float, float | None] | None = None
+    marks: Sequence[tuple[float, str]] = ()
+    note: str = ""  # why there is no silence measured, when there is none
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.counts) * self.bucket_s
+
+
+def silence_label(row: HeartbeatRow) -> str:
+    """'silence 2.31 s', or what is known of a silence that had not ended when it was read."""
+    if row.silence is None:
+        return f"no silence measured ({row.note})" if row.note else "no silence"
+    start, end = row.silence
+    if end is None:
+        return f"silence of {row.end - start:.2f} s or more (no heartbeat since)"
+    return f"silence {end - start:.2f} s"
+
+
+def heartbeat_rates(row: HeartbeatRow, zero: float) -> tuple[list[float], list[float]]:
+    """The plotted data: bucket edges in seconds since `zero`, and heartbeats per second in each bucket."""
+    edges = [row.start - zero + i * row.bucket_s for i in range(len(row.counts) + 1)]
+    return edges, [c / row.bucket_s for c in row.counts]
+
+
+def heartbeat_plot(event: str, rows: Sequence[HeartbeatRow], zero: float | None = None,
+                   interval_s: float = 0.01) -> str | None:
+    """Heartbeats per second over time around one event, one row per guest.
+
+    The silence is shaded and labelled with its measured length; the event's marks are
+    vertical lines with their labels; a dashed line is the rate a steady guest sends
+    (one heartbeat every `interval_s`). Times are seconds since `zero` (by default the
+    earliest mark, e.g. the migration's start).
+    """
+    rows = [r for r in rows if r.counts]
+    if not rows:
+        return None
+    if zero is None:
+        zero = min((at for r in rows for at, _ in r.marks), default=min(r.start for r in rows))
+    expected = 1.0 / interval_s
+    fig = _figure(8.5, 0.6 + 2.0 * len(rows))
+    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, row in zip(axes, rows):
+        edges, rates = heartbeat_rates(row, zero)
+        top = max(max(rates, default=0.0), expected) * 1.35
+        ax.stairs(rates, edges, fill=True, color=PHASE_COLORS[0], alpha=0.8, label="heartbeats\nreceived")
+        ax.axhline(expected, color="#757575", linestyle="--", linewidth=0.8,
+                   label=f"steady: {expected:g}/s\n(one every {interval_s * 1000:g} ms)")
+        left, right_edge = edges[0], edges[-1]
+        if row.silence is not None:
+            start, end = row.silence
+            right = (end if end is not None else row.end) - zero
+            left, right_edge = min(left, start - zero), max(right_edge, right)
+            ax.axvspan(start - zero, right, color=SILENCE_COLOR, alpha=0.18, linewidth=0)
+            ax.text((start - zero + right) / 2, top * 0.6, silence_label(row), color=SILENCE_COLOR,
+                    ha="center", va="center", fontsize="small", fontweight="bold",
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": SILENCE_COLOR, "boxstyle": "round"})
+        for at, label in _merged_marks(row.marks, (right_edge - left) * 0.01):
+            ax.axvline(at - zero, color=MARK_COLOR, linestyle=":", linewidth=1.2)
+            ax.text(at - zero, top * 0.98, f" {label}", rotation=90, clip_on=True, va="top", ha="left", fontsize="x-small",
+                    color=MARK_COLOR)
+        ax.set_ylim(0, top)
+        pad = (right_edge - left) * 0.02
+        ax.set_xlim(left - pad, right_edge + pad)
+        ax.set_ylabel(f"{row.guest}\nheartbeats/s", fontsize="small")
+    axes[0].set_title(event, fontsize="medium")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small")
+    axes[-1].set_xlabel("seconds since " + _first_mark_label(rows, zero))
+    return _data_uri(fig)
+
+
+def _merged_marks(marks: Sequence[tuple[float, str]], within: float) -> list[tuple[float, str]]:
+    """Marks closer than `within` share one line and one label ("h1 detected, h1 fenced")."""
+    merged: list[tuple[float, str]] = []
+    for at, label in sorted(marks):
+        if merged and at - merged[-1][0] <= within:
+            merged[-1] = (merged[-1][0], f"{merged[-1][1]}, {label}")
+        else:
+            merged.append((at, label))
+    return merged
+
+
+def _first_mark_label(rows: Sequence[HeartbeatRow], zero: float) -> str:
+    at_zero = [label for r in rows for at, label in r.marks if abs(at - zero) < 1e-9]
+    return at_zero[0] if at_zero else "the window's start"
+
+
+def timeline_rows(timelines: Sequence[HeartbeatTimeline]) -> dict[str, list[HeartbeatRow]]:
+    """A step's recorded timelines as plot rows, grouped by event (one plot per event)."""
+    events: dict[str, list[HeartbeatRow]] = {}
+    for t in timelines:
+        silence = (t.silence_start, t.silence_end) if t.silence_start is not None else None
+        events.setdefault(t.event, []).append(HeartbeatRow(
+            guest=t.guest, start=t.start, bucket_s=t.bucket_s, counts=list(t.counts), silence=silence,
+            marks=[(m.at, m.label) for m in t.marks], note=t.note))
+    return events

@@ -3,7 +3,8 @@
 from ..lab.contract import FaultHandle, FaultInjector, Observer
 from .expect import Expectation, ExpectationError, parse_expectation
 from .model import FIGURES, Scenario, Step, check_against_lab, load_scenario, parse_scenario
-from .runner import ActiveFault, run_scenario
+from .runner import run_scenario
+from .struck import ActiveFault
 
 __all__ = [
     "FIGURES",

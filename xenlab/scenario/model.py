@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_validator, model_validator
 
 from ..lab.contract import FaultKind
+from ..results import RENAMED_FIGURES, figure_meaning
 from ..spec import GuestType, LabSpec, Name, StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
 from .expect import AccelExpectation, Expectation, parse_expectation
@@ -35,10 +36,10 @@ MAX_PLANNED_STEPS = 10_000  # steps the scenario would run, repeats multiplied o
 FIGURES: dict[str, dict[str, str]] = {
     "form_pool": {"duration": "s", "members": "count", "refused": "count"},
     "create_vm": {"duration": "s", "first_heartbeat": "s"},
-    "migrate": {"duration": "s", "downtime": "s", "heartbeats_lost": "count", "heartbeats_missed": "count",
+    "migrate": {"duration": "s", "downtime": "s", "heartbeats_lost": "count", "heartbeat_slots_empty": "count",
                 "integrity": "bool", "records": "count", "completed": "bool", "fault_at": "s"},
     "evacuate": {"duration": "s", "migrations": "count", "downtime": "s", "heartbeats_lost": "count",
-                 "heartbeats_missed": "count", "integrity": "bool", "records": "count"},
+                 "heartbeat_slots_empty": "count", "integrity": "bool", "records": "count"},
     "fault": {"duration": "s"},
     "heal": {"duration": "s"},
     "wait": {"duration": "s", "detection": "s", "recovery": "s", "since_fault": "s"},
@@ -355,6 +356,10 @@ class Scenario(StrictModel):
             figures = FIGURES[step.kind]
             for figure, expectation in step.expect.items():
                 where = loc + ("expect", figure)
+                if figure in RENAMED_FIGURES and RENAMED_FIGURES[figure] in figures:
+                    problems.append((where, (f"{figure!r} is now called {RENAMED_FIGURES[figure]!r} "
+                                             f"({figure_meaning(RENAMED_FIGURES[figure])}): write that name")))
+                    continue
                 if figure not in figures:
                     problems.append((where, (f"a {step.kind} step does not measure {figure!r} "
                                              f"(it measures: {', '.join(figures)})")))

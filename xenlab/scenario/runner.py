@@ -20,26 +20,33 @@ later steps are recorded as skipped. Faults still active at the end are always h
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from ..errors import NotMeasurable, WaitTimeout, XenlabError
-from ..lab.contract import FaultHandle, FaultInjector, Observer
+from ..lab.contract import FaultInjector, Observer
 from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
-from ..results import ExpectationResult, Figure, Outcome, ScenarioResult, StepResult
-from ..toolstack.base import FailoverResult, GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
+from ..results import ExpectationResult, Figure, HeartbeatTimeline, Outcome, ScenarioResult, StepResult
+from ..toolstack.base import GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
 from ..waiting import wait_for
+from .measure import (
+    combined,
+    downtime_words,
+    failover_figures,
+    figures_line,
+    heartbeat_timeline,
+    merge_integrity,
+    recovery_words,
+    round_or_none,
+)
 from .model import FIGURES, HOST_LOSS_FAULTS, OTHER, Condition, FaultStep, Scenario, Step
+from .struck import InjectedFault, StrikeDuring, fault_marks
 
 EventCallback = Callable[[int, str, str, str], None]  # (step index, step name, phase, message)
 HEARTBEAT_FRESH_S = 2.0  # a guest whose last heartbeat is older than this is not sending
 HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
-
-
-ActiveFault = FaultHandle  # the name scenarios have always used for a fault's handle
 
 
 class CheckpointingLab(Protocol):
@@ -56,23 +63,6 @@ class StepFailed(Exception):
     def __init__(self, message: str, outcome: Outcome = "failed"):
         super().__init__(message)
         self.outcome = outcome
-
-
-@dataclass
-class InjectedFault:
-    """A fault the scenario injected, and what was on its targets when it struck."""
-
-    label: str
-    kind: str
-    targets: list[str]
-    handle: ActiveFault
-    started_at: float
-    guests: dict[str, str] = field(default_factory=dict)  # guest -> host, on the targets at injection
-    failover: dict[str, FailoverResult] = field(default_factory=dict)  # lost host -> what recover() did
-
-    @property
-    def loses_hosts(self) -> bool:
-        return self.kind in HOST_LOSS_FAULTS
 
 
 def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
@@ -107,6 +97,7 @@ class _ScenarioRun:
         self.migrations: list[MigrationResult] = []
         self.recoveries: list[float] = []
         self._index = 0
+        self._timelines: list[HeartbeatTimeline] = []  # of the step running now
 
     # -- the whole scenario ----------------------------------------------------------
     def run(self) -> ScenarioResult:
@@ -150,7 +141,7 @@ class _ScenarioRun:
         problems = []
         for label in reversed(labels):
             try:
-                self.active[label].handle.heal()
+                self.active[label].heal()
                 del self.active[label]
             except Exception as exc:  # noqa: BLE001 - every fault gets its chance to heal
                 problems.append(f"{label}: {type(exc).__name__}: {exc}")
@@ -171,6 +162,8 @@ class _ScenarioRun:
         substeps: list[StepResult] = []
         outcome: Outcome = "passed"
         message = ""
+        outer, self._timelines = self._timelines, []  # a repeat's substeps keep their own
+        timelines = self._timelines
         try:
             handler = getattr(self, f"do_{step.kind}")
             message = handler(step, figures, details, substeps) or ""
@@ -182,6 +175,8 @@ class _ScenarioRun:
             outcome, message = "error", "interrupted"
         except Exception as exc:  # noqa: BLE001 - a harness bug must still end in a result and a cleanup
             outcome, message = "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._timelines = outer
         ended = time.time()
         figures.setdefault("duration", Figure(value=round(ended - started, 3), unit="s"))
         expectations = self.check(step, figures)
@@ -189,10 +184,10 @@ class _ScenarioRun:
         only_missed = False
         if missed and outcome == "passed":
             outcome, message, only_missed = "failed", "; ".join(missed), True
-        self.on_event(index, title, outcome, message or _figures_line(figures))
+        self.on_event(index, title, outcome, message or figures_line(figures))
         result = StepResult(index=index, name=title, kind=step.kind, started_at=started, ended_at=ended,
                             outcome=outcome, figures=figures, expectations=expectations, message=message,
-                            details=details, substeps=substeps)
+                            details=details, substeps=substeps, timelines=timelines)
         if only_missed or (substeps and all(id(s) in self._only_missed for s in substeps if s.outcome != "passed")
                            and outcome == "failed" and self.keep_going):
             self._only_missed.add(id(result))
@@ -293,12 +288,13 @@ class _ScenarioRun:
         if not result.ok:
             raise StepFailed(f"migration of {a.vm} from {source} to {destination} failed: {result.error}")
         self.completed_migration(step, result, destination, figures, details)
-        return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + _downtime_words(figures)
+        return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + downtime_words(figures)
 
     def completed_migration(self, step: Step, result: MigrationResult, destination: str, figures: dict,
-                            details: dict) -> None:
+                            details: dict, marks: Sequence[tuple[float, str]] = ()) -> None:
         """Measure a migration that reported success, and check the guest is where it went."""
-        self.measure_migration(step, result, step.migrate.settle_s, figures)
+        event = f"migration of {result.vm} {result.source} -> {destination}"
+        self.measure_migration(step, result, step.migrate.settle_s, figures, event, marks)
         self.migrations.append(result)
         details["migration"] = asdict(result)
         now = self.toolstack.vm(result.vm)
@@ -313,7 +309,7 @@ class _ScenarioRun:
         leaves its guests to the failover that a later wait asks for)."""
         a = step.migrate
         during = a.during
-        strike = _StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
+        strike = StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
         strike.start()
         try:
             result = self.toolstack.migrate(a.vm, destination)
@@ -335,15 +331,18 @@ class _ScenarioRun:
         if not result.ok:
             figures["completed"] = Figure(value=0.0, unit="bool", note=result.error)
             unmeasured = "the migration did not complete"
-            for name, unit in (("downtime", "s"), ("heartbeats_lost", "count"), ("heartbeats_missed", "count")):
+            for name, unit in (("downtime", "s"), ("heartbeats_lost", "count"), ("heartbeat_slots_empty", "count")):
                 figures[name] = Figure(value=None, unit=unit, note=unmeasured)
             where = "; ".join(f"{v.state} on {v.host}" for v in self.toolstack.vms() if v.name == a.vm) or "gone"
             return (f"{a.vm} {source} -> {destination} did not complete ({struck}{healed}): {result.error}; "
                     f"{a.vm} now: {where}")
         figures["completed"] = Figure(value=1.0, unit="bool")
-        self.completed_migration(step, result, destination, figures, details)
+        marks = [(strike.fault.started_at, f"{during.fault.label} struck")]
+        if strike.fault.healed_at is not None:
+            marks.append((strike.fault.healed_at, f"{during.fault.label} healed"))
+        self.completed_migration(step, result, destination, figures, details, marks)
         return (f"{a.vm} {source} -> {destination} completed in {result.duration_s:.1f} s ({struck}{healed})"
-                + _downtime_words(figures))
+                + downtime_words(figures))
 
     def other_member(self, host: str) -> str:
         pool = self.toolstack.pool()
@@ -366,56 +365,64 @@ class _ScenarioRun:
         for result in results:
             if result.ok:
                 one: dict[str, Figure] = {}
-                self.measure_migration(step, result, a.settle_s, one)
+                self.measure_migration(step, result, a.settle_s, one, f"evacuate {a.host}")
                 measured.append(one)
                 self.migrations.append(result)
         details["migrations"] = [asdict(r) for r in results]
-        figures.update(_combined(measured))
+        figures.update(combined(measured))
         if failed:
             raise StepFailed("; ".join(f"migration of {r.vm} to {r.destination} failed: {r.error}" for r in failed))
         left = [v.name for v in self.toolstack.vms_on(a.host)]
         if left:
             raise StepFailed(f"{', '.join(left)} still on {a.host} after evacuating it")
         moved = ", ".join(f"{r.vm} -> {r.destination}" for r in results) or "nothing to move"
-        return f"{a.host} empty: {moved}" + _downtime_words(figures)
+        return f"{a.host} empty: {moved}" + downtime_words(figures)
 
-    def measure_migration(self, step: Step, result: MigrationResult, settle_s: float,
-                          figures: dict[str, Figure]) -> None:
-        """Downtime and lost heartbeats around the migration call; disk integrity if the step asks."""
+    def measure_migration(self, step: Step, result: MigrationResult, settle_s: float, figures: dict[str, Figure],
+                          event: str, marks: Sequence[tuple[float, str]] = ()) -> None:
+        """Downtime and lost heartbeats around the migration call, and the guest's heartbeat
+        timeline around it (`event` names it, `marks` adds moments); disk integrity if the step asks."""
         guest = self.guests.get(result.vm)
         window_end = result.started_at + result.duration_s
         if guest is not None and not guest.heartbeat:
             silent = f"{result.vm} sends no heartbeats"
             figures["downtime"] = Figure(value=None, unit="s", note=silent)
             figures["heartbeats_lost"] = Figure(value=None, unit="count", note=silent)
-            figures["heartbeats_missed"] = Figure(value=None, unit="count", note=silent)
+            figures["heartbeat_slots_empty"] = Figure(value=None, unit="count", note=silent)
         else:
-            series = self.series_after(result.vm, lambda s: any(at > window_end for _, at in s), settle_s,
+            series, read_at = self.series_after(result.vm, lambda s: any(at > window_end for _, at in s), settle_s,
                                        f"heartbeats of {result.vm} to resume after its migration",
                                        since=result.started_at - HISTORY_S)
             stats = downtime_around(series, result.started_at, window_end)
             result.downtime_s, result.heartbeats_lost = stats.downtime_s, stats.heartbeats_lost
-            figures["downtime"] = Figure(value=_round(stats.downtime_s), unit="s", note=stats.reason)
+            figures["downtime"] = Figure(value=round_or_none(stats.downtime_s), unit="s", note=stats.reason)
             figures["heartbeats_lost"] = Figure(value=stats.heartbeats_lost, unit="count", note=stats.reason)
-            figures["heartbeats_missed"] = Figure(value=stats.heartbeats_missed, unit="count", note=stats.reason)
+            figures["heartbeat_slots_empty"] = Figure(value=stats.heartbeats_missed, unit="count", note=stats.reason)
+            moments = [(result.started_at, "migration start"), (window_end, "migration end"), *marks]
+            self._timelines.append(heartbeat_timeline(
+                result.vm, event, series, read_at, result.started_at, window_end, moments,
+                (stats.gap_start, stats.gap_end), stats.restarted, stats.reason))
         if {"integrity", "records"} & set(step.expect):
             report = self.integrity(result.vm, figures)
             result.integrity_ok = report.ok if report is not None else None
 
     def series_after(self, vm: str, enough: Callable[[Sequence[tuple[int, float]]], bool], timeout: float,
-                     what: str, since: float) -> list[tuple[int, float]]:
-        """The guest's heartbeats once `enough` holds for them, or as they are at the timeout."""
+                     what: str, since: float) -> tuple[list[tuple[int, float]], float]:
+        """The guest's heartbeats once `enough` holds for them (or as they are at the timeout),
+        and when they were read (a silence after the last one lasted at least until then)."""
         latest: list[list[tuple[int, float]]] = [[]]
+        read_at = [time.time()]
 
         def ready() -> bool:
             latest[0] = self.heartbeats(vm, since)
+            read_at[0] = time.time()
             return enough(latest[0])
 
         try:
             self.wait(ready, what, timeout)
         except WaitTimeout:
             pass  # measured as it is: the metrics say what is missing
-        return latest[0]
+        return latest[0], read_at[0]
 
     def integrity(self, vm: str, figures: dict[str, Figure]) -> IntegrityReport | None:
         guest = self.guests.get(vm)
@@ -461,7 +468,7 @@ class _ScenarioRun:
             fault = self.active.get(label)
             if fault is None:
                 raise StepFailed(f"no active fault named {label!r}")
-            fault.handle.heal()
+            fault.heal()
             del self.active[label]
             healed.append(label)
         details["healed"] = healed
@@ -500,7 +507,7 @@ class _ScenarioRun:
                                                    note=f"{condition.host_dead} seen dead, since {fault.label}"))
         if condition.vm is not None:
             self.measure_recovery(condition.vm, fault, max(1.0, deadline - time.time()), figures, details)
-        return f"{condition.describe()} {since:.1f} s after {fault.label}" + _recovery_words(figures)
+        return f"{condition.describe()} {since:.1f} s after {fault.label}" + recovery_words(figures)
 
     def fault_for(self, condition: Condition) -> InjectedFault | None:
         """The fault a wait is about: the newest that struck its host or guest, else the newest active."""
@@ -512,7 +519,7 @@ class _ScenarioRun:
     def fail_over(self, step: Step, fault: InjectedFault, lost_host: str, figures: dict, details: dict) -> None:
         """Ask the toolstack to recover the lost host's guests, once per host and fault."""
         if lost_host in fault.failover:
-            _failover_figures(fault.failover[lost_host], figures)
+            failover_figures(fault.failover[lost_host], figures)
             return
         self.info(step.title, f"recovering the guests of {lost_host}")
         result = self.toolstack.recover(lost_host, fault.started_at, self.observer)
@@ -522,7 +529,7 @@ class _ScenarioRun:
             return
         fault.failover[lost_host] = result
         details["failover"] = asdict(result)
-        _failover_figures(result, figures)
+        failover_figures(result, figures)
         if not result.ok:
             raise StepFailed(f"failover of {lost_host} failed: {result.error}")
 
@@ -536,10 +543,15 @@ class _ScenarioRun:
         def back(series: Sequence[tuple[int, float]]) -> bool:
             return recovery_time(series, fault.started_at, until=time.time()).seconds is not None
 
-        series = self.series_after(vm, back, timeout, f"heartbeats of {vm} to come back after {fault.label}",
-                                   since=fault.started_at - HISTORY_S)
-        recovery = recovery_time(series, fault.started_at, until=time.time())
-        figures["recovery"] = Figure(value=_round(recovery.seconds), unit="s",
+        series, read_at = self.series_after(vm, back, timeout, f"heartbeats of {vm} to come back after {fault.label}",
+                                            since=fault.started_at - HISTORY_S)
+        recovery = recovery_time(series, fault.started_at, until=read_at)
+        self._timelines.append(heartbeat_timeline(
+            vm, f"{fault.label}: {fault.kind} on {', '.join(fault.targets)}", series, read_at, fault.started_at,
+            fault.started_at, fault_marks(fault, recovery.resumed_at),
+            (recovery.stopped_at, recovery.resumed_at) if recovery.stopped_at is not None else (None, None),
+            recovery.restarted, recovery.reason))
+        figures["recovery"] = Figure(value=round_or_none(recovery.seconds), unit="s",
                                      note=recovery.reason or ("the guest restarted" if recovery.restarted else ""))
         if recovery.seconds is not None:
             self.recoveries.append(recovery.seconds)
@@ -589,7 +601,7 @@ class _ScenarioRun:
                     vm = condition.data_intact
                     one: dict[str, Figure] = {}
                     report = self.integrity(vm, one)
-                    _merge_integrity(figures, one)
+                    merge_integrity(figures, one)
                     details.setdefault("integrity", {})[vm] = asdict(report) if report else None
                     if report is not None:
                         for fault in self.injected:  # the runner, not the driver, measures a failover's guests
@@ -626,7 +638,7 @@ class _ScenarioRun:
             downtimes = [m.downtime_s for m in moved]
             stats = summarize(downtimes)
             for key in ("p50", "p90", "max", "mean"):
-                figures[f"downtime_{key}"] = Figure(value=_round(stats[key]), unit="s",
+                figures[f"downtime_{key}"] = Figure(value=round_or_none(stats[key]), unit="s",
                                                     note="" if stats["count"] else "no downtime was measured")
             lost = [m.heartbeats_lost for m in moved if m.heartbeats_lost is not None]
             figures["heartbeats_lost"] = Figure(value=sum(lost) if lost else None, unit="count",
@@ -665,120 +677,15 @@ class _ScenarioRun:
             series["migration_duration"] = [round(d, 3) for d in durations]
             for key, value in summarize(durations).items():
                 if key != "count":
-                    summary[f"migration_duration_{key}"] = Figure(value=_round(value), unit="s")
+                    summary[f"migration_duration_{key}"] = Figure(value=round_or_none(value), unit="s")
         if downtimes:
             series["downtime"] = [round(d, 3) for d in downtimes]
             for key, value in summarize(downtimes).items():
                 if key != "count":
-                    summary[f"downtime_{key}"] = Figure(value=_round(value), unit="s")
+                    summary[f"downtime_{key}"] = Figure(value=round_or_none(value), unit="s")
             lost = [m.heartbeats_lost for m in self.migrations if m.heartbeats_lost is not None]
             summary["heartbeats_lost"] = Figure(value=sum(lost), unit="count")
         if self.recoveries:
             series["recovery"] = [round(r, 3) for r in self.recoveries]
-            summary["recovery_max"] = Figure(value=_round(max(self.recoveries)), unit="s")
+            summary["recovery_max"] = Figure(value=round_or_none(max(self.recoveries)), unit="s")
         return summary, series
-
-
-# -- small pure helpers ---------------------------------------------------------------
-class _StrikeDuring:
-    """Injects a scenario's fault on a timer while the runner is busy in a migration call."""
-
-    def __init__(self, run: _ScenarioRun, fault: FaultStep, after_s: float, heal_after_s: float | None):
-        self.run, self.spec, self.after_s, self.heal_after_s = run, fault, after_s, heal_after_s
-        self.fault: InjectedFault | None = None
-        self.healed = False
-        self.error: str | None = None
-        self.details: dict[str, Any] = {"after_s": after_s, "heal_after_s": heal_after_s}
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._strike, name=f"strike {fault.label}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """The migration returned: a strike not yet due is called off; a due heal still happens."""
-        self._stopped.set()
-        self._thread.join()
-
-    def _strike(self) -> None:
-        if self._stopped.wait(self.after_s):
-            return  # the migration ended first
-        try:
-            self.fault = self.run.inject(self.spec, self.details)
-            self.run.info("during migration", f"{self.spec.label} struck")
-            if self.heal_after_s is None:
-                return
-            self.run.sleep(self.heal_after_s)  # due whether or not the migration has returned by then
-            self.fault.handle.heal()
-            self.run.active.pop(self.fault.label, None)
-            self.healed = True
-        except Exception as exc:  # noqa: BLE001 - reported by the step, and healed by cleanup if active
-            self.error = f"{type(exc).__name__}: {exc}"
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _combined(measured: list[dict[str, Figure]]) -> dict[str, Figure]:
-    """Figures of an evacuation from those of its migrations: worst downtime, total lost, all intact."""
-    if not measured:
-        return {"downtime": Figure(value=None, unit="s", note="no guest was moved")}
-    combined: dict[str, Figure] = {}
-    downtimes = [m["downtime"] for m in measured if "downtime" in m]
-    if downtimes:
-        missing = [f.note for f in downtimes if f.value is None]
-        combined["downtime"] = (Figure(value=None, unit="s", note="; ".join(missing)) if missing else
-                                max(downtimes, key=lambda f: f.value))
-        for count in ("heartbeats_lost", "heartbeats_missed"):
-            values = [m[count].value for m in measured if count in m]
-            combined[count] = Figure(value=None if None in values else sum(values), unit="count")
-    for one in measured:
-        _merge_integrity(combined, one)
-    return combined
-
-
-def _merge_integrity(into: dict[str, Figure], one: dict[str, Figure]) -> None:
-    """integrity: all ok (the first problem's note); records: the sum."""
-    if "integrity" not in one:
-        return
-    new, old = one["integrity"], into.get("integrity")
-    if old is None or (old.value is not None and (new.value is None or new.value < old.value)):
-        into["integrity"] = new
-    counted = [f for f in (into.get("records"), one.get("records")) if f is not None]
-    records = [f.value for f in counted]
-    into["records"] = Figure(value=None if None in records else sum(records), unit="count",
-                             measurable=all(f.measurable for f in counted))
-
-
-def _failover_figures(result: FailoverResult, figures: dict[str, Figure]) -> None:
-    note = f"reported by recover({result.failed_host})"
-    figures["detection"] = Figure(value=_round(result.detected_after_s), unit="s", note=note)
-
-
-def _figures_line(figures: dict[str, Figure]) -> str:
-    parts = []
-    for name, figure in figures.items():
-        if figure.value is not None and name != "duration":
-            parts.append(f"{name} {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
-    return ", ".join(parts)
-
-
-def _downtime_words(figures: dict[str, Figure]) -> str:
-    downtime = figures.get("downtime")
-    if downtime is None:
-        return ""
-    if downtime.value is None:
-        return f", downtime unknown ({downtime.note})"
-    lost = figures.get("heartbeats_lost")
-    extra = f", {lost.value:g} heartbeats lost" if lost is not None and lost.value is not None else ""
-    return f", downtime {downtime.value:.2f} s{extra}"
-
-
-def _recovery_words(figures: dict[str, Figure]) -> str:
-    recovery = figures.get("recovery")
-    if recovery is None:
-        return ""
-    if recovery.value is None:
-        return f"; recovery unknown ({recovery.note})"
-    return f"; heartbeats back {recovery.value:.1f} s after the fault"
