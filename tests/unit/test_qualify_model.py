@@ -156,3 +156,17 @@ def test_html_puts_the_verdicts_first_escapes_text_and_has_the_plots():
 
 def test_measured_text_uses_units():
     assert Measured(name="x", value=2.5, unit="s").text == "2.5 s"
+
+
+def test_the_run_as_results_goes_into_the_history(tmp_path):
+    from xenlab.report.history import History, figures_of
+    from xenlab.results import load_results
+
+    files = write_report(_report(sample_checks()), tmp_path / "out")
+    results = load_results(files.results)  # a valid xenlab.results/1 file
+    assert [s.outcome for s in results.scenarios] == ["passed", "failed", "passed", "skipped"]
+    rows = figures_of(results)
+    assert ("qualify/network/h1-h2/lab", "throughput", "Mbit/s", 310.5) in rows
+    with History(tmp_path / "h.sqlite") as db:
+        _, added = db.add(results, source=str(files.results))
+    assert added

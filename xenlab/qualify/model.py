@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..report.units import Threshold, format_value
-from ..results import HostInventory
+from ..results import Figure, HostInventory, RunResults, ScenarioResult
 
 SCHEMA = "xenlab.qualify/1"
 Verdict = Literal["passed", "failed", "not_run"]
@@ -98,6 +98,18 @@ class QualifyReport(QModel):
     phase_seconds: dict[str, float] = Field(default_factory=dict)  # check kind -> seconds spent
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def as_results(self) -> RunResults:
+        """The run as a results file (one pseudo-scenario `qualify/<check id>` per check, its
+        figures as the summary): what `xenlab history add` and `xenlab report` read."""
+        outcomes = {"passed": "passed", "failed": "failed", "not_run": "skipped"}
+        scenarios = [ScenarioResult(
+            name=f"qualify/{c.id}", file=self.profile_file, lab=self.lab, toolstack="", outcome=outcomes[c.verdict],
+            started_at=c.started_at, ended_at=max(c.started_at, c.started_at + c.seconds),
+            summary={f.name: Figure(value=f.value, unit=f.unit, note=f.meaning) for f in c.figures})
+            for c in self.checks]
+        return RunResults(created_at=self.started_at, lab=self.lab, accel=self.accel, scenarios=scenarios,
+                          inventory=self.inventory)
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for c in self.checks if c.verdict == verdict)

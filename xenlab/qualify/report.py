@@ -17,6 +17,7 @@ from ..results import HostInventory
 from .model import CheckOutcome, QualifyReport
 
 JSON_NAME, JUNIT_NAME, HTML_NAME = "qualification.json", "qualification-junit.xml", "qualification.html"
+RESULTS_NAME = "results.json"  # the same run as xenlab.results/1, for `xenlab history add`
 VERDICT_CLASS = {"passed": "passed", "failed": "failed", "not_run": "skipped"}
 
 
@@ -25,14 +26,16 @@ class QualifyFiles:
     json: Path
     junit: Path
     html: Path
+    results: Path
 
 
 def write_report(report: QualifyReport, out_dir: Path) -> QualifyFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = QualifyFiles(out_dir / JSON_NAME, out_dir / JUNIT_NAME, out_dir / HTML_NAME)
+    files = QualifyFiles(out_dir / JSON_NAME, out_dir / JUNIT_NAME, out_dir / HTML_NAME, out_dir / RESULTS_NAME)
     files.json.write_text(report.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
     files.junit.write_bytes(render_junit(report))
     files.html.write_text(render_html(report), encoding="utf-8")
+    report.as_results().write(files.results)
     return files
 
 
@@ -140,9 +143,9 @@ def render_html(report: QualifyReport) -> str:
     css = "pass" if report.passed else "fail"
     phases = ", ".join(f"{k} {format_value(v, 's')}" for k, v in report.phase_seconds.items())
     body = [f"<h1>Hardware qualification: {esc(report.lab)}</h1>",
-            f"<p class=\"meta\">profile {esc(report.profile)} ({esc(report.profile_file)}); {esc(report.backend)} lab, "
+            (f"<p class=\"meta\">profile {esc(report.profile)} ({esc(report.profile_file)}); {esc(report.backend)} lab, "
             f"accel {esc(report.accel)}; {esc(when(report.started_at))} to {esc(when(report.ended_at))}; "
-            f"xenlab {esc(report.xenlab_version)}</p>",
+            f"xenlab {esc(report.xenlab_version)}</p>"),
             f"<div class=\"verdict {css}\">{esc(report.verdict)}</div>",
             _summary(report), _figures(report), _plots(report), _log_lines(report),
             inventory_section(report.inventory), _inventory_details(report.inventory),

@@ -30,6 +30,7 @@ class QualifyState(BaseModel):
     started_at: float
     inventory: list[HostInventory] = Field(default_factory=list)
     checks: list[CheckOutcome] = Field(default_factory=list)
+    phase_seconds: dict[str, float] = Field(default_factory=dict)  # summed over resumed runs
 
     def done(self) -> set[str]:
         return {c.id for c in self.checks}

@@ -96,7 +96,6 @@ def run_qualify(plan: QualifyPlan, progress: Progress = quiet, resume: bool = Fa
         "failover": lambda: plan_scenario(ctx, "failover", suite.failover),
         "stability": lambda: plan_stability(ctx),
     }
-    phase_seconds: dict[str, float] = {}
     try:
         for phase in PHASES:
             section = getattr(suite, phase)
@@ -114,7 +113,9 @@ def run_qualify(plan: QualifyPlan, progress: Progress = quiet, resume: bool = Fa
                 if planned.id == "inventory":
                     state.inventory = inventory
                 _record(state, outcome, plan.out_dir, on_check)
-            phase_seconds[phase] = round(time.monotonic() - phase_started, 2)
+            spent = state.phase_seconds.get(phase, 0.0) + time.monotonic() - phase_started
+            state.phase_seconds[phase] = round(spent, 2)
+            save_state(state, plan.out_dir)
     finally:
         if started_here and not lab.capabilities.outlives_process:
             lab.down()
@@ -123,7 +124,7 @@ def run_qualify(plan: QualifyPlan, progress: Progress = quiet, resume: bool = Fa
                            ended_at=time.time(), inventory=state.inventory,
                            checks=sorted(state.checks, key=lambda c: (PHASES.index(c.check)
                                                                       if c.check in PHASES else 99)),
-                           phase_seconds=phase_seconds)
+                           phase_seconds=dict(state.phase_seconds))
     write_report(report, plan.out_dir)
     return report
 

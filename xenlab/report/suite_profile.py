@@ -9,6 +9,7 @@ unit of another family, is refused with its line before anything starts.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
@@ -106,19 +107,17 @@ class SuiteSpec(StrictModel):
             for name, text in section.thresholds.items():
                 loc = ("suite", check, "thresholds", name)
                 if name not in figures:
-                    found.append((loc, f"suite.{check}.thresholds: {name!r} is not a figure the {check} check "
-                                       f"measures (it measures {', '.join(figures)})"))
+                    found.append((loc, (f"suite.{check}.thresholds: {name!r} is not a figure the {check} check "
+                                       f"measures (it measures {', '.join(figures)})")))
                     continue
                 threshold = Threshold.parse(text)
                 unit = figures[name]
                 wanted, given = unit_family(unit), unit_family(threshold.unit)
                 if threshold.unit and wanted and given and wanted[0] != given[0]:
-                    found.append((loc, f"suite.{check}.thresholds.{name}: {text!r} is in {threshold.unit}, but "
-                                       f"{name} is measured in {unit or 'a plain number'}"))
+                    found.append((loc, (f"suite.{check}.thresholds.{name}: {text!r} is in {threshold.unit}, but "
+                                       f"{name} is measured in {unit or 'a plain number'}")))
         for loc, pattern in ((("suite", "stability", "allow", i, "pattern"), a.pattern)
                              for i, a in enumerate(self.stability.allow)):
-            import re
-
             try:
                 re.compile(pattern)
             except re.error as exc:
