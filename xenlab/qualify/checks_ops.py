@@ -122,7 +122,8 @@ def _scenario(ctx: Context, check: str, section: ScenarioSection) -> CheckOutcom
     started = time.time()
     path = Path(section.scenario)
     if not path.is_absolute():
-        path = Path(ctx.base_dir) / path
+        candidates = [Path(base) / path for base in ctx.base_dirs]
+        path = next((c for c in candidates if c.exists()), candidates[0])
     try:
         scenario = load_scenario(path)
     except SpecError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..lab.contract import LabBackend
@@ -18,8 +18,7 @@ class Context:
     suite: SuiteSpec
     progress: Progress = quiet
     started_here: bool = False  # the suite brought the lab up itself (its bring-up stages are real boots)
-    base_dir: str = "."  # where the profile's scenario files are looked for
-    notes: dict[str, Any] = field(default_factory=dict)
+    base_dirs: tuple[str, ...] = (".",)  # where a profile's relative scenario files are looked for, in order
 
     @property
     def backend(self) -> str:

@@ -102,8 +102,8 @@ def parse_ping(text: str) -> Ping:
 
 
 # Xen's `xl dmesg` carries no level on its lines: these words mark a warning or worse.
-XEN_SERIOUS = re.compile(r"warn|error|fail|panic|fatal|bug|\*\*\*|assert|crash|unhandled|denied|corrupt",
-                         re.IGNORECASE)
+XEN_SERIOUS = re.compile(r"\b(?:warn\w*|errors?|fail\w*|panic\w*|fatal|bug|assert\w*|crash\w*|unhandled|denied|"
+                         r"corrupt\w*)\b|\*\*\*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,9 @@ def run_qualify(plan: QualifyPlan, progress: Progress = quiet, resume: bool = Fa
         progress("lab", f"lab {lab.name} is not up: bringing it up")
         bring_up(lab, progress, timeout=timeout)
         started_here = True
-    ctx = Context(lab, suite, progress, started_here=started_here,
-                  base_dir=str(Path.cwd()), notes={})
+    profile_dir = Path(plan.profile_path).resolve().parent
+    ctx = Context(lab, suite, progress, started_here=started_here,  # cwd, then the profile's repository
+                  base_dirs=(str(Path.cwd()), str(profile_dir.parent), str(profile_dir)))
     inventory = list(state.inventory)
     planners: dict[str, Callable[[], list[Planned]]] = {
         "inventory": lambda: _inventory(ctx, plan.profile, inventory),

@@ -118,10 +118,8 @@ def parse_lsblk(text: str) -> list[str]:
         rota = dev.get("rota")
         if rota in (True, "1", 1):
             parts.append("(rotational)")
-        if dev.get("tran"):
+        if dev.get("tran"):  # sata, nvme, usb...; empty for virtio and Xen block devices
             parts.append(f"bus {dev['tran']}")
-        elif dev.get("name", "").startswith(("vd", "xvd")):
-            parts.append("bus virtio" if dev["name"].startswith("vd") else "bus xen-blkfront")
         disks.append(" ".join(p for p in parts if p))
     return disks
 
