@@ -597,6 +597,9 @@ def history_report(db_path: str | None, out_dir: str | None, window: int, thresh
 
 
 from . import cli_cache  # noqa: F401 - registers the images and cache commands
+from .cli_qualify import qualify as _qualify  # added here so `python -m xenlab.cli qualify` has it too
+
+main.add_command(_qualify)
 
 if __name__ == "__main__":
     main()

@@ -153,6 +153,11 @@ class HostInventory(ResultModel):
     accel: str = ""
     nested: bool | None = None
     virt_caps: list[str] = Field(default_factory=list)  # `xl info` virt_caps: pv, hvm, hap or shadow, ...
+    cpu_microcode: str = ""  # /proc/cpuinfo microcode revision (empty where the CPU reports none)
+    nic_details: list[str] = Field(default_factory=list)  # per NIC: driver, version, firmware, bus, link (ethtool -i)
+    xen_caps: str = ""  # `xl info` xen_caps: the guest ABIs Xen offers
+    xen_commandline: str = ""  # `xl info` xen_commandline
+    iommu: str = ""  # enabled / disabled, from `xl dmesg` and virt_caps (*_directio)
 
 
 class RunResults(ResultModel):

@@ -1,7 +1,7 @@
 """What a host is made of, asked from the host itself over SSH, for qualification reports.
 
 `collect_inventory` runs real commands (`xl info`, `/proc/cpuinfo`, `ip -j link`,
-`lsblk -J`, `uname -r`, DMI files, `systemd-detect-virt`) and parses their output with the
+`lsblk -J`, `uname -r`, DMI files, `systemd-detect-virt`, `ethtool -i`, `xl dmesg`) and parses their output with the
 small pure functions below. A command that fails leaves its fields empty: an inventory
 of a half-broken host is still worth printing, and the qualification checks then say
 "not measured" instead of guessing.
@@ -105,7 +105,7 @@ def _size(value) -> str:
 
 
 def parse_lsblk(text: str) -> list[str]:
-    """`lsblk -J -b -d -o NAME,SIZE,TYPE,MODEL,ROTA` -> 'vda 20.0 GiB QEMU HARDDISK (rotational)'."""
+    """`lsblk -J -b -d -o NAME,SIZE,TYPE,MODEL,ROTA,TRAN` -> 'sda 20.0 GiB QEMU HARDDISK (rotational) bus sata'."""
     try:
         devices = json.loads(text or "{}").get("blockdevices", [])
     except (ValueError, AttributeError):
@@ -118,6 +118,8 @@ def parse_lsblk(text: str) -> list[str]:
         rota = dev.get("rota")
         if rota in (True, "1", 1):
             parts.append("(rotational)")
+        if dev.get("tran"):  # sata, nvme, usb...; empty for virtio and Xen block devices
+            parts.append(f"bus {dev['tran']}")
         disks.append(" ".join(p for p in parts if p))
     return disks
 
@@ -144,10 +146,71 @@ def parse_detect_virt(text: str) -> bool | None:
     return word != "none"
 
 
+def parse_microcode(text: str) -> str:
+    """The first `microcode : 0x...` of /proc/cpuinfo ('' when the CPU reports none, as QEMU's do)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "microcode":
+            return value.strip()
+    return ""
+
+
+NIC_SCRIPT = ("for d in /sys/class/net/*; do n=${d##*/}; [ -e $d/device ] || continue; echo \"== $n\"; "
+              "ethtool -i $n 2>/dev/null; echo \"speed: $(cat $d/speed 2>/dev/null)\"; "
+              "echo \"carrier: $(cat $d/carrier 2>/dev/null)\"; echo \"mtu: $(cat $d/mtu)\"; done")
+
+
+def parse_nic_details(text: str) -> list[str]:
+    """NIC_SCRIPT's output (`ethtool -i` and /sys/class/net per physical NIC) ->
+    'eth0: driver e1000e 6.1.0-28-amd64, firmware 0.13-4, bus 0000:00:02.0, link up 1000 Mb/s, mtu 1500'."""
+    nics: list[str] = []
+    name, fields = "", {}
+
+    def flush() -> None:
+        if not name:
+            return
+        driver = " ".join(v for v in (fields.get("driver"), fields.get("version")) if v) or "driver unknown"
+        parts = [f"driver {driver}" if fields.get("driver") else driver,
+                 f"firmware {fields.get('firmware-version') or 'none'}"]
+        if fields.get("bus-info"):
+            parts.append(f"bus {fields['bus-info']}")
+        carrier = {"1": "up", "0": "down"}.get(fields.get("carrier", ""), "unknown")
+        speed = fields.get("speed", "")
+        link = f"link {carrier}" + (f" {speed} Mb/s" if speed.lstrip("-").isdigit() and int(speed) > 0 else "")
+        parts.append(link)
+        if fields.get("mtu"):
+            parts.append(f"mtu {fields['mtu']}")
+        nics.append(f"{name}: " + ", ".join(parts))
+
+    for line in text.splitlines():
+        if line.startswith("== "):
+            flush()
+            name, fields = line[3:].strip(), {}
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    flush()
+    return nics
+
+
+def parse_iommu(xl_dmesg: str, virt_caps: list[str]) -> str:
+    """'enabled' / 'disabled' as Xen says it at boot ('I/O virtualisation ...'), else from virt_caps."""
+    for line in xl_dmesg.splitlines():
+        lowered = line.lower()
+        if "i/o virtualisation" in lowered:
+            return "enabled" if "enabled" in lowered else "disabled"
+    if any(cap.endswith("_directio") for cap in virt_caps):
+        return "enabled"
+    return "disabled" if xl_dmesg.strip() else ""
+
+
 def collect_inventory(host: InventoryTarget, accel: str) -> HostInventory:
     """Ask `host` what it is made of; fields whose command failed stay empty."""
     info = parse_xl_info(_ask(host, "xl info"))
-    model, flags, cpus_seen = parse_cpuinfo(_ask(host, "cat /proc/cpuinfo"))
+    cpuinfo = _ask(host, "cat /proc/cpuinfo")
+    model, flags, cpus_seen = parse_cpuinfo(cpuinfo)
+    virt_caps = info.get("virt_caps", "").split()
     dmi_files = " ".join(f"/sys/class/dmi/id/{f}" for f in DMI_FIELDS)
     memory = info.get("total_memory", "")
     nr_cpus = info.get("nr_cpus", "")
@@ -158,11 +221,16 @@ def collect_inventory(host: InventoryTarget, accel: str) -> HostInventory:
         cpus=int(nr_cpus) if nr_cpus.isdigit() else (cpus_seen or None),
         memory_mib=int(memory) if memory.isdigit() else None,
         nics=parse_ip_links(_ask(host, "ip -j link")),
-        disks=parse_lsblk(_ask(host, "lsblk -J -b -d -o NAME,SIZE,TYPE,MODEL,ROTA")),
+        disks=parse_lsblk(_ask(host, "lsblk -J -b -d -o NAME,SIZE,TYPE,MODEL,ROTA,TRAN")),
         firmware=parse_dmi(_ask(host, f"grep -s -H . {dmi_files}", accept_failure=True)),
         xen_version=xen_version_of(info),
         dom0_kernel=_ask(host, "uname -r").strip(),
         accel=accel,
         nested=parse_detect_virt(_ask(host, "systemd-detect-virt", accept_failure=True)),
-        virt_caps=info.get("virt_caps", "").split(),
+        virt_caps=virt_caps,
+        cpu_microcode=parse_microcode(cpuinfo),
+        nic_details=parse_nic_details(_ask(host, NIC_SCRIPT)),
+        xen_caps=info.get("xen_caps", ""),
+        xen_commandline=info.get("xen_commandline", ""),
+        iommu=parse_iommu(_ask(host, "xl dmesg | grep -i -E 'I/O virtuali|IOMMU|AMD-Vi|VT-d' | head -20"), virt_caps),
     )

@@ -255,3 +255,24 @@ def timeline_rows(timelines: Sequence[HeartbeatTimeline]) -> dict[str, list[Hear
             guest=t.guest, start=t.start, bucket_s=t.bucket_s, counts=list(t.counts), silence=silence,
             marks=[(m.at, m.label) for m in t.marks], note=t.note))
     return events
+
+
+def bar_plot(bars: list[tuple[str, float, bool | None]], unit: str, title: str,
+             threshold: float | None = None) -> str | None:
+    """Horizontal bars (label, value, passed) coloured by verdict, a threshold line if one
+    applies to all of them: how each measured path compares with the others and the bound."""
+    bars = [b for b in bars if b[1] is not None]
+    if not bars:
+        return None
+    fig = _figure(8.5, 1.2 + 0.4 * len(bars))
+    ax = fig.add_subplot()
+    colors = [OUTCOME_COLORS["passed"] if ok else OUTCOME_COLORS["failed"] if ok is False else PHASE_COLORS[0]
+              for _, _, ok in bars]
+    ax.barh([label for label, _, _ in bars], [value for _, value, _ in bars], color=colors)
+    if threshold is not None:
+        ax.axvline(threshold, color="#212121", linestyle="--", label=f"threshold {threshold:g} {unit}")
+        ax.legend(fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    return _data_uri(fig)

@@ -19,6 +19,7 @@ from ..errors import SpecError
 from ..results import HostInventory, RunResults
 from ..spec import StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
+from .suite_profile import SuiteSpec
 from .units import Threshold, VersionRequirement, format_value, unit_family
 
 # The summary figures xenlab's scenario runner measures (xenlab.scenario.runner), with their
@@ -68,6 +69,8 @@ class QualificationProfile(StrictModel):
     metrics: dict[str, ThresholdText] = Field(
         default_factory=dict, description="summary figure (or bringup_<stage>) -> threshold, e.g. '< 5s'")
     scenarios_passed: bool = Field(True, description="every scenario of the run must have passed (or been skipped)")
+    suite: SuiteSpec | None = Field(None, description="the checks `xenlab qualify` runs on a lab (left out: "
+                                                      "`xenlab qualify` runs the default suite)")
 
     _source: LocatedDocument | None = PrivateAttr(None)
 
@@ -77,8 +80,9 @@ class QualificationProfile(StrictModel):
 
     def cross_check(self) -> list[tuple[tuple[Any, ...], str]]:
         """Thresholds whose unit does not fit what the metric is measured in (known metrics)."""
-        return [(("metrics", name), problem) for name, text in self.metrics.items()
-                if (problem := _unit_problem(name, Threshold.parse(text), KNOWN_METRICS.get(name)))]
+        found = [(("metrics", name), problem) for name, text in self.metrics.items()
+                 if (problem := _unit_problem(name, Threshold.parse(text), KNOWN_METRICS.get(name)))]
+        return found + (self.suite.cross_check() if self.suite is not None else [])
 
     def problems_with(self, results: RunResults) -> list[tuple[int | None, str]]:
         """Metrics neither xenlab nor this run measures, or whose unit does not fit the run's figure."""
@@ -176,7 +180,7 @@ def check_profile(profile: QualificationProfile, results: RunResults) -> None:
         raise SpecError(profile.path, found)
 
 
-def _host_checks(inv: HostInventory, checks: HostChecks) -> list[CheckResult]:
+def host_checks(inv: HostInventory, checks: HostChecks) -> list[CheckResult]:
     out: list[CheckResult] = []
 
     def add(check: str, expected: str, measured: str, passed: bool, message: str = "") -> None:
@@ -258,7 +262,7 @@ def qualify(results: RunResults, profile: QualificationProfile) -> Qualification
                                   measured="none", passed=False,
                                   message="the run collected no inventory (pytest: pass --xenlab-report DIR)"))
     for inv in results.inventory:
-        checks.extend(_host_checks(inv, profile.hosts))
+        checks.extend(host_checks(inv, profile.hosts))
     for name, threshold in profile.metrics.items():
         checks.extend(_metric_checks(results, name, threshold))
     if profile.scenarios_passed:

@@ -21,7 +21,7 @@ UNITS: dict[str, tuple[str, float]] = {
     "GiB": ("size", 1024.0 ** 3), "KB": ("size", 1e3), "MB": ("size", 1e6), "GB": ("size", 1e9),
     "B/s": ("rate", 1.0), "KiB/s": ("rate", 1024.0), "MiB/s": ("rate", 1024.0 ** 2), "MB/s": ("rate", 1e6),
     "bit/s": ("bitrate", 1.0), "Mbit/s": ("bitrate", 1e6), "Gbit/s": ("bitrate", 1e9),
-    "%": ("percent", 1.0), "count": ("count", 1.0), "": ("number", 1.0), "bool": ("bool", 1.0),
+    "IOPS": ("iops", 1.0), "%": ("percent", 1.0), "count": ("count", 1.0), "": ("number", 1.0), "bool": ("bool", 1.0),
 }
 
 COMPARATORS: dict[str, Callable[[float, float], bool]] = {

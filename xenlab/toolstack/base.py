@@ -24,6 +24,14 @@ class PoolRefused(XenlabError):
         super().__init__(f"{host} refused from the pool: {reason}")
 
 
+class VerbNotOffered(XenlabError):
+    """A toolstack driver that does not (yet) offer a guest lifecycle verb."""
+
+    def __init__(self, toolstack: str, verb: str):
+        self.toolstack, self.verb = toolstack, verb
+        super().__init__(f"the {toolstack} driver does not offer {verb}")
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """What pool homogeneity is judged on."""
@@ -136,6 +144,25 @@ class Toolstack(ABC):
     @abstractmethod
     def destroy_vm(self, vm: str) -> None:
         """Stop and remove a guest, its disk included."""
+
+    # Lifecycle verbs a qualification times; a driver that lacks one says so (VerbNotOffered).
+    def pause_vm(self, vm: str) -> None:
+        raise VerbNotOffered(self.kind, "pause")
+
+    def unpause_vm(self, vm: str) -> None:
+        raise VerbNotOffered(self.kind, "unpause")
+
+    def save_vm(self, vm: str) -> None:
+        """Suspend `vm` to a file on the shared SR (the domain is gone afterwards)."""
+        raise VerbNotOffered(self.kind, "save")
+
+    def restore_vm(self, vm: str, host: str) -> VMInfo:
+        """Resume a saved `vm` on `host` from its file on the shared SR."""
+        raise VerbNotOffered(self.kind, "restore")
+
+    def reboot_vm(self, vm: str, timeout: float = 300) -> VMInfo:
+        """Ask `vm` to reboot; returns once it runs again as a new domain."""
+        raise VerbNotOffered(self.kind, "reboot")
 
     @abstractmethod
     def vms(self) -> list[VMInfo]:

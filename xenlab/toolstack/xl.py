@@ -20,6 +20,7 @@ from ..errors import XenlabError
 from ..lab.contract import Observer
 from ..observe.collector import HEARTBEAT_PORT, start_collector
 from ..spec import SR_PATH
+from ..waiting import wait_for
 from .base import (
     FailoverResult,
     GuestSpec,
@@ -308,6 +309,34 @@ class XlToolstack(Toolstack):
             h.succeed(f"xl destroy {vm}", timeout=60)
         else:
             h.succeed(f"xl shutdown -w {vm}", timeout=120)
+
+    def pause_vm(self, vm: str) -> None:
+        self._xen_host(self.vm(vm).host).succeed(f"xl pause {vm}", timeout=60)
+
+    def unpause_vm(self, vm: str) -> None:
+        self._xen_host(self.vm(vm).host).succeed(f"xl unpause {vm}", timeout=60)
+
+    def save_vm(self, vm: str) -> None:
+        host = self.vm(vm).host
+        self._xen_host(host).succeed(f"xl save {vm} {self._guest_dir(vm)}/saved.img", timeout=600)
+
+    def restore_vm(self, vm: str, host: str) -> VMInfo:
+        saved = f"{self._guest_dir(vm)}/saved.img"
+        self._xen_host(host).succeed(f"xl restore {saved} && rm -f {saved}", timeout=600)
+        self._services().write_file(f"{self._guest_dir(vm)}/host", host + "\n")
+        return self._find(vm, host)
+
+    def reboot_vm(self, vm: str, timeout: float = 300) -> VMInfo:
+        before = self.vm(vm)
+        h = self._xen_host(before.host)
+        h.succeed(f"xl reboot {vm}", timeout=60)
+
+        def rebooted() -> VMInfo | None:
+            now = self._find(vm, before.host)
+            return now if now.domid != before.domid and now.state == "running" else None
+
+        return wait_for(rebooted, f"{vm} running again as a new domain on {before.host}", timeout, 1.0,
+                        lambda: h.run("xl list", timeout=30).stdout)
 
     def destroy_vm(self, vm: str) -> None:
         for info in self.vms():

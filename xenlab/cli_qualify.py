@@ -1,0 +1,50 @@
+"""`xenlab qualify`: the CLI face of xenlab.qualify (parsing and printing only)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+QUALIFY_FAILED_EXIT = 3  # like `xenlab report --profile`: a check failed
+COLOURS = {"passed": "green", "failed": "red", "not_run": "yellow"}
+
+
+@click.command("qualify")
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option("--lab", "lab_ref", help="lab name or lab file (default: the only lab that is up)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="directory for the report and the resume state (default: qualify/<lab>-<timestamp>)")
+@click.option("--resume", is_flag=True, help="skip the checks the state file in --out already holds")
+@click.option("--timeout", default=900.0, show_default=True, help="seconds for bringing the lab up, if it is not")
+def qualify(profile: str, lab_ref: str | None, out_dir: str | None, resume: bool, timeout: float) -> None:
+    """Run a qualification profile's checks on a lab and write qualification.json/.html and JUnit XML.
+
+    The lab is found or brought up like `xenlab run` does. Exit 3 if a check failed."""
+    from .cli import _timed_progress, console, out
+    from .errors import XenlabError
+    from .qualify import plan_qualify, run_qualify
+
+    if resume and not out_dir:
+        raise XenlabError("--resume needs --out: the directory whose state file to resume")
+    target = Path(out_dir) if out_dir else Path("qualify") / f"{lab_ref or 'lab'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    plan = plan_qualify(profile, lab_ref, target)
+    console.print(f"qualification [bold]{escape(plan.profile.name)}[/bold] on lab [bold]{escape(plan.lab.name)}"
+                  f"[/bold] ({plan.lab.spec.backend}); report in {escape(str(target))}")
+    progress = _timed_progress()
+
+    def on_check(check) -> None:
+        colour = COLOURS[check.verdict]
+        figures = ", ".join(f"{f.name} {f.text}" for f in check.figures[:4])
+        why = f" - {check.reason}" if check.reason else ""
+        console.print(f"  [{colour}]{check.verdict.replace('_', ' ')}[/{colour}] {escape(check.id)}"
+                      f"{escape(': ' + figures) if figures else ''}{escape(why)}")
+
+    report = run_qualify(plan, progress, resume=resume, on_check=on_check, timeout=timeout)
+    out.print(f"wrote {target / 'qualification.html'}", markup=False)
+    out.print(report.verdict, markup=False)
+    if not report.passed:
+        sys.exit(QUALIFY_FAILED_EXIT)
