@@ -230,13 +230,15 @@ def status(lab_name: str | None, as_json: bool) -> None:
 
 def _print_status(data: dict) -> None:
     out.print(f"lab [bold]{data['lab']}[/bold]  accel {data['accel']} (cpu {data['cpu']})  run dir {data['run_dir']}")
-    table = Table("host", "role", "state", "ssh", "addresses", "uptime", "guests (virt_caps)", box=None)
+    table = Table("host", "role", "state", "ssh", "addresses", "uptime", "guests (virt_caps)", "hardware", box=None)
     for m in data["machines"]:
+        hw = m.get("hardware") or {}
         uptime = f"{m['uptime_seconds']:.0f}s" if m["uptime_seconds"] is not None else "-"
         guests = (f"{','.join(m['guest_types'])} ({' '.join(m['virt_caps']) or 'not read yet'})"
                   if "guest_types" in m else "-")
         table.add_row(m["name"], m["role"], m["state"], f"127.0.0.1:{m['ssh']['port']}",
-                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime, escape(guests))
+                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime, escape(guests),
+                      escape(" ".join(f"{hw[k]}" for k in ("firmware", "nic", "disk", "cpu") if hw.get(k)) or "-"))
     out.print(table)
     if data["checkpoints"]:
         out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))

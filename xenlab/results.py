@@ -92,6 +92,9 @@ class HostInventory(ResultModel):
     accel: str = ""
     nested: bool | None = None
     virt_caps: list[str] = Field(default_factory=list)  # `xl info` virt_caps: pv, hvm, hap or shadow, ...
+    # The virtual hardware xenlab gave a QEMU host (nic, disk, firmware, cpu: xenlab/hardware.py);
+    # empty for a real host, whose hardware is what the fields above report.
+    hardware: dict[str, str | None] = Field(default_factory=dict)
 
 
 class RunResults(ResultModel):

@@ -710,6 +710,12 @@ def _checked_lab(doc: LocatedDocument) -> LabSpec:
     return spec
 
 
+def check_lab_document(doc: LocatedDocument) -> LabSpec:
+    """A lab file's located data to a validated spec, with every check `load_lab` makes
+    (for lab data made from a file, e.g. a matrix combination, see matrix.py)."""
+    return _checked_lab(doc)
+
+
 def load_lab(path: str | Path) -> LabSpec:
     """Read and validate a lab file; raises SpecError naming file and line."""
     return _checked_lab(load_located(path))

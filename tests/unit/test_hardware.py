@@ -101,6 +101,7 @@ def test_bios_boots_from_the_root_disk_without_kernel_options():
     argv = argv_of(BASE + "  h1:\n    hardware: {firmware: bios}\n")
     assert "-kernel" not in argv and "-initrd" not in argv and "-append" not in argv
     assert "virtio-blk-pci,drive=root,bootindex=1" in values(argv, "-device")
+    assert "virtio-blk-pci,drive=seed,bootindex=9" in values(argv, "-device")  # GRUB reads it: firmware connects it
     assert not any("pflash" in d for d in values(argv, "-drive"))
 
 

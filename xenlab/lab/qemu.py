@@ -105,7 +105,7 @@ def qemu_argv(
         argv += ["-device", "virtio-blk-pci,drive=root" + _bootindex(hardware)]
         argv += [
             "-drive", f"file={files.seed},if=none,id=seed,format=raw,readonly=on",
-            "-device", "virtio-blk-pci,drive=seed",
+            "-device", "virtio-blk-pci,drive=seed" + _seed_bootindex(hardware),
         ]
         for index, (option, value) in enumerate(data):
             argv += [option, value, "-device", f"virtio-blk-pci,drive=data{index}"]
@@ -115,7 +115,7 @@ def qemu_argv(
         argv += disk_devices(hardware, len(data))
         argv += [
             "-drive", f"file={files.seed},if=none,id=seed,format=raw,readonly=on",
-            "-device", "virtio-blk-pci,drive=seed",
+            "-device", "virtio-blk-pci,drive=seed" + _seed_bootindex(hardware),
         ]
     argv += [
         "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
@@ -158,6 +158,12 @@ def boot_argv(machine: MachinePlan, files: MachineFiles) -> list[str]:
 
 def _bootindex(hardware: Hardware) -> str:
     return "" if hardware.firmware == "direct" else ",bootindex=1"
+
+
+def _seed_bootindex(hardware: Hardware) -> str:
+    # OVMF connects only the disks of the boot order when one is given: GRUB must see
+    # the seed disk (its command lines) too. It has no boot partition, so it never boots.
+    return "" if hardware.firmware == "direct" else ",bootindex=9"
 
 
 def disk_devices(hardware: Hardware, data_disks: int) -> list[str]:
