@@ -383,6 +383,29 @@ def validate(lab_file: str) -> None:
     console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)", markup=False)
 
 
+@main.command()
+@click.argument("matrix_file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (schema xenlab.matrix/1)")
+@click.option("--available-mib", type=click.IntRange(0), default=None,
+              help="plan for this much free memory (default: what this machine has available now)")
+def matrix(matrix_file: str, as_json: bool, available_mib: int | None) -> None:
+    """Check a hardware matrix file and show its labs, in waves that fit in memory together."""
+    from .lab.resources import available_mib as available_now
+    from .matrix import load_matrix
+
+    plan = load_matrix(matrix_file, available_mib if available_mib is not None else available_now())
+    if as_json:
+        out.print_json(json.dumps(plan.to_json()))
+        return
+    axes = " x ".join(f"{axis} [{', '.join(values)}]" for axis, values in plan.axes.items())
+    console.print(f"{matrix_file}: valid matrix {plan.matrix}: {axes} -> {len(plan.combinations)} labs", markup=False)
+    needed = {c.name: c.needed_mib for c in plan.combinations}
+    for index, wave in enumerate(plan.waves, start=1):
+        console.print(f"  wave {index}: " + ", ".join(f"{n} ({needed[n]} MiB)" for n in wave), markup=False)
+    if plan.too_big:
+        console.print(f"  too big for {plan.available_mib} MiB even alone: {', '.join(plan.too_big)}", markup=False)
+
+
 # -- simulator ------------------------------------------------------------------------
 @main.group()
 def sim() -> None:
