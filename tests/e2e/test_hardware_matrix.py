@@ -54,6 +54,13 @@ hosts:
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def from_ready():
+    """These tests boot labs of their own hardware: the shared `pool2` lab (default
+    hardware) is neither needed nor booted for them."""
+    yield
+
+
 def bring_up(tmp_path: Path, text: str) -> tuple[Lab, list[str]]:
     path = tmp_path / "lab.yaml"
     path.write_text(text)
