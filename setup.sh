@@ -3,6 +3,8 @@
 # root), mmdebstrap, uidmap and fakeroot (image builds without root; acl lets the test's throwaway users reach this Python), e2fsprogs, a static
 # busybox and gcc (for the PV guest image), Chromium (HTML report checks), ipmitool (drives
 # the virtual BMCs in the tests), nftables (firewall rules checked in a network namespace),
+# GRUB for BIOS and UEFI, OVMF, mtools, dosfstools, fdisk and kmod (hardware variants of the
+# Xen image: firmware boots, other disk buses),
 # then xenlab itself with its test extras, and Xen Orchestra's npm client for the simulator tests.
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
@@ -10,7 +12,8 @@ cd "$(dirname "$0")"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 PACKAGES=(qemu-system-x86 qemu-utils vde2 debootstrap mmdebstrap uidmap fakeroot acl e2fsprogs busybox-static cpio
-          openssh-client iproute2 procps gcc libc6-dev chromium fonts-dejavu-core ipmitool nftables)
+          openssh-client iproute2 procps gcc libc6-dev chromium fonts-dejavu-core ipmitool nftables
+          grub-pc-bin grub-efi-amd64-bin ovmf mtools dosfstools fdisk kmod)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

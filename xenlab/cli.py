@@ -233,13 +233,15 @@ def status(lab_name: str | None, as_json: bool) -> None:
 
 def _print_status(data: dict) -> None:
     out.print(f"lab [bold]{data['lab']}[/bold]  accel {data['accel']} (cpu {data['cpu']})  run dir {data['run_dir']}")
-    table = Table("host", "role", "state", "ssh", "addresses", "uptime", "guests (virt_caps)", box=None)
+    table = Table("host", "role", "state", "ssh", "addresses", "uptime", "guests (virt_caps)", "hardware", box=None)
     for m in data["machines"]:
+        hw = m.get("hardware") or {}
         uptime = f"{m['uptime_seconds']:.0f}s" if m["uptime_seconds"] is not None else "-"
         guests = (f"{','.join(m['guest_types'])} ({' '.join(m['virt_caps']) or 'not read yet'})"
                   if "guest_types" in m else "-")
         table.add_row(m["name"], m["role"], m["state"], f"127.0.0.1:{m['ssh']['port']}",
-                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime, escape(guests))
+                      " ".join(f"{k}={v}" for k, v in m["addresses"].items()), uptime, escape(guests),
+                      escape(" ".join(f"{hw[k]}" for k in ("firmware", "nic", "disk", "cpu") if hw.get(k)) or "-"))
     out.print(table)
     if data["checkpoints"]:
         out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))
@@ -400,6 +402,29 @@ def validate(lab_file: str) -> None:
 
     spec = load_lab(resolve_lab_path(lab_file))
     console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)", markup=False)
+
+
+@main.command()
+@click.argument("matrix_file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (schema xenlab.matrix/1)")
+@click.option("--available-mib", type=click.IntRange(0), default=None,
+              help="plan for this much free memory (default: what this machine has available now)")
+def matrix(matrix_file: str, as_json: bool, available_mib: int | None) -> None:
+    """Check a hardware matrix file and show its labs, in waves that fit in memory together."""
+    from .lab.resources import available_mib as available_now
+    from .matrix import load_matrix
+
+    plan = load_matrix(matrix_file, available_mib if available_mib is not None else available_now())
+    if as_json:
+        out.print_json(json.dumps(plan.to_json()))
+        return
+    axes = " x ".join(f"{axis} [{', '.join(values)}]" for axis, values in plan.axes.items())
+    console.print(f"{matrix_file}: valid matrix {plan.matrix}: {axes} -> {len(plan.combinations)} labs", markup=False)
+    needed = {c.name: c.needed_mib for c in plan.combinations}
+    for index, wave in enumerate(plan.waves, start=1):
+        console.print(f"  wave {index}: " + ", ".join(f"{n} ({needed[n]} MiB)" for n in wave), markup=False)
+    if plan.too_big:
+        console.print(f"  too big for {plan.available_mib} MiB even alone: {', '.join(plan.too_big)}", markup=False)
 
 
 # -- simulator ------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .hardware import Hardware
 from .spec import LabSpec, default_subnet, lab_number
 
 __all__ = ["default_subnet", "lab_number", "plan_lab"]  # the first two are defined with the spec
@@ -59,6 +60,7 @@ class MachinePlan:
     mgmt_mac: str
     nics: tuple[NicPlan, ...]
     data_disks: tuple[tuple[str, int], ...]
+    hardware: Hardware = field(default_factory=Hardware)  # the services node always has the default machine
 
     def address_on(self, network: str) -> ipaddress.IPv4Address:
         for nic in self.nics:
@@ -130,7 +132,7 @@ def plan_lab(spec: LabSpec) -> LabPlan:
             memory_mib=host.memory_mib, dom0_memory_mib=host.dom0_memory_mib,
             machine_id=machine_id(spec.name, name), mgmt_mac=mac_address(spec.name, MGMT, index),
             nics=nics_for(spec.nics_of(host), index, FIRST_HOST_OCTET + index),
-            data_disks=tuple((d.name, d.size_gib) for d in host.disks),
+            data_disks=tuple((d.name, d.size_gib) for d in host.disks), hardware=spec.hardware_of(name),
         ))
     if spec.services is not None:
         svc = spec.services

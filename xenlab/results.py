@@ -158,6 +158,9 @@ class HostInventory(ResultModel):
     xen_caps: str = ""  # `xl info` xen_caps: the guest ABIs Xen offers
     xen_commandline: str = ""  # `xl info` xen_commandline
     iommu: str = ""  # enabled / disabled, from `xl dmesg` and virt_caps (*_directio)
+    # The virtual hardware xenlab gave a QEMU host (nic, disk, firmware, cpu: xenlab/hardware.py);
+    # empty for a real host, whose hardware is what the fields above report.
+    hardware: dict[str, str | None] = Field(default_factory=dict)
 
 
 class RunResults(ResultModel):

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import SpecError
+from .hardware import Hardware, HardwareSpec, qemu_cpu_models, qemu_devices, qemu_problems, resolve
 from .yamlfile import LocatedDocument, load_located, parse_located
 
 SR_PATH = "/srv/xenlab"  # the shared SR: the services node's NFS export, mounted at the same path on hosts
@@ -218,6 +219,7 @@ class HostSpec(StrictModel):
     ssh: SshSpec | None = Field(None, description="static labs: how to reach the host's dom0")
     address: str | None = Field(None, description="static labs: the host's address on the pool network")
     ipmi: IpmiSpec | None = Field(None, description="static labs: the host's BMC")
+    hardware: HardwareSpec | None = Field(None, description="this host's virtual hardware, over the lab's")
 
     @field_validator("address")
     @classmethod
@@ -315,6 +317,8 @@ class LabSpec(StrictModel):
     bmc: BmcKind | None = Field(None, description="ipmi: every QEMU host gets a virtual BMC on 127.0.0.1")
     sim: SimSpec | None = Field(None, description="the simulated pool's model (backend: sim only)")
     accel: Literal["auto", "kvm", "tcg"] = "auto"
+    hardware: HardwareSpec | None = Field(None, description="the hosts' virtual hardware (NIC model, disk bus, "
+                                          "firmware, CPU model); a host's own `hardware:` overrides it")
     guest_types: list[GuestType] = Field(
         default_factory=lambda: list(DEFAULT_GUEST_TYPES),
         description="guest types the lab runs; pvh or hvm boot the hosts with nested SVM under TCG "
@@ -400,6 +404,21 @@ class LabSpec(StrictModel):
             return None
         return self.hosts[host].bmc or self.bmc
 
+    def hardware_of(self, host: str) -> Hardware:
+        """A host's virtual hardware: its own `hardware:` over the lab's, today's machine under both."""
+        return resolve(self.hardware, self.hosts[host].hardware)
+
+    def hardware_problems(self, devices: frozenset[str] | None,
+                          cpus: frozenset[str] | None) -> list[tuple[tuple[Any, ...], str]]:
+        """Hardware this QEMU cannot provide (`hardware.qemu_devices`, `qemu_cpu_models`), by YAML path."""
+        if self.backend != "qemu":
+            return []
+        sections: list[tuple[tuple[Any, ...], HardwareSpec | None]] = [(("hardware",), self.hardware)]
+        sections += [(("hosts", n, "hardware"), h.hardware) for n, h in self.hosts.items()]
+        return [(loc + (key,), f"{'.'.join(map(str, loc))}.{message}")
+                for loc, section in sections if section is not None
+                for key, message in qemu_problems(section, devices, cpus)]
+
     def _not_static_problems(self) -> list[tuple[tuple[Any, ...], str]]:
         """Keys only a static lab has, written in a qemu or sim lab file."""
         problems: list[tuple[tuple[Any, ...], str]] = []
@@ -415,6 +434,11 @@ class LabSpec(StrictModel):
                 problems.append((("hosts", name, "bmc"), f"hosts.{name}.bmc: virtual BMCs are for qemu labs"))
         if self.bmc is not None and self.backend != "qemu":
             problems.append((("bmc",), "bmc: virtual BMCs are for qemu labs"))
+        if self.backend != "qemu":
+            if self.hardware is not None:
+                problems.append((("hardware",), "hardware: virtual hardware is chosen for qemu labs only"))
+            problems += [(("hosts", n, "hardware"), f"hosts.{n}.hardware: virtual hardware is chosen for qemu labs only")
+                         for n, h in self.hosts.items() if h.hardware is not None]
         if self.services is not None:
             for key in ("ssh", "address"):
                 if getattr(self.services, key) is not None:
@@ -429,7 +453,7 @@ class LabSpec(StrictModel):
         """What a static lab file must say, and what it cannot ask for (xenlab boots nothing)."""
         problems: list[tuple[tuple[Any, ...], str]] = []
         booted = "xenlab does not boot the hosts of a static lab: remove it"
-        for key in ("accel", "bmc"):
+        for key in ("accel", "bmc", "hardware"):
             if key in self.model_fields_set:
                 problems.append(((key,), f"{key}: {booted}" + (" (a static host's BMC is its `ipmi:`)"
                                                                 if key == "bmc" else "")))
@@ -445,7 +469,7 @@ class LabSpec(StrictModel):
             problems.append((("networks", first), (f"networks.{first}: a static lab's pool network needs its real "
                                                    "subnet, e.g. {subnet: 192.168.50.0/24} (guests get .101 on)")))
         for name, host in self.hosts.items():
-            for key in ("image", "vcpus", "disks", "nics", "bmc"):
+            for key in ("image", "vcpus", "disks", "nics", "bmc", "hardware"):
                 if key in host.model_fields_set:
                     problems.append((("hosts", name, key), f"hosts.{name}.{key}: {booted}"))
             if host.ssh is None:
@@ -679,9 +703,17 @@ def _checked_lab(doc: LocatedDocument) -> LabSpec:
             raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])
         return spec
     found = spec.image_problems(image_boots()) + spec.guest_type_problems(image_guest_types())
+    if spec.hardware is not None or any(h.hardware is not None for h in spec.hosts.values()):
+        found += spec.hardware_problems(qemu_devices(), qemu_cpu_models())
     if found:
         raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])
     return spec
+
+
+def check_lab_document(doc: LocatedDocument) -> LabSpec:
+    """A lab file's located data to a validated spec, with every check `load_lab` makes
+    (for lab data made from a file, e.g. a matrix combination, see matrix.py)."""
+    return _checked_lab(doc)
 
 
 def load_lab(path: str | Path) -> LabSpec:

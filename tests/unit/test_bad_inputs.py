@@ -35,13 +35,14 @@ DEFAULT_COMMANDS = {
     "profile": "report {good} --out {out} --profile {file}",
     "results": "report {file} --out {out}",
     "history": "history add {good} --db {file}",
+    "matrix": "matrix {file} --available-mib 20000",
 }
 
 
 @dataclass
 class Case:
     name: str  # kind/file name
-    kind: str  # lab, scenario, profile, results, history
+    kind: str  # lab, scenario, profile, results, history, matrix
     content: bytes
     command: str
     line: int | None

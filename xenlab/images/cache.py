@@ -125,7 +125,9 @@ class ImageCache:
         if not self.cache_dir.exists():
             return []
         current = {self.path_for(name).name for name in self.recipes}
-        return sorted(p for p in self.cache_dir.iterdir() if p.is_dir() and p.name not in current)
+        # A hardware variant (`IMAGE-DIGEST+kind-digest`, images/variant.py) lives and goes with its image.
+        return sorted(p for p in self.cache_dir.iterdir()
+                      if p.is_dir() and p.name not in current and p.name.partition("+")[0] not in current)
 
     def prune(self) -> list[Path]:
         removed = self.stale_entries()

@@ -22,6 +22,7 @@ from ..errors import XenlabError
 from ..plan import LabPlan, MachinePlan
 
 SEED_LABEL = "XLSEED"
+BOOT_CONFIG = "xenlab-boot.cfg"  # a firmware-booted host's Xen and dom0 command lines, for its GRUB
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,26 @@ def network_files_for(machine: MachinePlan) -> dict[str, str]:
     with that NIC's planned MAC (never one derived from a shared machine-id)."""
     files: dict[str, str] = {}
     common = "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
+
+    def match(nic) -> str:
+        # Another NIC model than virtio loads its driver from the root file system, after
+        # the management NIC took eth0: match it by its planned MAC whatever its name
+        # (Type=ether: the bridge xenbr0 has the same MAC). virtio labs keep their files.
+        if machine.hardware.nic == "virtio":
+            return f"[Match]\nName={nic.device}\n"
+        return f"[Match]\nMACAddress={nic.mac}\nType=ether\n"
+
     for position, nic in enumerate(machine.nics):
         if machine.role == "xen" and position == 0:
             files["20-xenbr0.netdev"] = (
                 f"[NetDev]\nName=xenbr0\nKind=bridge\nMACAddress={nic.mac}\n\n[Bridge]\nSTP=no\nForwardDelaySec=0\n"
             )
-            files[f"20-{nic.device}.network"] = (
-                f"[Match]\nName={nic.device}\n\n[Network]\nBridge=xenbr0\n{common}"
-            )
+            files[f"20-{nic.device}.network"] = f"{match(nic)}\n[Network]\nBridge=xenbr0\n{common}"
             files["21-xenbr0.network"] = (
                 f"[Match]\nName=xenbr0\n\n[Network]\nAddress={nic.address}\n{common}"
             )
         else:
-            files[f"20-{nic.device}.network"] = (
-                f"[Match]\nName={nic.device}\n\n[Network]\nAddress={nic.address}\n{common}"
-            )
+            files[f"20-{nic.device}.network"] = f"{match(nic)}\n[Network]\nAddress={nic.address}\n{common}"
     return files
 
 
@@ -90,7 +96,7 @@ def exports_for(plan: LabPlan, machine: MachinePlan, export: str) -> str:
 
 def write_seed_disk(
     target: Path, plan: LabPlan, machine: MachinePlan, host_key: KeyPair, authorized: KeyPair,
-    nfs_export: str | None = None,
+    nfs_export: str | None = None, boot_config: str | None = None,
 ) -> Path:
     """Create the machine's seed disk (a small raw ext4 image) at `target`.
 
@@ -124,6 +130,9 @@ def write_seed_disk(
             put("etc/nfs.conf.d/xenlab.conf", "[nfsd]\nlease-time=10\ngrace-time=10\n")
             (tree / nfs_export.lstrip("/")).mkdir(parents=True, exist_ok=True)
         tree.chmod(0o755)
+        if boot_config is not None:
+            # Read by GRUB's grub.cfg on a firmware-booted host (images/variant.py), not copied over /.
+            (Path(work) / BOOT_CONFIG).write_text(boot_config)
         target.unlink(missing_ok=True)
         proc = subprocess.run(
             ["mkfs.ext4", "-q", "-F", "-L", SEED_LABEL, "-d", work, str(target), "4M"],

@@ -64,14 +64,21 @@ class Host(RemoteShell):
         gives each a new top, under a new name: see `lab.layers`)."""
         machine = self.lab.state.machines.get(self.name) if self.lab.run.exists() else None
         tops = machine.tops if machine else {}
+        variant = Path(machine.variant_dir) if machine and machine.variant_dir else None
         return MachineFiles(
             overlay=Path(tops.get("root", self.dir / "root.qcow2")), seed=self.dir / "seed.img",
             serial_log=self.serial_log, qmp_socket=self.qmp_socket, pidfile=self.dir / "qemu.pid",
-            kernel=image_dir / "vmlinuz", initrd=image_dir / "initrd.img",
+            kernel=image_dir / "vmlinuz", initrd=(variant or image_dir) / "initrd.img",
             hypervisor=(image_dir / "xen.elf") if self.role == "xen" else None,
             data_disks=tuple(Path(tops.get(f"data{i}", self.dir / f"data-{name}.qcow2"))
                              for i, (name, _) in enumerate(self.plan.data_disks)),
+            firmware_vars=self.firmware_vars,
         )
+
+    @property
+    def firmware_vars(self) -> Path | None:
+        """A UEFI host's own copy of OVMF_VARS (its firmware's NVRAM), in its run directory."""
+        return self.dir / "OVMF_VARS.fd" if self.plan.hardware.firmware == "uefi" else None
 
     @property
     def state(self):

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import XenlabError
 from ..images import ImageCache
 from ..images.identity import generate_keypair, write_seed_disk
+from ..images.variant import BuiltVariant
 from ..plan import LabPlan, lab_number, plan_lab
 from ..report.inventory import collect_inventory
 from ..results import HostInventory
@@ -30,6 +31,7 @@ from . import layers
 from .accel import AccelChoice, detect_accel
 from .contract import FAULT_KINDS, READY, Capabilities
 from .host import Host
+from .machine_hardware import boot_config, ensure_variants, prepare_firmware
 from .network import WireFilter, start_switch, start_wirefilter
 from .processes import alive, sweep, terminate
 from .resources import check_fits, needed_mib, process_rss_mib
@@ -94,6 +96,7 @@ class Lab:
         self._switch_handles: list[subprocess.Popen] = []
         self._state_lock = threading.RLock()
         self.bringup_stages: dict[str, dict[str, float]] = {}
+        self.variants: dict[str, BuiltVariant] = {}  # host -> its image's hardware variant (set by `up`)
 
     # -- lookup ----------------------------------------------------------------------
     @property
@@ -142,8 +145,9 @@ class Lab:
 
     def inventory(self) -> list[HostInventory]:
         """Each Xen host's inventory, asked from the host itself over SSH (in parallel)."""
-        accel = self.state.accel
-        return _parallel(self.hosts, lambda host: collect_inventory(host, accel))
+        accel, cpu = self.state.accel, self.state.cpu
+        return _parallel(self.hosts, lambda host: collect_inventory(host, accel).model_copy(
+            update={"hardware": host.plan.hardware.as_dict(cpu)}))
 
     # -- up --------------------------------------------------------------------------
     def up(self, progress: Progress = quiet, accel: str | None = None, tied: bool = False,
@@ -170,8 +174,9 @@ class Lab:
         built = {}
         for image in sorted({m.image for m in self.plan.machines}):
             built[image] = cache.ensure(image, progress=progress)
+        self.variants = ensure_variants(self.plan, built, progress)
         states = WarmCache() if (warm_enabled() if warm is None else warm) else None
-        key = warm_key(self, choice, built) if states else None
+        key = warm_key(self, choice, built, self.variants) if states else None
         entry = states.lookup(self.name, key) if states and key and not cold else None
         if states and entry:
             try:
@@ -236,7 +241,8 @@ class Lab:
             port = free_port()
             self._state.machines[host.name] = MachineState(
                 ssh_port=port, image_dir=str(built[host.plan.image].directory),
-                virt_caps=list(entry.machine(host.name).get("virt_caps", [])))
+                virt_caps=list(entry.machine(host.name).get("virt_caps", [])), variant_dir=self._variant_dir(host))
+            prepare_firmware(host.firmware_vars)
             public = (keys / f"host-{host.name}.pub").read_text().split()[:2]
             known_hosts.append(f"[127.0.0.1]:{port} {' '.join(public)}")
             shutil.copyfile(entry.seed(host.name), host.dir / "seed.img")
@@ -313,16 +319,20 @@ class Lab:
             host_key = generate_keypair(keys / f"host-{host.name}", f"root@{host.name}")
             port = free_port()
             image = built[host.plan.image]
-            self._state.machines[host.name] = MachineState(ssh_port=port, image_dir=str(image.directory))
+            variant = self.variants.get(host.name)
+            self._state.machines[host.name] = MachineState(ssh_port=port, image_dir=str(image.directory),
+                                                           variant_dir=self._variant_dir(host))
             known_hosts.append(f"[127.0.0.1]:{port} {' '.join(host_key.public_line.split()[:2])}")
             files = host.files(image.directory)
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.disk),
+            backing = variant.disk if variant else image.disk
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing),
                             str(files.overlay)], check=True, capture_output=True)
+            prepare_firmware(files.firmware_vars)
             for (disk_name, size), path in zip(host.plan.data_disks, files.data_disks):
                 subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size}G"], check=True,
                                capture_output=True)
             export = self.spec.services.nfs_export if (self.spec.services and host.role == "services") else None
-            write_seed_disk(files.seed, self.plan, host.plan, host_key, client, export)
+            write_seed_disk(files.seed, self.plan, host.plan, host_key, client, export, boot_config(host.plan))
         (keys / "known_hosts").write_text("\n".join(known_hosts) + "\n")
         self._save()
         self._start_networks(tied)
@@ -330,6 +340,10 @@ class Lab:
             progress(host.name, "starting QEMU")
             host.launch(tied)
         self._start_bmcs(tied, progress)
+
+    def _variant_dir(self, host: Host) -> str:
+        variant = self.variants.get(host.name)
+        return str(variant.directory) if variant else ""
 
     def _start_bmcs(self, tied: bool, progress: Progress) -> None:
         """A virtual BMC for each host whose lab file asks for one (`bmc: ipmi`), once its machine runs."""
@@ -543,6 +557,7 @@ class Lab:
                 "memory_mib": host.plan.memory_mib, "vcpus": host.plan.vcpus,
                 "rss_mib": _round1(process_rss_mib(m.pid) if run_state in ("running", "paused") else None),
                 "serial_log": str(host.serial_log),
+                "hardware": host.plan.hardware.as_dict(state.cpu),
                 **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
                 **({"bmc": bmc_status(self.run.root, host.name)} if self.spec.bmc_of(host.name) else {}),
             })

@@ -14,6 +14,7 @@ from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from ..errors import XenlabError
+from ..hardware import NIC_DEVICES, Hardware
 from ..plan import MachinePlan
 from ..waiting import StopWaiting, wait_for
 from .accel import AccelChoice
@@ -35,6 +36,11 @@ class MachineFiles:
     initrd: Path
     hypervisor: Path | None  # Xen ELF for xen hosts, None for plain Linux machines
     data_disks: tuple[Path, ...] = ()
+    firmware_vars: Path | None = None  # firmware uefi: this machine's copy of OVMF_VARS
+
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian's ovmf, read-only pflash
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")  # the template each UEFI machine copies
 
 
 def _escape_commas(text: str) -> str:
@@ -81,31 +87,36 @@ def qemu_argv(
     Management NIC: user-mode, restricted (no route out), SSH forwarded from 127.0.0.1
     only. Lab NICs: vde unix sockets in the run directory. Never inet/multicast sockets.
     """
+    hardware = machine.hardware
     argv = [
         QEMU, "-name", f"xenlab-{machine.name},debug-threads=on",
         "-machine", "q35", "-accel", accel.accel + (",thread=multi" if accel.accel == "tcg" else ""),
-        "-cpu", accel.cpu, "-smp", str(machine.vcpus), "-m", str(machine.memory_mib),
+        "-cpu", hardware.cpu or accel.cpu, "-smp", str(machine.vcpus), "-m", str(machine.memory_mib),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
         "-chardev", f"file,id=serial0,path={files.serial_log},append=on", "-serial", "chardev:serial0",
         "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
         "-pidfile", str(files.pidfile),
     ]
-    if files.hypervisor is not None:
+    argv += boot_argv(machine, files)
+    argv += ["-drive", f"file={files.overlay},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap"]
+    data = [("-drive", f"file={disk},if=none,id=data{index},format=qcow2,cache=unsafe")
+            for index, disk in enumerate(files.data_disks)]
+    if hardware.disk == "virtio-blk":
+        argv += ["-device", "virtio-blk-pci,drive=root" + _bootindex(hardware)]
         argv += [
-            "-kernel", str(files.hypervisor), "-append", xen_cmdline(machine),
-            "-initrd", f"{_escape_commas(str(files.kernel))} {dom0_cmdline(machine)},{_escape_commas(str(files.initrd))}",
+            "-drive", f"file={files.seed},if=none,id=seed,format=raw,readonly=on",
+            "-device", "virtio-blk-pci,drive=seed" + _seed_bootindex(hardware),
         ]
+        for index, (option, value) in enumerate(data):
+            argv += [option, value, "-device", f"virtio-blk-pci,drive=data{index}"]
     else:
-        argv += ["-kernel", str(files.kernel), "-append", linux_cmdline(machine), "-initrd", str(files.initrd)]
-    argv += [
-        "-drive", f"file={files.overlay},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
-        "-device", "virtio-blk-pci,drive=root",
-        "-drive", f"file={files.seed},if=none,id=seed,format=raw,readonly=on",
-        "-device", "virtio-blk-pci,drive=seed",
-    ]
-    for index, disk in enumerate(files.data_disks):
-        argv += ["-drive", f"file={disk},if=none,id=data{index},format=qcow2,cache=unsafe",
-                 "-device", f"virtio-blk-pci,drive=data{index}"]
+        for option, value in data:
+            argv += [option, value]
+        argv += disk_devices(hardware, len(data))
+        argv += [
+            "-drive", f"file={files.seed},if=none,id=seed,format=raw,readonly=on",
+            "-device", "virtio-blk-pci,drive=seed" + _seed_bootindex(hardware),
+        ]
     argv += [
         "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={machine.mgmt_mac}",
@@ -113,7 +124,7 @@ def qemu_argv(
     for nic in machine.nics:
         argv += [
             "-netdev", f"vde,id=net-{nic.network},sock={network_sockets[nic.network]}",
-            "-device", f"virtio-net-pci,netdev=net-{nic.network},id=nic-{nic.network},mac={nic.mac}",
+            "-device", f"{NIC_DEVICES[hardware.nic]},netdev=net-{nic.network},id=nic-{nic.network},mac={nic.mac}",
         ]
     if loadvm:
         argv += ["-loadvm", loadvm]
@@ -123,6 +134,56 @@ def qemu_argv(
         argv += ["-incoming", f"exec:cat {shlex.quote(str(incoming))}"]
     if start_paused:
         argv.append("-S")
+    return argv
+
+
+def boot_argv(machine: MachinePlan, files: MachineFiles) -> list[str]:
+    """How the machine boots: QEMU loads Xen (or Linux) itself (`direct`), or the firmware
+    boots GRUB from the root disk (`bios`: SeaBIOS, QEMU's default; `uefi`: OVMF)."""
+    firmware = machine.hardware.firmware
+    if firmware == "uefi":
+        if files.firmware_vars is None:
+            raise XenlabError(f"{machine.name}: firmware uefi needs its own OVMF_VARS copy")
+        return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={files.firmware_vars}"]
+    if firmware == "bios":
+        return []
+    if files.hypervisor is not None:
+        return [
+            "-kernel", str(files.hypervisor), "-append", xen_cmdline(machine),
+            "-initrd", f"{_escape_commas(str(files.kernel))} {dom0_cmdline(machine)},{_escape_commas(str(files.initrd))}",
+        ]
+    return ["-kernel", str(files.kernel), "-append", linux_cmdline(machine), "-initrd", str(files.initrd)]
+
+
+def _bootindex(hardware: Hardware) -> str:
+    return "" if hardware.firmware == "direct" else ",bootindex=1"
+
+
+def _seed_bootindex(hardware: Hardware) -> str:
+    # OVMF connects only the disks of the boot order when one is given: GRUB must see
+    # the seed disk (its command lines) too. It has no boot partition, so it never boots.
+    return "" if hardware.firmware == "direct" else ",bootindex=9"
+
+
+def disk_devices(hardware: Hardware, data_disks: int) -> list[str]:
+    """The devices of the root disk (drive `root`) and data disks (`data0`...) on a bus other
+    than virtio-blk: AHCI SATA (q35's own controller, a port each), NVMe (a controller each),
+    or one virtio-scsi controller with a disk per drive."""
+    drives = ["root"] + [f"data{i}" for i in range(data_disks)]
+    argv: list[str] = []
+    if hardware.disk == "scsi":
+        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+    for position, drive in enumerate(drives):
+        boot = _bootindex(hardware) if drive == "root" else ""
+        if hardware.disk == "sata":
+            argv += ["-device", f"ide-hd,drive={drive},bus=ide.{position}" + boot]
+        elif hardware.disk == "nvme":
+            argv += ["-device", f"nvme,drive={drive},serial=xl{drive}" + boot]
+        elif hardware.disk == "scsi":
+            argv += ["-device", f"scsi-hd,drive={drive},bus=scsi0.0,channel=0,scsi-id={position},lun=0" + boot]
+        else:  # pragma: no cover - the hardware model allows no other bus
+            raise XenlabError(f"unknown disk bus {hardware.disk}")
     return argv
 
 

@@ -33,6 +33,7 @@ class MachineState:
     powered: bool = True
     virt_caps: list[str] = field(default_factory=list)  # `xl info` virt_caps, read when it was ready
     tops: dict[str, str] = field(default_factory=dict)  # drive id -> the qcow2 it writes now (after a checkpoint)
+    variant_dir: str = ""  # its image's hardware variant (images/variant.py), if its hardware needs one
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .rundir import RunDir, runs_base
 
 if TYPE_CHECKING:
     from ..images.cache import BuiltImage
+    from ..images.variant import BuiltVariant
     from .lab import Lab
 
 WARM_FORMAT = 2  # bump when what an entry holds, or how it is restored, changes
@@ -68,18 +69,22 @@ def qemu_version() -> str:
     return done.stdout.splitlines()[0] if done.stdout else "unknown"
 
 
-def warm_key(lab: Lab, choice: AccelChoice, built: dict[str, BuiltImage]) -> str:
-    """The key of `lab`'s warm state: a digest of everything a restored state depends on."""
+def warm_key(lab: Lab, choice: AccelChoice, built: dict[str, BuiltImage],
+             variants: dict[str, BuiltVariant] | None = None) -> str:
+    """The key of `lab`'s warm state: a digest of everything a restored state depends on
+    (a host's image variant, see images/variant.py, by its directory: image and builder digests)."""
     machines = {}
     for host in lab.machines.values():
         image = built[host.plan.image]
+        variant = (variants or {}).get(host.name)
         placeholder = Path("/run") / host.name
         files = MachineFiles(
             overlay=placeholder / "root.qcow2", seed=placeholder / "seed.img", serial_log=placeholder / "serial.log",
             qmp_socket=placeholder / "qmp.sock", pidfile=placeholder / "qemu.pid",
-            kernel=image.directory / "vmlinuz", initrd=image.directory / "initrd.img",
+            kernel=image.directory / "vmlinuz", initrd=(variant.directory if variant else image.directory) / "initrd.img",
             hypervisor=(image.directory / "xen.elf") if host.role == "xen" else None,
-            data_disks=tuple(placeholder / f"data-{name}.qcow2" for name, _ in host.plan.data_disks))
+            data_disks=tuple(placeholder / f"data-{name}.qcow2" for name, _ in host.plan.data_disks),
+            firmware_vars=placeholder / "OVMF_VARS.fd" if host.plan.hardware.firmware == "uefi" else None)
         sockets = {n.network: Path("/net") / n.network for n in host.plan.nics}
         machines[host.name] = qemu_argv(host.plan, files, choice, 0, sockets)
     sources = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest() for name in BOOT_SOURCES}
