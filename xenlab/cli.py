@@ -18,41 +18,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import InvalidInput, SpecError, XenlabError
+from .cli_output import _timed_progress, console, out, print_error
+from .errors import InvalidInput, XenlabError
 
 if TYPE_CHECKING:
     from .lab import Lab
-    from .waiting import Progress
 
 FAILED_EXIT = 1  # a scenario or check failed, or xenlab could not do what was asked
 INVALID_INPUT_EXIT = 2  # a file or an argument was refused; nothing was started or written (click's usage errors too)
 INTERRUPTED_EXIT = 130
-
-
-def _console(stderr: bool = False) -> Console:
-    """A console that never wraps lines: a log reader or a CI page sees each message whole."""
-    made = Console(stderr=stderr, highlight=False, soft_wrap=True)
-    if not made.is_terminal:
-        made.width = 100_000  # tables take the width of their content, not 80 columns
-    return made
-
-
-console = _console(stderr=True)
-out = _console()
-
-
-def print_error(exc: Exception) -> None:
-    """An error as plain text: whatever a user's file holds (`[/red]`, `[key]`) is printed as it is."""
-    message = Text("error:", style="red")
-    message.append(" invalid file\n" if isinstance(exc, SpecError) else " ")
-    message.append(str(exc))
-    console.print(message)
 
 
 class XenlabGroup(click.Group):
@@ -85,17 +64,6 @@ def _pick_lab(ref: str | None) -> Lab:
 
 
 lab_option = click.option("--lab", "lab_name", help="lab name (default: the only lab that is up)")
-
-
-def _timed_progress() -> Progress:
-    """A progress callback that prints seconds since now, the subject and the message
-    (text from files and hosts is escaped, never read as markup)."""
-    started = time.monotonic()
-
-    def progress(subject: str, message: str) -> None:
-        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] [bold]{escape(subject)}[/bold] {escape(message)}")
-
-    return progress
 
 
 # -- doctor ---------------------------------------------------------------------------
@@ -621,10 +589,13 @@ def history_report(db_path: str | None, out_dir: str | None, window: int, thresh
         sys.exit(REGRESSION_EXIT)
 
 
-from . import cli_cache  # noqa: F401 - registers the images and cache commands
+from .cli_cache import cache as _cache
+from .cli_cache import images as _images
 from .cli_qualify import qualify as _qualify  # added here so `python -m xenlab.cli qualify` has it too
 
 main.add_command(_qualify)
+main.add_command(_images)
+main.add_command(_cache)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import _timed_progress, console, main, out
+from .cli_output import _timed_progress, console, out
 
 
 def _mib(size: int | None) -> str:
@@ -24,7 +24,7 @@ def _ago(at: float) -> str:
     return f"{seconds:.0f} s ago"
 
 
-@main.group()
+@click.group()
 def images() -> None:
     """Golden images built from the recipes in images/."""
 
@@ -78,7 +78,7 @@ def images_prune() -> None:
     console.print(f"removed {len(removed)} stale images" + "".join(f"\n  {p}" for p in removed))
 
 
-@main.group()
+@click.group()
 def cache() -> None:
     """What xenlab keeps between runs: golden images and warm lab states."""
 

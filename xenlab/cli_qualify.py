@@ -24,7 +24,7 @@ def qualify(profile: str, lab_ref: str | None, out_dir: str | None, resume: bool
     """Run a qualification profile's checks on a lab and write qualification.json/.html and JUnit XML.
 
     The lab is found or brought up like `xenlab run` does. Exit 3 if a check failed."""
-    from .cli import _timed_progress, console, out
+    from .cli_output import _timed_progress, console, out
     from .errors import XenlabError
     from .qualify import plan_qualify, run_qualify
 

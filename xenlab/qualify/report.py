@@ -17,7 +17,7 @@ from ..results import HostInventory
 from .model import CheckOutcome, QualifyReport
 
 JSON_NAME, JUNIT_NAME, HTML_NAME = "qualification.json", "qualification-junit.xml", "qualification.html"
-RESULTS_NAME = "results.json"  # the same run as xenlab.results/1, for `xenlab history add`
+RESULTS_NAME = "results.json"  # the same run as xenlab.results/2, for `xenlab history add`
 VERDICT_CLASS = {"passed": "passed", "failed": "failed", "not_run": "skipped"}
 
 
