@@ -20,16 +20,24 @@ COLOURS = {"passed": "green", "failed": "red", "not_run": "yellow"}
               help="directory for the report and the resume state (default: qualify/<lab>-<timestamp>)")
 @click.option("--resume", is_flag=True, help="skip the checks the state file in --out already holds")
 @click.option("--timeout", default=900.0, show_default=True, help="seconds for bringing the lab up, if it is not")
-def qualify(profile: str, lab_ref: str | None, out_dir: str | None, resume: bool, timeout: float) -> None:
+@click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False),
+              help="a hardware matrix file: qualify every combination (each its own lab, brought up and down)")
+def qualify(profile: str, lab_ref: str | None, out_dir: str | None, resume: bool, timeout: float,
+            matrix_file: str | None) -> None:
     """Run a qualification profile's checks on a lab and write qualification.json/.html and JUnit XML.
 
-    The lab is found or brought up like `xenlab run` does. Exit 3 if a check failed."""
+    The lab is found or brought up like `xenlab run` does. With --matrix, every combination
+    of the matrix file is a lab of its own, qualified wave by wave (the labs that fit in
+    memory together), and DIR/matrix.html puts them side by side. Exit 3 if a check failed."""
     from .cli_output import _timed_progress, console, out
     from .errors import XenlabError
     from .qualify import plan_qualify, run_qualify
 
     if resume and not out_dir:
         raise XenlabError("--resume needs --out: the directory whose state file to resume")
+    if matrix_file is not None:
+        _qualify_matrix(profile, matrix_file, lab_ref, out_dir, resume, timeout)
+        return
     target = Path(out_dir) if out_dir else Path("qualify") / f"{lab_ref or 'lab'}-{time.strftime('%Y%m%d-%H%M%S')}"
     plan = plan_qualify(profile, lab_ref, target)
     console.print(f"qualification [bold]{escape(plan.profile.name)}[/bold] on lab [bold]{escape(plan.lab.name)}"
@@ -45,6 +53,38 @@ def qualify(profile: str, lab_ref: str | None, out_dir: str | None, resume: bool
 
     report = run_qualify(plan, progress, resume=resume, on_check=on_check, timeout=timeout)
     out.print(f"wrote {target / 'qualification.html'}", markup=False)
+    out.print(report.verdict, markup=False)
+    if not report.passed:
+        sys.exit(QUALIFY_FAILED_EXIT)
+
+
+def _qualify_matrix(profile: str, matrix_file: str, lab_ref: str | None, out_dir: str | None, resume: bool,
+                    timeout: float) -> None:
+    from .cli_output import _timed_progress, console, out
+    from .errors import InvalidInput
+    from .lab.resources import available_mib
+    from .matrix import load_matrix
+    from .qualify.matrix_run import run_matrix
+    from .report.qualification import load_profile
+
+    if lab_ref is not None:
+        raise InvalidInput("--matrix and --lab: the matrix file names its base lab (`lab:`); give one or the other")
+    load_profile(profile)  # refused now, with its line, before any lab starts
+    plan = load_matrix(matrix_file, available_mib())
+    target = Path(out_dir) if out_dir else Path("qualify") / f"matrix-{plan.matrix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    console.print(f"qualification over matrix [bold]{escape(plan.matrix)}[/bold]: {len(plan.combinations)} labs "
+                  f"in {len(plan.waves)} waves; report in {escape(str(target))}")
+
+    def on_row(row) -> None:
+        colour = COLOURS[row.verdict]
+        figures = ", ".join(f"{k} {v}" for k, v in row.key_figures.items())
+        console.print(f"  [{colour}]{row.verdict.replace('_', ' ')}[/{colour}] {escape(row.name)} "
+                      f"({row.seconds / 60:.1f} min){escape(': ' + figures) if figures else ''}"
+                      f"{escape(' - ' + row.reason) if row.reason else ''}")
+
+    report = run_matrix(profile, plan, matrix_file, target, _timed_progress(), resume=resume,
+                        timeout=max(timeout, 1800), on_row=on_row)
+    out.print(f"wrote {target / 'matrix.html'}", markup=False)
     out.print(report.verdict, markup=False)
     if not report.passed:
         sys.exit(QUALIFY_FAILED_EXIT)
