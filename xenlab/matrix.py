@@ -22,7 +22,8 @@ from .errors import SpecError
 from .hardware import CPU_MODEL_PATTERN, DiskBus, Firmware, Hardware, NicModel
 from .lab.resources import HOST_RESERVE_MIB, needed_mib
 from .plan import plan_lab
-from .spec import NAME_PATTERN, LabSpec, Name, StrictModel, check_lab_document, resolve_path, validate_document
+from .spec import NAME_PATTERN, LabSpec, Name, check_lab_document, resolve_path
+from .validation import StrictModel, validate_document
 from .yamlfile import LocatedDocument, load_located, parse_located
 
 AXES = ("firmware", "nic", "disk", "cpu")  # the `hardware:` keys a matrix varies

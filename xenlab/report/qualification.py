@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from ..errors import SpecError
 from ..results import HostInventory, RunResults
-from ..spec import StrictModel, validate_document
+from ..validation import StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
 from .suite_profile import SuiteSpec
 from .units import Threshold, VersionRequirement, format_value, unit_family

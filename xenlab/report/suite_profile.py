@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from ..spec import GUEST_TYPES, StrictModel
+from ..spec import GUEST_TYPES
+from ..validation import StrictModel
 from .units import Threshold, unit_family
 
 

@@ -18,7 +18,8 @@ from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_
 
 from ..lab.contract import FaultKind
 from ..results import RENAMED_FIGURES, figure_meaning
-from ..spec import GuestType, LabSpec, Name, StrictModel, validate_document
+from ..spec import GuestType, LabSpec, Name
+from ..validation import StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
 from .expect import AccelExpectation, Expectation, parse_expectation
 
