@@ -20,7 +20,7 @@ FLOORS = {
     "xenlab.toolstack": 4, "xenlab.faults": 4, "xenlab.observe": 4,
     "xenlab.drivers": 5,
     "xenlab.scenario": 6, "xenlab.qualify": 6,
-    "xenlab.fixtures": 7, "xenlab.pytest_plugin": 7, "xenlab.cli": 7, "xenlab.cli_cache": 7, "xenlab.cli_qualify": 7, "xenlab.cli_output": 7,
+    "xenlab.fixtures": 7, "xenlab.pytest_plugin": 7, "xenlab.cli": 7, "xenlab.cli_cache": 7, "xenlab.cli_qualify": 7, "xenlab.cli_output": 7, "xenlab.cli_report": 7,
 }
 
 

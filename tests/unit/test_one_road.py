@@ -8,7 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from xenlab.cli import REGRESSION_EXIT, main
+from xenlab.cli import main
+from xenlab.cli_report import REGRESSION_EXIT
 from xenlab.results import RunResults
 
 REPO = Path(__file__).resolve().parents[2]
