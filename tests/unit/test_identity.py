@@ -1,13 +1,25 @@
 """Per-machine identity: keys, network stanzas, and a real seed disk readable by the guest."""
 
+import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import paramiko
 import pytest
 
-from xenlab.images.identity import exports_for, generate_keypair, hosts_file, network_files_for, write_seed_disk
+from xenlab.images.identity import (
+    exports_for,
+    generate_keypair,
+    hosts_file,
+    network_files_for,
+    network_ready_command,
+    write_seed_disk,
+)
 from xenlab.plan import plan_lab
-from xenlab.spec import parse_lab
+from xenlab.spec import load_lab, parse_lab
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -83,3 +95,25 @@ def test_services_seed_carries_exports_and_the_export_dir(tmp_path, plan):
                            generate_keypair(keys / "c", "c"), "/srv/xenlab")
     assert "/srv/xenlab " in debugfs(disk, "cat /root-overlay/etc/exports.d/xenlab.exports")
     assert "xenlab" in debugfs(disk, "ls /root-overlay/srv")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root for a throwaway network namespace")
+@pytest.mark.parametrize("machine", ["h1", "services"])
+def test_network_ready_command_passes_only_once_the_lab_nic_is_up_with_its_address(machine):
+    """The readiness test is run for real in a throwaway network namespace laid out as the
+    machine's networkd files lay it out: it fails while the lab NIC is down (networkd gave
+    up on the bridge) and passes once it is an up port with the planned address."""
+    plan = plan_lab(load_lab(REPO / "labs/xen-pool2.yaml"))
+    target = next(m for m in plan.machines if m.name == machine)
+    nic = target.nics[0]
+    ready = network_ready_command(target)
+    holder = "xenbr0" if target.role == "xen" else nic.device
+    layout = (f"ip link add {nic.device} type veth peer name far && ip link set far up && "
+              + (f"ip link add xenbr0 type bridge && ip link set {nic.device} master xenbr0 && ip link set xenbr0 up && "
+                 if target.role == "xen" else "")
+              + f"ip addr add {nic.address} dev {holder}")
+    script = (f"{layout} && if {ready}; then echo early; fi; ip link set {nic.device} up && sleep 1 && "
+              f"if {ready}; then echo ready; fi")
+    out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout.split() == ["ready"], out.stdout + out.stderr

@@ -77,6 +77,27 @@ def network_files_for(machine: MachinePlan) -> dict[str, str]:
     return files
 
 
+def network_ready_command(machine: MachinePlan) -> str:
+    """A shell test that passes once every lab NIC is up and carries its planned address (a
+    Xen host's first NIC as an up port of xenbr0, the address on the bridge). Readiness waits
+    for it: under a heavily loaded TCG machine networkd has been seen to give up creating
+    the bridge ("netdev could not be created: Connection timed out") and leave the lab NIC
+    down while SSH and the toolstack answer."""
+    tests = []
+    for position, nic in enumerate(machine.nics):
+        address = f"inet {nic.address.ip}/{nic.address.network.prefixlen} "
+        if machine.role == "xen" and position == 0:
+            tests.append("ip -o link show master xenbr0 | grep -q 'state UP'")
+            tests.append(f"ip -o -4 addr show dev xenbr0 | grep -qF '{address}'")
+        else:
+            tests.append(f"ip -o link show dev \"$(ip -o -4 addr | grep -F '{address}' | awk '{{print $2}}')\" "
+                         "2>/dev/null | grep -q 'state UP'")
+    return " && ".join(tests) if tests else "true"
+
+
+NETWORK_REPAIR_COMMAND = "systemctl restart systemd-networkd"  # the images have no D-Bus for networkctl
+
+
 def hosts_file(plan: LabPlan) -> str:
     lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
     for machine in plan.machines:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import XenlabError
+from ..images.identity import NETWORK_REPAIR_COMMAND, network_ready_command
 from ..plan import MachinePlan
 from ..waiting import StopWaiting, wait_for
 from .accel import AccelChoice
@@ -207,22 +208,40 @@ class Host(RemoteShell):
         return "xl info" if self.role == "xen" else "systemctl is-active nfs-server"
 
     def wait_toolstack(self, timeout: float, set_clock: bool = False) -> None:
-        """Until the toolstack check passes; `set_clock` first sets the machine's clock to
-        this machine's in the same command (a restored machine resumes at its saved time)."""
+        """Until the toolstack check passes and the lab NICs are up with their addresses;
+        `set_clock` first sets the machine's clock to this machine's in the same command (a
+        restored machine resumes at its saved time). A lab network still down 20 s after
+        the toolstack answers gets networkd restarted (at most every 30 s), and the
+        repairs are logged in the evidence."""
         check = self.toolstack_check()
+        network = network_ready_command(self.plan)
         last: list[str] = [""]
+        network_down_since: list[float | None] = [None]
+        repairs: list[float] = []
 
         def works() -> bool:
             self._alive_or_stop()
             clock = f"date -s @{time.time():.3f} >/dev/null && " if set_clock else ""
             result = self.ssh.run(clock + check, timeout=30)
             last[0] = (result.stdout + result.stderr)[-800:]
-            if result.ok and self.role == "xen":
+            if not result.ok:
+                return False
+            if self.role == "xen":
                 # What Xen offers guests here (pv, hvm, hap or shadow): kept for status and doctor.
                 self.state.virt_caps = parse_virt_caps(result.stdout)
-            return result.ok
+            if self.ssh.run(network, timeout=30).ok:
+                return True
+            now = time.monotonic()
+            since = network_down_since[0] = network_down_since[0] or now
+            links = self.ssh.run("ip -br link; ip -br -4 addr", timeout=30).stdout
+            last[0] = f"the lab network is not up yet:\n{links}"
+            if now - since >= 20 and (not repairs or now - repairs[-1] >= 30):
+                repairs.append(now)
+                self.ssh.run(NETWORK_REPAIR_COMMAND, timeout=60)
+                last[0] += f"\n(networkd restarted {len(repairs)} time(s))"
+            return False
 
-        wait_for(works, f"{self.name}: stage toolstack (`{check}`)", timeout, 1.0,
+        wait_for(works, f"{self.name}: stage toolstack (`{check}`, then its lab network)", timeout, 1.0,
                  lambda: self._evidence() + f"\nlast `{check}` output:\n{last[0]}")
 
     def wait_ready(self, timeout: float = 300, progress=lambda host, stage: None) -> dict[str, float]:
