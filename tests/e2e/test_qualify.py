@@ -16,7 +16,11 @@ import pytest
 
 from xenlab.qualify.model import QualifyReport
 
-pytestmark = pytest.mark.e2e
+# Measured in CI on this 2-core machine (2026-12-02): the whole quick suite took about 16 min
+# (a real power cycle 163 s, PV lifecycle 264 s, one live migration 292 s, storage 115 s) and
+# passed; with it every CI run went past the 90-minute limit, so it runs nightly.
+pytestmark = [pytest.mark.e2e, pytest.mark.nightly(
+    reason="the quick qualification suite takes about 16 minutes under TCG (passed in CI 2026-12-02)")]
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_CHECKS = {"inventory", "boot", "network", "storage", "lifecycle", "migration", "failover", "stability"}
 
