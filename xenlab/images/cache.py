@@ -27,6 +27,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "xenlab" / "images"
 
 
+
+def publish(staging: Path, final: Path, manifest: dict) -> None:
+    """A finished build becomes the cached entry at once: its manifest written last, the
+    staging directory renamed over any older entry (a reader never sees half a build)."""
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+
+
 @dataclass(frozen=True)
 class BuiltImage:
     """A golden image on disk and the files a QEMU machine boots from."""
@@ -101,13 +111,10 @@ class ImageCache:
             try:
                 build_image(recipe, staging, base, progress)
                 seconds = time.monotonic() - started
-                (staging / "manifest.json").write_text(json.dumps({
+                publish(staging, final, {
                     "name": name, "digest": self.digest(name), "boot": recipe.boot,
                     "recipe": recipe.model_dump(), "built_at": time.time(), "build_seconds": round(seconds, 1),
-                }, indent=2))
-                if final.exists():
-                    shutil.rmtree(final)
-                staging.rename(final)
+                })
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

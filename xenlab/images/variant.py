@@ -30,7 +30,7 @@ from ..errors import XenlabError
 from ..hardware import STORAGE_MODULES
 from ..waiting import Progress, quiet
 from .build import INITRAMFS_MODULES
-from .cache import BuiltImage
+from .cache import BuiltImage, publish
 from .identity import BOOT_CONFIG
 
 VARIANT_KINDS = ("storage", "boot")
@@ -224,12 +224,9 @@ def _build(base: BuiltImage, kind: str, final: Path, progress: Progress) -> None
             if kind == "boot":
                 builder.boot_disk(staging / "initrd.img", staging / "disk.qcow2")
         seconds = round(time.monotonic() - started, 1)
-        (staging / "manifest.json").write_text(json.dumps({
+        publish(staging, final, {
             "image": base.name, "image_digest": base.digest, "kind": kind, "digest": variant_digest(base, kind),
-            "built_at": time.time(), "build_seconds": seconds}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
+            "built_at": time.time(), "build_seconds": seconds})
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
