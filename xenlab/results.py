@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -360,13 +361,16 @@ _STATISTICS = {"p50": "median", "p90": "90th percentile", "p95": "95th percentil
                "max": "largest", "min": "smallest", "mean": "mean"}
 
 
+STEP_NUMBERS = re.compile(r"^(?:\d+\.)+")  # JUnit property names start with the step (and substep) numbers
+
+
 def figure_meaning(name: str) -> str:
     """One line saying what a figure counts; '' for a name this table does not know (a user's own metric).
 
     Knows the statistics of a figure (`downtime_p50`), JUnit's step-numbered names
-    (`3.downtime`) and renamed figures of older results files (`heartbeats_missed`).
+    (`3.downtime`, a repeat's `3.2.downtime`) and renamed figures of older results files (`heartbeats_missed`).
     """
-    base = name.split(".", 1)[1] if "." in name and name.split(".", 1)[0].isdigit() else name
+    base = STEP_NUMBERS.sub("", name)
     if base in RENAMED_FIGURES:
         new = RENAMED_FIGURES[base]
         return f"the old name of {new}: {FIGURE_MEANINGS[new]}"

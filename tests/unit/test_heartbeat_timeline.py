@@ -156,6 +156,8 @@ def test_every_figure_a_step_measures_has_a_meaning():
     assert "never arrived" in figure_meaning("heartbeats_lost") and "paused" in figure_meaning("heartbeats_lost")
     assert "10 ms heartbeat slots" in figure_meaning("heartbeat_slots_empty")
     assert figure_meaning("3.downtime") == FIGURE_MEANINGS["downtime"]  # JUnit's step-numbered name
+    assert figure_meaning("2.4.heartbeat_slots_empty") == FIGURE_MEANINGS["heartbeat_slots_empty"]  # a repeat's substep
+    assert figure_meaning("2.x.downtime") == ""
     assert figure_meaning("downtime_p50").startswith("median of downtime")
     assert figure_meaning("heartbeats_missed").startswith("the old name of heartbeat_slots_empty")
     assert figure_meaning("my_own_metric") == ""
@@ -180,3 +182,15 @@ def test_an_old_results_file_is_read_with_the_new_figure_names(tmp_path):
     assert results.schema_ == SCHEMA and list(step.figures) == ["heartbeat_slots_empty", "heartbeats_lost"]
     assert step.figures["heartbeat_slots_empty"].value == 1040 and step.expectations[0].figure == "heartbeat_slots_empty"
     assert step.timelines == []
+
+
+def test_junit_names_a_repeats_substeps_by_step_and_round():
+    from xenlab.fixtures.scenarios import labelled_steps
+    from xenlab.results import StepResult
+
+    def step(index, *substeps):
+        return StepResult(index=index, name=f"s{index}", kind="migrate", started_at=0.0, ended_at=1.0,
+                          outcome="passed", substeps=list(substeps))
+
+    steps = [step(0), step(1), step(2, step(0), step(1), step(2))]
+    assert [label for label, _ in labelled_steps(steps)] == ["0", "1", "2", "2.0", "2.1", "2.2"]

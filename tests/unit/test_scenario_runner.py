@@ -31,6 +31,9 @@ FAULT_AGO_S = 10.0  # a fault "struck" this long before inject() returns
 RESTART_AFTER_S = 7.0  # a lost guest is heard again this long after the fault
 
 
+SLOT_PHASE_S = 0.005  # heartbeats fall mid-slot, never on a bucket or outage edge where float error would pick the side
+
+
 class World:
     """What happened to every guest, as its heartbeats and disk will show it."""
 
@@ -47,7 +50,7 @@ class World:
         series, seq, slot = [], 0, 0
         end = time.time() + 0.5
         while True:
-            at = round(self.base + slot * 0.01, 6)
+            at = round(self.base + SLOT_PHASE_S + slot * 0.01, 6)
             if at > end:
                 return series
             slot += 1
@@ -62,7 +65,7 @@ class World:
         """How many 10 ms slots of the guest's outage number `outage` had no heartbeat."""
         start, stop, _ = sorted(self.outages[vm])[outage]
         return sum(1 for slot in range(round((stop - self.base) / 0.01) + 2)
-                   if start <= round(self.base + slot * 0.01, 6) < stop)
+                   if start <= round(self.base + SLOT_PHASE_S + slot * 0.01, 6) < stop)
 
 
 class FakePool(Toolstack):
