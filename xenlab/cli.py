@@ -159,6 +159,8 @@ def down(lab_name: str | None, all_labs: bool, forget: bool) -> None:
             console.print(f"removed stray run directory {stray} ({count} processes)")
         if done.leftover:
             console.print(f"stopped {done.leftover} stray processes")
+        for base, count in done.abandoned.items():
+            console.print(f"stopped {count} processes left in {base} by an owner that died")
         if not done.labs:
             console.print("no lab was up")
         for name in done.labs if forget else ():

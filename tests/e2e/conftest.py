@@ -16,6 +16,8 @@ import pytest
 from xenlab.lab import Lab
 from xenlab.lab.contract import restore_ready, save_ready
 from xenlab.lab.lab import REQUIRED_TOOLS
+from xenlab.lab.labs import sweep_abandoned_run_bases
+from xenlab.lab.rundir import claim_run_base, release_run_base
 from xenlab.spec import load_lab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,9 +25,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def run_base(tmp_path_factory) -> Path:
+    """The session's private run base, claimed by this process: a later session (or `xenlab
+    down --all`) stops whatever a killed one left in it, such as the machines a CLI command
+    run by a test had restored untied."""
+    left = sweep_abandoned_run_bases()
+    if any(left.values()):
+        print(f"\nstopped processes left by dead test sessions: {left}")
     base = tmp_path_factory.mktemp("xenlab-run")
+    claim_run_base(base)
     os.environ["XENLAB_RUN_DIR"] = str(base)
-    return base
+    yield base
+    release_run_base(base)
 
 
 @pytest.fixture(scope="session")

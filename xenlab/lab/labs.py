@@ -20,7 +20,7 @@ from ..waiting import Progress, quiet
 from .contract import LabBackend, save_ready
 from .lab import Lab, attach_lab, running_labs, stray_lab_dirs
 from .processes import sweep
-from .rundir import RunDir, runs_base
+from .rundir import RunDir, abandoned_run_bases, release_run_base, runs_base
 from .sim import SimLab
 from .static import StaticLab
 from .warm import WarmCache
@@ -182,6 +182,7 @@ class DownAll:
     labs: dict[str, int] = field(default_factory=dict)  # lab -> processes stopped
     strays: dict[str, int] = field(default_factory=dict)  # run directory without state -> processes stopped
     leftover: int = 0  # processes of the runs directory that no lab owned
+    abandoned: dict[str, int] = field(default_factory=dict)  # run base of a dead owner -> processes stopped
 
 
 def down_all() -> DownAll:
@@ -193,4 +194,16 @@ def down_all() -> DownAll:
         done.strays[str(stray)] = len(sweep(str(stray) + "/"))
         shutil.rmtree(stray, ignore_errors=True)
     done.leftover = len(sweep(str(runs_base()) + "/"))
+    done.abandoned = sweep_abandoned_run_bases()
     return done
+
+
+def sweep_abandoned_run_bases() -> dict[str, int]:
+    """Stop what dead owners left in their run bases (a test session killed while a CLI
+    command it ran had started machines untied); run base -> processes stopped. Their
+    files stay: they are the owner's (pytest removes its old temporary directories)."""
+    stopped = {}
+    for base in abandoned_run_bases():
+        stopped[str(base)] = len(sweep(str(base) + "/"))
+        release_run_base(base)
+    return stopped

@@ -6,6 +6,7 @@ which ports, with which pids and checkpoints. It is written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -15,12 +16,69 @@ from pathlib import Path
 from ..errors import XenlabError
 
 
+def default_runs_base() -> Path:
+    return Path(f"/tmp/xenlab-{os.getuid()}")
+
+
 def runs_base() -> Path:
     env = os.environ.get("XENLAB_RUN_DIR")
-    base = Path(env) if env else Path(f"/tmp/xenlab-{os.getuid()}")
+    base = Path(env) if env else default_runs_base()
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(base, 0o700)
     return base
+
+
+# -- run bases elsewhere (a test session's own), and who owns them ------------------------
+OWNER_FILE = "owner.json"
+ELSEWHERE = "elsewhere"  # in the default base: one file per run base claimed elsewhere
+
+
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), to tell it from a later process with its pid."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def claim_run_base(base: Path) -> None:
+    """Make this process the owner of run base `base` (a test session's private one) and
+    list it where `xenlab down --all` and later sessions look for what a dead owner left."""
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = {"pid": os.getpid(), "started": process_start(os.getpid())}
+    (base / OWNER_FILE).write_text(json.dumps(owner) + "\n")
+    listing = default_runs_base() / ELSEWHERE
+    listing.mkdir(mode=0o700, parents=True, exist_ok=True)
+    name = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
+    (listing / name).write_text(str(base.resolve()) + "\n")
+
+
+def abandoned_run_bases() -> list[Path]:
+    """Claimed run bases whose owner has died (its processes, if any, are nobody's now).
+    Listings of run bases that no longer exist are dropped on the way."""
+    listing = default_runs_base() / ELSEWHERE
+    abandoned = []
+    for entry in sorted(listing.iterdir()) if listing.is_dir() else ():
+        base = Path(entry.read_text().strip())
+        try:
+            owner = json.loads((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            if not base.exists():
+                entry.unlink(missing_ok=True)
+            continue
+        pid, started = owner.get("pid"), owner.get("started")
+        if isinstance(pid, int) and started is not None and process_start(pid) == started:
+            continue  # its owner still runs
+        abandoned.append(base)
+    return abandoned
+
+
+def release_run_base(base: Path) -> None:
+    """Forget the listing of `base` (its owner is done with it)."""
+    listing = default_runs_base() / ELSEWHERE
+    for entry in listing.iterdir() if listing.is_dir() else ():
+        if entry.read_text().strip() == str(base.resolve()):
+            entry.unlink(missing_ok=True)
 
 
 @dataclass
