@@ -464,7 +464,7 @@ def test_the_pool_settings_come_from_the_scenario():
 
 
 # -- the CLI face -------------------------------------------------------------------------
-@pytest.mark.parametrize("downtimes,exit_code,outcome", [([1.0] * 5, 0, "passed"), ([1.0, 40.0, 1, 1, 1], 1, "failed")])
+@pytest.mark.parametrize("downtimes,exit_code,outcome", [([1.0] * 5, 0, "passed"), ([1.0, 60.0, 1, 1, 1], 1, "failed")])
 def test_the_cli_shows_a_timeline_writes_results_and_exits_by_outcome(tmp_path, monkeypatch, downtimes, exit_code,
                                                                         outcome):
     from types import SimpleNamespace
