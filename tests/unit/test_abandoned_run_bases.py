@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,7 +73,7 @@ def test_a_pid_reused_by_another_process_is_not_the_owner(default_base, tmp_path
     base = tmp_path / "pytest-9" / "xenlab-run0"
     rundir.claim_run_base(base)  # this process owns it...
     assert rundir.abandoned_run_bases() == []
-    (base / rundir.OWNER_FILE).write_text('{"pid": %d, "started": 1}\n' % __import__("os").getpid())
+    (base / rundir.OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": 1}))
     assert rundir.abandoned_run_bases() == [base.resolve()]  # ...but not one that started at tick 1
 
 

@@ -50,6 +50,14 @@ def cmdline(pid: int) -> str | None:
         return None
 
 
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), to tell it from a later process with its pid."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

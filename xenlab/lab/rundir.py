@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import XenlabError
+from .processes import process_start
 
 
 def default_runs_base() -> Path:
@@ -33,12 +34,9 @@ OWNER_FILE = "owner.json"
 ELSEWHERE = "elsewhere"  # in the default base: one file per run base claimed elsewhere
 
 
-def process_start(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot), to tell it from a later process with its pid."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+def listing_entry(base: Path) -> Path:
+    """Where the default base lists run base `base` (named by a hash of its path)."""
+    return default_runs_base() / ELSEWHERE / hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
 
 
 def claim_run_base(base: Path) -> None:
@@ -47,10 +45,9 @@ def claim_run_base(base: Path) -> None:
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     owner = {"pid": os.getpid(), "started": process_start(os.getpid())}
     (base / OWNER_FILE).write_text(json.dumps(owner) + "\n")
-    listing = default_runs_base() / ELSEWHERE
-    listing.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
-    (listing / name).write_text(str(base.resolve()) + "\n")
+    entry = listing_entry(base)
+    entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    entry.write_text(str(base.resolve()) + "\n")
 
 
 def abandoned_run_bases() -> list[Path]:
@@ -75,10 +72,7 @@ def abandoned_run_bases() -> list[Path]:
 
 def release_run_base(base: Path) -> None:
     """Forget the listing of `base` (its owner is done with it)."""
-    listing = default_runs_base() / ELSEWHERE
-    for entry in listing.iterdir() if listing.is_dir() else ():
-        if entry.read_text().strip() == str(base.resolve()):
-            entry.unlink(missing_ok=True)
+    listing_entry(base).unlink(missing_ok=True)
 
 
 @dataclass
