@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from xenlab.cli import main
+from xenlab.errors import XenlabError
 from xenlab.images import ImageCache
 
 
@@ -48,3 +51,29 @@ def test_images_build_shows_each_step_and_leaves_a_bootable_initramfs(images_wit
         assert member in initramfs
     again = CliRunner().invoke(main, ["images", "build", "tiny-guest"])  # cached: nothing is rebuilt
     assert again.exit_code == 0 and "busybox initramfs" not in again.output
+
+
+def test_missing_images_build_side_by_side_and_one_failure_keeps_the_others(images_with_a_cached_base):
+    """A lab's missing images are built at once (ensure_all); a failing build neither stops
+    the others nor leaves a half image, and its error is what the caller sees."""
+    recipes_dir = Path(os.environ["XENLAB_IMAGES"])
+    (recipes_dir / "tiny-guest2.yaml").write_text("name: tiny-guest2\nkind: initramfs\nboot: pv\nbase: tiny-xen\n")
+    (recipes_dir / "bare-xen.yaml").write_text("name: bare-xen\nkind: debootstrap\nboot: xen\n"
+                                               "packages: [xen-system-amd64]\n")
+    (recipes_dir / "broken-guest.yaml").write_text("name: broken-guest\nkind: initramfs\nboot: pv\nbase: bare-xen\n")
+    cache = ImageCache()
+    bare = cache.path_for("bare-xen")  # "built", but without the kernel a guest image copies
+    bare.mkdir(parents=True)
+    (bare / "manifest.json").write_text(json.dumps({"name": "bare-xen", "digest": bare.name.split("-")[-1],
+                                                    "boot": "xen", "built_at": time.time(), "build_seconds": 1.0}))
+    seen: list[tuple[str, str]] = []
+    with pytest.raises(XenlabError, match="image bare-xen .* lacks vmlinuz"):
+        cache.ensure_all(["tiny-guest", "broken-guest", "tiny-guest2", "tiny-guest"],
+                         progress=lambda subject, message: seen.append((subject, message)))
+    for name in ("tiny-guest", "tiny-guest2"):
+        assert cache.lookup(name) is not None, f"{name} was not kept after another build failed"
+        assert any(subject == name for subject, _ in seen)
+    assert cache.lookup("broken-guest") is None
+    assert not [p for p in cache.cache_dir.iterdir() if ".building-" in p.name]
+    built = cache.ensure_all(["tiny-guest2", "tiny-guest"])  # all cached now: nothing is rebuilt
+    assert sorted(built) == ["tiny-guest", "tiny-guest2"]

@@ -171,9 +171,7 @@ class Lab:
         choice = detect_accel(accel or self.spec.accel, self.spec.nested_hvm)
         progress("lab", f"accel: {choice.accel} ({choice.reason})")
         cache = images or ImageCache()
-        built = {}
-        for image in sorted({m.image for m in self.plan.machines}):
-            built[image] = cache.ensure(image, progress=progress)
+        built = cache.ensure_all([m.image for m in self.plan.machines], progress=progress)
         self.variants = ensure_variants(self.plan, built, progress)
         states = WarmCache() if (warm_enabled() if warm is None else warm) else None
         key = warm_key(self, choice, built, self.variants) if states else None

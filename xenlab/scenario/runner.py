@@ -27,26 +27,23 @@ from typing import Any, Protocol
 
 from ..errors import NotMeasurable, WaitTimeout, XenlabError
 from ..lab.contract import FaultInjector, Observer
-from ..metrics import IntegrityReport, downtime_around, recovery_time, summarize
+from ..metrics import IntegrityReport, summarize
 from ..results import ExpectationResult, Figure, HeartbeatTimeline, Outcome, ScenarioResult, StepResult
 from ..toolstack.base import GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
 from ..waiting import wait_for
+from .failure import StepFailed
+from .fault_steps import FaultSteps
 from .measure import (
-    combined,
-    downtime_words,
-    failover_figures,
     figures_line,
-    heartbeat_timeline,
     merge_integrity,
-    recovery_words,
     round_or_none,
 )
-from .model import FIGURES, HOST_LOSS_FAULTS, OTHER, Condition, FaultStep, Scenario, Step
-from .struck import InjectedFault, StrikeDuring, fault_marks
+from .migration_steps import MigrationSteps
+from .model import FIGURES, Condition, Scenario, Step
+from .struck import InjectedFault
 
 EventCallback = Callable[[int, str, str, str], None]  # (step index, step name, phase, message)
 HEARTBEAT_FRESH_S = 2.0  # a guest whose last heartbeat is older than this is not sending
-HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
 
 
 class CheckpointingLab(Protocol):
@@ -55,14 +52,6 @@ class CheckpointingLab(Protocol):
     def checkpoint_save(self, tag: str) -> float: ...
 
     def checkpoint_restore(self, tag: str) -> float: ...
-
-
-class StepFailed(Exception):
-    """The step did not do what it should; `outcome` is "failed" or "error"."""
-
-    def __init__(self, message: str, outcome: Outcome = "failed"):
-        super().__init__(message)
-        self.outcome = outcome
 
 
 def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
@@ -80,7 +69,7 @@ def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: To
                         keep_going).run()
 
 
-class _ScenarioRun:
+class _ScenarioRun(MigrationSteps, FaultSteps):
     def __init__(self, scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None, poll_s: float, shared_sr: str | None,
                  sleep: Callable[[float], None], accel: str = "", keep_going: bool = False):
@@ -273,139 +262,6 @@ class _ScenarioRun:
         figures["first_heartbeat"] = Figure(value=round(first - started, 3), unit="s")
         return f"{a.name} running on {info.host}, heard {first - started:.1f} s after its creation started"
 
-    def do_migrate(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        a = step.migrate
-        source = self.toolstack.vm(a.vm).host
-        destination = self.other_member(source) if a.to == OTHER else a.to
-        if destination == source:
-            raise StepFailed(f"{a.vm} is already on {destination}")
-        self.info(step.title, f"{a.vm}: {source} -> {destination}")
-        if a.during is not None:
-            return self.migrate_under_fault(step, source, destination, figures, details)
-        result = self.toolstack.migrate(a.vm, destination)
-        figures["duration"] = Figure(value=round(result.duration_s, 3), unit="s")
-        details["migration"] = asdict(result)
-        if not result.ok:
-            raise StepFailed(f"migration of {a.vm} from {source} to {destination} failed: {result.error}")
-        self.completed_migration(step, result, destination, figures, details)
-        return f"{a.vm} {source} -> {destination} in {result.duration_s:.1f} s" + downtime_words(figures)
-
-    def completed_migration(self, step: Step, result: MigrationResult, destination: str, figures: dict,
-                            details: dict, marks: Sequence[tuple[float, str]] = ()) -> None:
-        """Measure a migration that reported success, and check the guest is where it went."""
-        event = f"migration of {result.vm} {result.source} -> {destination}"
-        self.measure_migration(step, result, step.migrate.settle_s, figures, event, marks)
-        self.migrations.append(result)
-        details["migration"] = asdict(result)
-        now = self.toolstack.vm(result.vm)
-        if now.host != destination or now.state != "running":
-            raise StepFailed(f"after migrating to {destination}, {result.vm} is {now.state} on {now.host}")
-
-    def migrate_under_fault(self, step: Step, source: str, destination: str, figures: dict, details: dict) -> str:
-        """Migrate while a fault strikes `after_s` into it (healed `heal_after_s` later, if asked).
-
-        Whatever the migration does then is the finding: it completed (measured as any
-        migration) or it failed (reported with where the guest is now; a host-loss fault
-        leaves its guests to the failover that a later wait asks for)."""
-        a = step.migrate
-        during = a.during
-        strike = StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
-        strike.start()
-        try:
-            result = self.toolstack.migrate(a.vm, destination)
-        finally:
-            strike.stop()
-        figures["duration"] = Figure(value=round(result.duration_s, 3), unit="s")
-        details["migration"] = asdict(result)
-        details["during"] = strike.details
-        if strike.error is not None:
-            raise StepFailed(f"{during.fault.label} could not be injected during the migration: {strike.error}")
-        if strike.fault is None:
-            raise StepFailed(f"the migration of {a.vm} ended after {result.duration_s:.1f} s, before "
-                             f"{during.fault.label} was due at {during.after_s:g} s: lower `after_s`")
-        fault_at = strike.fault.started_at - result.started_at
-        figures["fault_at"] = Figure(value=round(fault_at, 3), unit="s", note=f"{during.fault.label}, after the "
-                                     "migration started")
-        struck = f"{during.fault.label} struck {fault_at:.1f} s in"
-        healed = f", healed {during.heal_after_s:g} s later" if strike.healed else ""
-        if not result.ok:
-            figures["completed"] = Figure(value=0.0, unit="bool", note=result.error)
-            unmeasured = "the migration did not complete"
-            for name, unit in (("downtime", "s"), ("heartbeats_lost", "count"), ("heartbeat_slots_empty", "count")):
-                figures[name] = Figure(value=None, unit=unit, note=unmeasured)
-            where = "; ".join(f"{v.state} on {v.host}" for v in self.toolstack.vms() if v.name == a.vm) or "gone"
-            return (f"{a.vm} {source} -> {destination} did not complete ({struck}{healed}): {result.error}; "
-                    f"{a.vm} now: {where}")
-        figures["completed"] = Figure(value=1.0, unit="bool")
-        marks = [(strike.fault.started_at, f"{during.fault.label} struck")]
-        if strike.fault.healed_at is not None:
-            marks.append((strike.fault.healed_at, f"{during.fault.label} healed"))
-        self.completed_migration(step, result, destination, figures, details, marks)
-        return (f"{a.vm} {source} -> {destination} completed in {result.duration_s:.1f} s ({struck}{healed})"
-                + downtime_words(figures))
-
-    def other_member(self, host: str) -> str:
-        pool = self.toolstack.pool()
-        if pool is None:
-            raise StepFailed(f"`to: {OTHER}` needs a pool, and there is none")
-        others = [m for m in pool.members if m != host]
-        if len(others) != 1:
-            raise StepFailed(f"`to: {OTHER}` needs a pool of two members; pool {pool.name} has "
-                             f"{', '.join(pool.members)}")
-        return others[0]
-
-    def do_evacuate(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        a = step.evacuate
-        started = time.time()
-        results = self.toolstack.evacuate(a.host)
-        figures["duration"] = Figure(value=round(time.time() - started, 3), unit="s")
-        figures["migrations"] = Figure(value=len(results), unit="count")
-        failed = [r for r in results if not r.ok]
-        measured = []
-        for result in results:
-            if result.ok:
-                one: dict[str, Figure] = {}
-                self.measure_migration(step, result, a.settle_s, one, f"evacuate {a.host}")
-                measured.append(one)
-                self.migrations.append(result)
-        details["migrations"] = [asdict(r) for r in results]
-        figures.update(combined(measured))
-        if failed:
-            raise StepFailed("; ".join(f"migration of {r.vm} to {r.destination} failed: {r.error}" for r in failed))
-        left = [v.name for v in self.toolstack.vms_on(a.host)]
-        if left:
-            raise StepFailed(f"{', '.join(left)} still on {a.host} after evacuating it")
-        moved = ", ".join(f"{r.vm} -> {r.destination}" for r in results) or "nothing to move"
-        return f"{a.host} empty: {moved}" + downtime_words(figures)
-
-    def measure_migration(self, step: Step, result: MigrationResult, settle_s: float, figures: dict[str, Figure],
-                          event: str, marks: Sequence[tuple[float, str]] = ()) -> None:
-        """Downtime and lost heartbeats around the migration call, and the guest's heartbeat
-        timeline around it (`event` names it, `marks` adds moments); disk integrity if the step asks."""
-        guest = self.guests.get(result.vm)
-        window_end = result.started_at + result.duration_s
-        if guest is not None and not guest.heartbeat:
-            silent = f"{result.vm} sends no heartbeats"
-            figures["downtime"] = Figure(value=None, unit="s", note=silent)
-            figures["heartbeats_lost"] = Figure(value=None, unit="count", note=silent)
-            figures["heartbeat_slots_empty"] = Figure(value=None, unit="count", note=silent)
-        else:
-            series, read_at = self.series_after(result.vm, lambda s: any(at > window_end for _, at in s), settle_s,
-                                       f"heartbeats of {result.vm} to resume after its migration",
-                                       since=result.started_at - HISTORY_S)
-            stats = downtime_around(series, result.started_at, window_end)
-            result.downtime_s, result.heartbeats_lost = stats.downtime_s, stats.heartbeats_lost
-            figures["downtime"] = Figure(value=round_or_none(stats.downtime_s), unit="s", note=stats.reason)
-            figures["heartbeats_lost"] = Figure(value=stats.heartbeats_lost, unit="count", note=stats.reason)
-            figures["heartbeat_slots_empty"] = Figure(value=stats.heartbeats_missed, unit="count", note=stats.reason)
-            moments = [(result.started_at, "migration start"), (window_end, "migration end"), *marks]
-            self._timelines.append(heartbeat_timeline(
-                result.vm, event, series, read_at, result.started_at, window_end, moments,
-                (stats.gap_start, stats.gap_end), stats.restarted, stats.reason))
-        if {"integrity", "records"} & set(step.expect):
-            report = self.integrity(result.vm, figures)
-            result.integrity_ok = report.ok if report is not None else None
-
     def series_after(self, vm: str, enough: Callable[[Sequence[tuple[int, float]]], bool], timeout: float,
                      what: str, since: float) -> tuple[list[tuple[int, float]], float]:
         """The guest's heartbeats once `enough` holds for them (or as they are at the timeout),
@@ -439,127 +295,6 @@ class _ScenarioRun:
         figures["integrity"] = Figure(value=1.0 if report.ok else 0.0, unit="bool", note=report.reason)
         figures["records"] = Figure(value=report.records, unit="count")
         return report
-
-    def do_fault(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        fault = self.inject(step.fault, details)
-        on = f"; guests there: {', '.join(fault.guests)}" if fault.guests else ""
-        return f"{fault.kind} on {', '.join(fault.targets)}{on}"
-
-    def inject(self, a: FaultStep, details: dict) -> InjectedFault:
-        """Strike a fault, remembering which guests stood on the hosts it takes away."""
-        guests: dict[str, str] = {}
-        if a.kind in HOST_LOSS_FAULTS:
-            guests = {v.name: v.host for v in self.toolstack.vms()
-                      if v.host in a.targets and v.state in ("running", "paused")}
-        started = time.time()
-        handle = self.faults.inject(a.kind, a.target, **a.params())
-        fault = InjectedFault(a.label, a.kind, a.targets, handle, handle.started_at or started,
-                              guests)
-        self.injected.append(fault)
-        self.active[a.label] = fault
-        details.update(kind=a.kind, target=a.target, params=a.params(), started_at=fault.started_at,
-                       guests_on_target=guests)
-        return fault
-
-    def do_heal(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        labels = list(reversed(self.active)) if step.heal == "all" else [step.heal]
-        healed = []
-        for label in labels:
-            fault = self.active.get(label)
-            if fault is None:
-                raise StepFailed(f"no active fault named {label!r}")
-            fault.heal()
-            del self.active[label]
-            healed.append(label)
-        details["healed"] = healed
-        return f"healed {', '.join(healed)}" if healed else "no active fault"
-
-    def do_wait(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        a = step.wait
-        if a.for_ is None:
-            self.sleep(a.seconds)
-            return f"waited {a.seconds:g} s"
-        condition = a.for_
-        started = time.time()
-        deadline = started + a.timeout
-        fault = self.fault_for(condition)
-        still_lost = fault is not None and self.active.get(fault.label) is fault  # a healed host is back
-        if still_lost and condition.vm and fault.loses_hosts and condition.vm in fault.guests:
-            self.fail_over(step, fault, fault.guests[condition.vm], figures, details)
-        evidence = [""]
-
-        def holds() -> bool:
-            ok, evidence[0] = self.holds(condition, figures, details)
-            return ok
-
-        try:
-            self.wait(holds, condition.describe(), max(1.0, deadline - time.time()))
-        except WaitTimeout:
-            raise StepFailed(f"{condition.describe()}: not so after {a.timeout:g} s ({evidence[0]})") from None
-        met_at = time.time()
-        figures["duration"] = Figure(value=round(met_at - started, 3), unit="s")
-        if fault is None:
-            return f"{condition.describe()} after {met_at - started:.1f} s"
-        since = met_at - fault.started_at
-        figures["since_fault"] = Figure(value=round(since, 3), unit="s", note=f"since {fault.label}")
-        if condition.kind == "host_dead":
-            figures.setdefault("detection", Figure(value=round(since, 3), unit="s",
-                                                   note=f"{condition.host_dead} seen dead, since {fault.label}"))
-        if condition.vm is not None:
-            self.measure_recovery(condition.vm, fault, max(1.0, deadline - time.time()), figures, details)
-        return f"{condition.describe()} {since:.1f} s after {fault.label}" + recovery_words(figures)
-
-    def fault_for(self, condition: Condition) -> InjectedFault | None:
-        """The fault a wait is about: the newest that struck its host or guest, else the newest active."""
-        for fault in reversed(self.injected):
-            if (condition.host and condition.host in fault.targets) or (condition.vm and condition.vm in fault.guests):
-                return fault
-        return next(reversed(self.active.values()), None)
-
-    def fail_over(self, step: Step, fault: InjectedFault, lost_host: str, figures: dict, details: dict) -> None:
-        """Ask the toolstack to recover the lost host's guests, once per host and fault."""
-        if lost_host in fault.failover:
-            failover_figures(fault.failover[lost_host], figures)
-            return
-        self.info(step.title, f"recovering the guests of {lost_host}")
-        result = self.toolstack.recover(lost_host, fault.started_at, self.observer)
-        if result is None:
-            figures["detection"] = Figure(value=None, unit="s", note=f"the {self.toolstack.kind} pool restarts guests "
-                                                                     "by itself; wait for host_dead to measure it")
-            return
-        fault.failover[lost_host] = result
-        details["failover"] = asdict(result)
-        failover_figures(result, figures)
-        if not result.ok:
-            raise StepFailed(f"failover of {lost_host} failed: {result.error}")
-
-    def measure_recovery(self, vm: str, fault: InjectedFault, timeout: float, figures: dict, details: dict) -> None:
-        guest = self.guests.get(vm)
-        if guest is not None and not guest.heartbeat:
-            figures["recovery"] = Figure(value=figures["since_fault"].value, unit="s",
-                                         note=f"{vm} sends no heartbeats: until the condition held")
-            return
-
-        def back(series: Sequence[tuple[int, float]]) -> bool:
-            return recovery_time(series, fault.started_at, until=time.time()).seconds is not None
-
-        series, read_at = self.series_after(vm, back, timeout, f"heartbeats of {vm} to come back after {fault.label}",
-                                            since=fault.started_at - HISTORY_S)
-        recovery = recovery_time(series, fault.started_at, until=read_at)
-        self._timelines.append(heartbeat_timeline(
-            vm, f"{fault.label}: {fault.kind} on {', '.join(fault.targets)}", series, read_at, fault.started_at,
-            fault.started_at, fault_marks(fault, recovery.resumed_at),
-            (recovery.stopped_at, recovery.resumed_at) if recovery.stopped_at is not None else (None, None),
-            recovery.restarted, recovery.reason))
-        figures["recovery"] = Figure(value=round_or_none(recovery.seconds), unit="s",
-                                     note=recovery.reason or ("the guest restarted" if recovery.restarted else ""))
-        if recovery.seconds is not None:
-            self.recoveries.append(recovery.seconds)
-            for result in fault.failover.values():
-                if vm in result.restarted:
-                    result.heartbeat_back_after_s[vm] = recovery.seconds
-                    details["failover"] = asdict(result)
-        details["recovery"] = asdict(recovery)
 
     def do_assert(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
         failures = []
