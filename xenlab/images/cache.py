@@ -127,7 +127,7 @@ class ImageCache:
         """Every named image, the missing ones built side by side.
 
         A build is mostly one single-threaded dpkg after another, so two builds on a
-        2-core machine overlap well (measured in bench/images.py); each build takes its own
+        2-core machine overlap well; each build takes its own
         lock and staging directory, as two xenlab processes building at once already do.
         If a build fails, the others still finish (their work is kept in the cache) and
         the first failure is raised.
