@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what xenlab needs on a Debian 12 machine: QEMU, vde2, debootstrap (image builds as
-# root), mmdebstrap, uidmap and fakeroot (image builds without root; acl lets the test's throwaway users reach this Python), e2fsprogs, a static
+# Install what xenlab needs on a Debian 12 machine: QEMU, vde2, mmdebstrap and fakeroot (image
+# builds), debootstrap (root's older road), uidmap (image builds without root; acl lets the test's throwaway users reach this Python), e2fsprogs, a static
 # busybox and gcc (for the PV guest image), Chromium (HTML report checks), ipmitool (drives
 # the virtual BMCs in the tests), nftables (firewall rules checked in a network namespace),
 # GRUB for BIOS and UEFI, OVMF, mtools, dosfstools, fdisk and kmod (hardware variants of the

@@ -82,7 +82,7 @@ def doctor(as_json: bool) -> None:
     busybox_static = Path("/bin/busybox").exists() and b"ld-linux" not in Path("/bin/busybox").read_bytes()[:4096]
     checks.append({"check": "static busybox", "ok": busybox_static,
                    "detail": "/bin/busybox" if busybox_static else "apt-get install busybox-static"})
-    build = build_checks()  # image builds: without root (user namespaces) or as root (debootstrap)
+    build = build_checks()  # image builds: without root (user namespaces) or as root
     checks += [c.as_dict() for c in build]
     not_by_setup = {c.check for c in build if not c.ok and not c.by_setup}
     try:

@@ -184,7 +184,11 @@ def test_the_road_a_build_takes():
     every = lambda: [Check("mmdebstrap", True, "/usr/bin/mmdebstrap")]
     lacking = lambda: [Check("user namespaces", False, "unshare failed; allow them", by_setup=False),
                        Check("fakeroot", False, "apt-get install fakeroot")]
-    assert choose_build_mode(0, "", lacking).kind == "root"  # root keeps debootstrap
+    assert choose_build_mode(0, "", lacking).kind == "root"  # root needs no namespace: mmdebstrap as root
+    assert choose_build_mode(0, "root", lacking).kind == "root"
+    assert choose_build_mode(0, "debootstrap", lacking).kind == "debootstrap"
+    assert choose_build_mode(0, "", lacking).mmdebstrap_mode == "root"
+    assert choose_build_mode(1000, "", every).mmdebstrap_mode == "unshare"
     assert choose_build_mode(1000, "", every).kind == "unshare"
     assert choose_build_mode(1000, "auto", every).kind == "unshare"
     assert choose_build_mode(0, "unshare", every).kind == "unshare"
@@ -196,7 +200,9 @@ def test_the_road_a_build_takes():
     assert "sudo XENLAB_CACHE=" in text  # where namespaces are closed, root is the way, said so
     with pytest.raises(XenlabError, match="needs root"):
         choose_build_mode(1000, "root", every)
-    with pytest.raises(XenlabError, match="use auto, unshare or root"):
+    with pytest.raises(XenlabError, match="debootstrap: building images as root needs root"):
+        choose_build_mode(1000, "debootstrap", every)
+    with pytest.raises(XenlabError, match="use auto, unshare, root or debootstrap"):
         choose_build_mode(1000, "chroot", every)
 
 
@@ -212,6 +218,9 @@ def test_command_lines_per_mode(tmp_path):
     assert interim.endswith(f'echo MODULES=list > "$1/{INTERIM_CONF}"')
     assert hook.index(f'rm -f "$1/{INTERIM_CONF}"') < hook.index("update-initramfs")
     assert argv[-3:] == ["bookworm", str(tmp_path / "r.tar"), "http://deb.example/debian"]
+    as_root = mmdebstrap_argv("bookworm", ["kmod"], "http://m/debian", tmp_path / "r.tar", INITRAMFS_MODULES, "root")
+    assert as_root[:2] == ["mmdebstrap", "--mode=root"] and as_root[2:] == mmdebstrap_argv(
+        "bookworm", ["kmod"], "http://m/debian", tmp_path / "r.tar", INITRAMFS_MODULES)[2:]
     assert debootstrap_argv("bookworm", ["kmod"], "http://m/debian", tmp_path / "t") == [
         "debootstrap", "--variant=minbase", "--include=kmod", "bookworm", str(tmp_path / "t"), "http://m/debian"]
     assert "--include=" not in " ".join(debootstrap_argv("bookworm", [], "http://m/debian", tmp_path))
@@ -309,11 +318,16 @@ def test_doctor_says_what_setup_installs_and_what_it_does_not():
 
 
 def test_doctor_shows_the_road_of_this_users_image_builds(monkeypatch, tmp_path):
-    monkeypatch.setenv("XENLAB_IMAGE_BUILD", "root")
+    monkeypatch.setenv("XENLAB_IMAGE_BUILD", "debootstrap")
     result = CliRunner().invoke(main, ["doctor", "--json"])
     checks = {c["check"]: c for c in json.loads(result.output)["checks"]}
     assert "root (for image builds)" not in checks
     assert "debootstrap" in checks and "mmdebstrap" not in checks
+    monkeypatch.setenv("XENLAB_IMAGE_BUILD", "root")
+    result = CliRunner().invoke(main, ["doctor", "--json"])
+    checks = {c["check"]: c for c in json.loads(result.output)["checks"]}
+    assert {"mmdebstrap", "fakeroot", "debugfs"} <= set(checks) and "debootstrap" not in checks
+    assert "newuidmap" not in checks and "subuid range" not in checks  # root needs no id ranges
     monkeypatch.setenv("XENLAB_IMAGE_BUILD", "unshare")
     result = CliRunner().invoke(main, ["doctor", "--json"])
     checks = {c["check"]: c for c in json.loads(result.output)["checks"]}
@@ -324,5 +338,5 @@ def test_doctor_shows_the_road_of_this_users_image_builds(monkeypatch, tmp_path)
     monkeypatch.setenv("XENLAB_IMAGE_BUILD", "sometimes")
     monkeypatch.setenv("XENLAB_CACHE", str(tmp_path / "cache"))  # nothing cached: a build is needed
     result = CliRunner().invoke(main, ["images", "build", "services"])
-    assert result.exit_code != 0 and "use auto, unshare or root" in result.output
+    assert result.exit_code != 0 and "use auto, unshare, root or debootstrap" in result.output
     assert "Traceback" not in result.output

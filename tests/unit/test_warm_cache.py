@@ -30,12 +30,12 @@ def lab_from(tmp_path: Path, text: str, name: str = "lab.yaml") -> Lab:
     return Lab(load_lab(path), str(path))
 
 
-def images(tmp_path: Path, digest: str = "aaaa") -> dict[str, BuiltImage]:
+def images(tmp_path: Path, digest: str = "aaaa", built_at: float = 0.0) -> dict[str, BuiltImage]:
     built = {}
     for name in ("debian-xen", "services"):
         directory = tmp_path / "images" / f"{name}-{digest}"
         directory.mkdir(parents=True, exist_ok=True)
-        built[name] = BuiltImage(name, digest, directory, "direct", 0.0, 0.0)
+        built[name] = BuiltImage(name, digest, directory, "direct", built_at, 0.0)
     return built
 
 
@@ -49,7 +49,7 @@ def test_the_key_is_stable_and_ignores_what_does_not_shape_the_machines(tmp_path
     assert a == b and len(a) == 64
 
 
-@pytest.mark.parametrize("change", ["memory", "host", "image", "accel", "name"])
+@pytest.mark.parametrize("change", ["memory", "host", "image", "rebuilt", "accel", "name"])
 def test_the_key_changes_with_anything_a_restored_state_depends_on(tmp_path, change):
     base = warm_key(lab_from(tmp_path, POOL), TCG, images(tmp_path))
     text, built, choice = POOL, images(tmp_path), TCG
@@ -59,6 +59,8 @@ def test_the_key_changes_with_anything_a_restored_state_depends_on(tmp_path, cha
         text = POOL + "  h3:\n"
     elif change == "image":
         built = images(tmp_path, digest="bbbb")
+    elif change == "rebuilt":  # same recipe, built again (images build --force): another disk
+        built = images(tmp_path, built_at=1.0)
     elif change == "accel":
         choice = AccelChoice("tcg", "qemu64,+svm", "test")
     else:

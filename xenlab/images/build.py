@@ -19,6 +19,7 @@ from ..errors import XenlabError
 from ..waiting import Progress
 from .recipes import FILES_DIR, Recipe
 from .rootless import (
+    BuildMode,
     PackageCounter,
     Throttle,
     build_mode,
@@ -86,11 +87,12 @@ def build_image(recipe: Recipe, out: Path, base, progress: Progress) -> None:
 
 def build_debootstrap(recipe: Recipe, out: Path, progress: Progress) -> None:
     """A Debian tree of the recipe's packages, customised, as an ext4 disk image in qcow2.
-    An ordinary user builds it in a user namespace (see rootless.py), root with debootstrap."""
+    mmdebstrap in a user namespace for an ordinary user, as root for root (see rootless.py);
+    debootstrap when asked for."""
     mode = build_mode()
     progress(recipe.name, f"building {mode.why}")
-    tools = ("mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "qemu-img") if mode.kind == "unshare" else \
-        ("debootstrap", "mkfs.ext4", "qemu-img")
+    tools = ("debootstrap", "mkfs.ext4", "qemu-img") if mode.kind == "debootstrap" else \
+        ("mmdebstrap", "fakeroot", "mkfs.ext4", "debugfs", "qemu-img")
     for tool in tools:
         if not shutil.which(tool):
             raise XenlabError(f"{tool} is not installed; run `xenlab doctor`")
@@ -106,8 +108,8 @@ def build_debootstrap(recipe: Recipe, out: Path, progress: Progress) -> None:
             if (said := counter.feed(line)) is not None:
                 say(*said)
 
-        if mode.kind == "unshare":
-            _build_unshare(recipe, out, Path(work), mirror, raw, log, say, on_line)
+        if mode.kind != "debootstrap":
+            _build_mmdebstrap(recipe, mode, out, Path(work), mirror, raw, log, say, on_line)
         else:
             tree = Path(work) / "rootfs"
             run_reading(debootstrap_argv(recipe.suite, recipe.packages, mirror, tree), f"debootstrap of {recipe.name}",
@@ -125,12 +127,14 @@ def build_debootstrap(recipe: Recipe, out: Path, progress: Progress) -> None:
         say.flush()
 
 
-def _build_unshare(recipe: Recipe, out: Path, work: Path, mirror: str, raw: Path, log: Path, say: Throttle,
-                   on_line) -> None:
-    """mmdebstrap in a user namespace to a tarball; the tree's customisation and its disk
-    image in one fakeroot session; file capabilities and ACLs copied in with debugfs."""
+def _build_mmdebstrap(recipe: Recipe, mode: BuildMode, out: Path, work: Path, mirror: str, raw: Path, log: Path,
+                      say: Throttle, on_line) -> None:
+    """mmdebstrap (in a user namespace, or as root) to a tarball; the tree's customisation
+    and its disk image in one fakeroot session; file capabilities and ACLs copied in with
+    debugfs. Root takes the same road as an ordinary user, so both get the same image."""
     tarball = work / "rootfs.tar"
-    run_reading(mmdebstrap_argv(recipe.suite, recipe.packages, mirror, tarball, INITRAMFS_MODULES),
+    run_reading(mmdebstrap_argv(recipe.suite, recipe.packages, mirror, tarball, INITRAMFS_MODULES,
+                                mode.mmdebstrap_mode),
                 f"mmdebstrap of {recipe.name}", log, on_line)
     say.flush()
     recipe_json = work / "recipe.json"

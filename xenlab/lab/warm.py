@@ -90,7 +90,9 @@ def warm_key(lab: Lab, choice: AccelChoice, built: dict[str, BuiltImage],
     sources = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest() for name in BOOT_SOURCES}
     material = {
         "format": WARM_FORMAT, "spec": lab.spec.model_dump(mode="json"),
-        "images": {name: image.digest for name, image in sorted(built.items())},
+        # an image rebuilt under the same recipe (`images build --force`) is another disk under
+        # the state's overlays: its build time is part of the key
+        "images": {name: [image.digest, image.built_at] for name, image in sorted(built.items())},
         "accel": [choice.accel, choice.cpu], "qemu": qemu_version(), "argv": machines, "sources": sources,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
