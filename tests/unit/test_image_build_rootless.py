@@ -113,7 +113,7 @@ def test_mmdebstrap_output_gives_steps_and_package_counts_against_apts_totals():
     assert messages.index("installing the recipe's packages") < messages.index(
         "packages 6/6 downloaded, 4/6 unpacked, 4/6 configured")
     assert messages[-4] == "packages 6/6 downloaded, 6/6 unpacked, 6/6 configured"
-    assert messages[-3:] == ["running the triggers of initramfs-tools", "building the initramfs (in the namespace)",
+    assert messages[-3:] == ["running the triggers of initramfs-tools", "building the initramfs (in the new tree)",
                              "packing the tree into a tarball"]
     steps = [m for m, step in said if step]
     assert steps == ["reading the mirror's package lists", "downloading the essential packages",
