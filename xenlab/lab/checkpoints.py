@@ -18,7 +18,8 @@ from .host import Host
 from .rundir import CheckpointState, LabState, LayerState, RunDir
 
 
-def _parallel(items: Iterable, fn) -> list:
+def in_parallel(items: Iterable, fn) -> list:
+    """fn over items, one thread each (machines are stopped, saved and resumed together)."""
     items = list(items)
     if not items:
         return []
@@ -26,7 +27,7 @@ def _parallel(items: Iterable, fn) -> list:
         return list(pool.map(fn, items))
 
 
-def _monitor_do(host: Host, command: str) -> None:
+def monitor_do(host: Host, command: str) -> None:
     with host.monitor() as qmp:
         qmp.command(command)
 
@@ -62,17 +63,17 @@ class Checkpoints:
         directory = self.run.root / "layers" / layer_id
         directory.mkdir(mode=0o700, parents=True)
         was_paused = {h.name: h.run_state() == "paused" for h in running}
-        _parallel(running, lambda h: _monitor_do(h, "stop"))
+        in_parallel(running, lambda h: monitor_do(h, "stop"))
         sizes: list[int] = []
         try:
-            _parallel(running, lambda h: layers.freeze_disks(h, directory))
-            sizes = _parallel(running, lambda h: layers.save_state(h, layers.state_file(directory, h.name)))
+            in_parallel(running, lambda h: layers.freeze_disks(h, directory))
+            sizes = in_parallel(running, lambda h: layers.save_state(h, layers.state_file(directory, h.name)))
         finally:
             # Disks switched or not, the new layer is kept while anything may be backed by it.
             self.state.layers.append(LayerState(layer_id, str(directory), self.state.top_parent, time.time()))
             self.state.top_parent = layer_id
             self._save()
-            _parallel([h for h in running if not was_paused[h.name]], lambda h: _monitor_do(h, "cont"))
+            in_parallel([h for h in running if not was_paused[h.name]], lambda h: monitor_do(h, "cont"))
         seconds = time.monotonic() - started
         self.state.checkpoints = [c for c in self.state.checkpoints if c.tag != tag]
         self.state.checkpoints.append(CheckpointState(tag, time.time(), round(seconds, 3), layer_id, sum(sizes)))
@@ -93,9 +94,9 @@ class Checkpoints:
         self._start_from(Path(layer.dir))
         self.state.top_parent = layer.id
         self._save()
-        _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
+        in_parallel(self.machines.values(), lambda h: monitor_do(h, "cont"))
         if wait_ssh:
-            _parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))
+            in_parallel(self.machines.values(), lambda h: h.wait_ssh(timeout))
             self.set_clocks()
         self._collect_layers()
         self._save()
@@ -106,7 +107,7 @@ class Checkpoints:
         machine. QEMUs are launched from this thread: a tied machine dies with the thread
         that started it (PR_SET_PDEATHSIG), and pool threads end."""
         started = time.monotonic()
-        incoming = dict(_parallel(self.machines.values(), lambda h: (h.name, layers.prepare_start(h, directory))))
+        incoming = dict(in_parallel(self.machines.values(), lambda h: (h.name, layers.prepare_start(h, directory))))
         for host in self.machines.values():
             host.launch(paused=True, incoming=incoming[host.name])
 
@@ -114,11 +115,11 @@ class Checkpoints:
             layers.wait_loaded(host)
             return host.name, round(time.monotonic() - started, 2)
 
-        return dict(_parallel(self.machines.values(), load))
+        return dict(in_parallel(self.machines.values(), load))
 
     def set_clocks(self) -> None:
         """Guest clocks resume at the saved moment; there is no NTP in a lab, so set them."""
-        _parallel(self.machines.values(), lambda h: h.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30))
+        in_parallel(self.machines.values(), lambda h: h.run(f"date -s @{time.time():.3f} >/dev/null", timeout=30))
 
     def _layer(self, checkpoint: CheckpointState) -> LayerState:
         layer = next((x for x in self.state.layers if x.id == checkpoint.layer), None)

@@ -26,7 +26,7 @@ from ..results import HostInventory
 from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
-from .checkpoints import Checkpoints, _monitor_do, _parallel
+from .checkpoints import Checkpoints, in_parallel, monitor_do
 from .contract import FAULT_KINDS, READY, Capabilities
 from .host import Host
 from .machine_hardware import boot_config, ensure_variants, prepare_firmware
@@ -136,7 +136,7 @@ class Lab(Checkpoints):
     def inventory(self) -> list[HostInventory]:
         """Each Xen host's inventory, asked from the host itself over SSH (in parallel)."""
         accel, cpu = self.state.accel, self.state.cpu
-        return _parallel(self.hosts, lambda host: collect_inventory(host, accel).model_copy(
+        return in_parallel(self.hosts, lambda host: collect_inventory(host, accel).model_copy(
             update={"hardware": host.plan.hardware.as_dict(cpu)}))
 
     # -- up --------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class Lab(Checkpoints):
                 return host.name, host.wait_ready(max(1.0, deadline - time.monotonic()),
                                                   lambda name, stage: progress(name, stage))
 
-            self.bringup_stages = dict(_parallel(self.machines.values(), ready))
+            self.bringup_stages = dict(in_parallel(self.machines.values(), ready))
         except BaseException:
             progress("lab", "bring-up failed: stopping everything that was started")
             self._preserve_logs_on_failure()
@@ -251,7 +251,7 @@ class Lab(Checkpoints):
             self._state.top_parent = layer.id
             self._save()
             self._start_bmcs(tied, progress)
-            _parallel(self.machines.values(), lambda h: _monitor_do(h, "cont"))
+            in_parallel(self.machines.values(), lambda h: monitor_do(h, "cont"))
             deadline = started + timeout
 
             def ready(host: Host) -> tuple[str, dict[str, float]]:
@@ -263,7 +263,7 @@ class Lab(Checkpoints):
                 progress(host.name, "ready")
                 return host.name, stages
 
-            self.bringup_stages = dict(_parallel(self.machines.values(), ready))
+            self.bringup_stages = dict(in_parallel(self.machines.values(), ready))
         except KeyboardInterrupt:
             self.down()
             raise
