@@ -40,8 +40,8 @@ def run_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pool2(run_base) -> Lab:
-    # the lab's own tools; the images are built by whichever road this user has (root:
-    # debootstrap; anyone else: mmdebstrap in a user namespace), which says what it lacks
+    # the lab's own tools; the images are built by whichever road this user has (root: mmdebstrap as
+    # root; anyone else: mmdebstrap in a user namespace), which says what it lacks
     missing = [f"{tool} ({package})" for tool, package in REQUIRED_TOOLS.items() if not shutil.which(tool)]
     if missing:
         pytest.fail(f"end-to-end tests need {', '.join(missing)}: run ./setup.sh")
