@@ -12,8 +12,9 @@ from xenlab.images.recipes import Recipe, load_recipes
 from xenlab.lab import Lab
 from xenlab.lab.accel import guest_types_under
 from xenlab.lab.host import parse_virt_caps
+from xenlab.recipe_facts import image_guest_types, runnable_guest_types
 from xenlab.scenario.session import plan_run
-from xenlab.spec import image_guest_types, load_lab, runnable_guest_types
+from xenlab.spec import load_lab
 from xenlab.toolstack.base import GuestSpec
 from xenlab.toolstack.xapi import vm_record
 from xenlab.toolstack.xl import guest_config

@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..errors import XenlabError
-from ..spec import DEFAULT_GUEST_TYPES, GuestType, Name, default_images_dir
+from ..recipe_facts import DEFAULT_GUEST_TYPES, GuestType, default_images_dir
+from ..spec import Name
 from ..validation import StrictModel, validate_document
 from ..yamlfile import load_located
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 from ..errors import XenlabError
-from ..spec import DEFAULT_GUEST_TYPES
+from ..recipe_facts import DEFAULT_GUEST_TYPES
 from ..waiting import Progress
 
 if TYPE_CHECKING:

@@ -21,9 +21,10 @@ from ..images import ImageCache
 from ..images.identity import generate_keypair, write_seed_disk
 from ..images.variant import BuiltVariant
 from ..plan import LabPlan, lab_number, plan_lab
+from ..recipe_facts import DEFAULT_GUEST_TYPES, GUEST_TYPES, image_guest_types, runnable_guest_types
 from ..report.inventory import collect_inventory
 from ..results import HostInventory
-from ..spec import DEFAULT_GUEST_TYPES, GUEST_TYPES, LabSpec, image_guest_types, runnable_guest_types
+from ..spec import LabSpec
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
 from .checkpoints import Checkpoints, in_parallel, monitor_do

@@ -23,8 +23,9 @@ import XenAPI
 
 from ..errors import NotMeasurable, XenlabError
 from ..metrics import IntegrityReport
+from ..recipe_facts import GUEST_TYPES
 from ..results import HostInventory
-from ..spec import GUEST_TYPES, SR_PATH, LabSpec, SimSpec
+from ..spec import SR_PATH, LabSpec, SimSpec
 from ..waiting import Progress, quiet
 from .contract import ActiveFault, Capabilities, XapiAccess
 

@@ -33,9 +33,10 @@ import paramiko
 
 from ..errors import XenlabError
 from ..plan import NetworkPlan
+from ..recipe_facts import GUEST_TYPES, runnable_guest_types
 from ..report.inventory import collect_inventory
 from ..results import HostInventory
-from ..spec import GUEST_TYPES, SR_PATH, IpmiSpec, LabSpec, SshSpec, lab_number, resolve_path, runnable_guest_types
+from ..spec import SR_PATH, IpmiSpec, LabSpec, SshSpec, lab_number, resolve_path
 from ..waiting import Progress, quiet, wait_for
 from . import firewall
 from .contract import ActiveFault, Capabilities, not_supported

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from ..spec import GUEST_TYPES
+from ..recipe_facts import GUEST_TYPES
 from ..validation import StrictModel
 from .units import Threshold, unit_family
 

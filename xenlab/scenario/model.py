@@ -17,8 +17,9 @@ from typing import Annotated, Any
 from pydantic import Field, PlainSerializer, PlainValidator, PrivateAttr, field_validator, model_validator
 
 from ..lab.contract import FaultKind
+from ..recipe_facts import GuestType
 from ..results import RENAMED_FIGURES, figure_meaning
-from ..spec import GuestType, LabSpec, Name
+from ..spec import LabSpec, Name
 from ..validation import StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
 from .expect import AccelExpectation, Expectation, parse_expectation

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from ..errors import XenlabError
 from ..lab.contract import Observer
-from ..spec import GUEST_TYPES, SR_PATH, GuestType
+from ..recipe_facts import GUEST_TYPES, GuestType
+from ..spec import SR_PATH
 
 
 class PoolRefused(XenlabError):
