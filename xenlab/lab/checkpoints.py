@@ -8,23 +8,14 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import XenlabError
 from . import layers
 from .host import Host
+from .parallel import in_parallel
 from .rundir import CheckpointState, LabState, LayerState, RunDir
-
-
-def in_parallel(items: Iterable, fn) -> list:
-    """fn over items, one thread each (machines are stopped, saved and resumed together)."""
-    items = list(items)
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(fn, items))
 
 
 def monitor_do(host: Host, command: str) -> None:
@@ -43,7 +34,6 @@ class Checkpoints:
     name: str
     machines: dict[str, Host]
     state: LabState
-
     run: RunDir
     _save: Callable[[], None]  # Lab.save_state
 

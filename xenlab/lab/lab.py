@@ -27,11 +27,12 @@ from ..results import HostInventory
 from ..spec import LabSpec
 from ..waiting import Progress, quiet
 from .accel import AccelChoice, detect_accel
-from .checkpoints import Checkpoints, in_parallel, monitor_do
+from .checkpoints import Checkpoints, monitor_do
 from .contract import FAULT_KINDS, READY, Capabilities
 from .host import Host
 from .machine_hardware import boot_config, ensure_variants, prepare_firmware
 from .network import WireFilter, start_switch, start_wirefilter
+from .parallel import in_parallel
 from .processes import alive, sweep, terminate
 from .resources import check_fits, needed_mib, process_rss_mib
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base

@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from . import firewall
 from .contract import ActiveFault, Capabilities, not_supported
 from .host import parse_virt_caps
 from .ipmi import IpmiPower, IpmiTarget
+from .parallel import in_parallel
 from .rundir import RunDir
 from .ssh import RemoteShell, SSHAccess
 
@@ -205,14 +205,6 @@ class StaticPlan:
     networks: list[NetworkPlan]
 
 
-def _parallel(items, fn) -> list:
-    items = list(items)
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(fn, items))
-
-
 class StaticLab:
     """A lab of hosts that exist already (a LabBackend)."""
 
@@ -291,7 +283,7 @@ class StaticLab:
                 progress(host.name, f"BMC {host.bmc.target.address}:{host.bmc.target.port}: power "
                                     f"{host.bmc.state()}")
         deadline = time.monotonic() + timeout
-        self.bringup_stages = dict(_parallel(self.machines.values(), lambda h: (h.name, h.wait_ready(
+        self.bringup_stages = dict(in_parallel(self.machines.values(), lambda h: (h.name, h.wait_ready(
             max(1.0, deadline - time.monotonic()), lambda name, stage: progress(name, stage)))))
         for host in self.hosts:
             if self.spec.static_toolstack == "xl" and host.run("command -v nft", timeout=30).ok:
@@ -323,7 +315,7 @@ class StaticLab:
 
     # -- drivers' parts --------------------------------------------------------------------
     def inventory(self) -> list[HostInventory]:
-        return _parallel(self.hosts, lambda host: collect_inventory(host, ACCEL))
+        return in_parallel(self.hosts, lambda host: collect_inventory(host, ACCEL))
 
     def faults(self) -> StaticFaults:
         if self._faults is None:
@@ -346,7 +338,7 @@ class StaticLab:
                         "user": h.bmc.target.user}} if h.bmc is not None else {}),
         } for h in self.machines.values()]
         if probe:
-            for entry, found in zip(machines, _parallel(self.machines.values(), probe_host), strict=True):
+            for entry, found in zip(machines, in_parallel(self.machines.values(), probe_host), strict=True):
                 entry.update(found)
         return {"schema": "xenlab.status/1", "lab": self.name, "backend": "static", "run_dir": str(self.run.root),
                 "machines": machines, "checkpoints": []}

@@ -19,8 +19,7 @@ from ..metrics import recovery_time
 from ..results import Figure, HeartbeatTimeline
 from ..toolstack.base import GuestSpec, Toolstack
 from .failure import StepFailed
-from .measure import failover_figures, heartbeat_timeline, recovery_words, round_or_none
-from .migration_steps import HISTORY_S
+from .measure import HISTORY_S, failover_figures, heartbeat_timeline, recovery_words, round_or_none
 from .model import HOST_LOSS_FAULTS, Condition, FaultStep, Step
 from .struck import InjectedFault, fault_marks
 

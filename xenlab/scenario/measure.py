@@ -13,6 +13,7 @@ from ..metrics import bucket_counts
 from ..results import MAX_TIMELINE_BUCKETS, MAX_TIMELINE_MARKS, EventMark, Figure, HeartbeatTimeline
 from ..toolstack.base import FailoverResult
 
+HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
 TIMELINE_BEFORE_S = 5.0  # a timeline starts this long before its event, to show the steady rate first
 TIMELINE_AFTER_S = 5.0  # and ends this long after the event and the silence are over (or at the read)
 

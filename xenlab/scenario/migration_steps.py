@@ -15,11 +15,9 @@ from ..metrics import IntegrityReport, downtime_around
 from ..results import Figure, HeartbeatTimeline
 from ..toolstack.base import GuestSpec, MigrationResult, Toolstack
 from .failure import StepFailed
-from .measure import combined, downtime_words, heartbeat_timeline, round_or_none
+from .measure import HISTORY_S, combined, downtime_words, heartbeat_timeline, round_or_none
 from .model import OTHER, Step
 from .struck import StrikeDuring
-
-HISTORY_S = 30.0  # heartbeats this long before a window are enough to measure around it
 
 
 class MigrationSteps:
