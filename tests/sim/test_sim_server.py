@@ -191,3 +191,30 @@ def test_suspend_resume(sim):
     assert failure(x.VM.start, vm, False, False) == ["VM_BAD_POWER_STATE", vm, "halted", "suspended"]
     x.VM.resume(vm, False, False)
     assert x.VM.get_power_state(vm) == "Running"
+
+
+def test_a_client_that_hangs_up_mid_request_prints_no_traceback(sim, capfd):
+    """A host cut or a killed client resets its connection; the simulator stays
+    quiet about that (xenlab's output must hold no traceback) but still shows one
+    for a fault of its own."""
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    port = urlsplit(sim.url_for(0)).port
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(b"POST / HTTP/1.1\r\nContent-Le")
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST, not FIN
+    connect(sim, 0)  # the host still answers
+    srv = sim._control_server
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        srv.handle_error(None, ("127.0.0.1", 1))
+    assert "Traceback" not in capfd.readouterr().err
+    try:
+        raise KeyError("a simulator bug")
+    except KeyError:
+        srv.handle_error(None, ("127.0.0.1", 1))
+    assert "KeyError" in capfd.readouterr().err
