@@ -17,7 +17,6 @@ from xenlab.images.variant import (
     disk_sectors,
     grub_cfg,
     is_variant_of,
-    module_closure,
     patch_boot_img,
     patch_core_img,
     seed_boot_config,
@@ -97,18 +96,6 @@ def test_another_disk_bus_boots_directly_with_the_storage_initrd():
     plan = plan_lab(parse_lab("name: alpha\nhardware: {disk: nvme}\nhosts:\n  h1:\n"))
     assert variant_kind(plan.machine("h1")) == "storage"
     assert variant_kind(plan.machine("services")) is None
-
-
-def test_module_closure_orders_dependencies_first():
-    dep = ("kernel/drivers/ata/ahci.ko: kernel/drivers/ata/libahci.ko kernel/drivers/ata/libata.ko "
-           "kernel/drivers/scsi/scsi_mod.ko\nkernel/drivers/ata/libahci.ko: kernel/drivers/ata/libata.ko "
-           "kernel/drivers/scsi/scsi_mod.ko\nkernel/drivers/ata/libata.ko: kernel/drivers/scsi/scsi_mod.ko\n"
-           "kernel/drivers/scsi/scsi_mod.ko:\nkernel/drivers/scsi/sd_mod.ko: kernel/drivers/scsi/scsi_mod.ko\n")
-    order = module_closure(dep, ["ahci", "sd_mod"])
-    assert order == ["kernel/drivers/scsi/scsi_mod.ko", "kernel/drivers/ata/libata.ko", "kernel/drivers/ata/libahci.ko",
-                     "kernel/drivers/ata/ahci.ko", "kernel/drivers/scsi/sd_mod.ko"]
-    with pytest.raises(XenlabError, match="nvme"):
-        module_closure(dep, ["nvme"])
 
 
 def test_variants_live_and_go_with_their_image():

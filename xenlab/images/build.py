@@ -7,7 +7,6 @@ system image, and `qemu-img convert` makes it a compact qcow2 that overlays back
 from __future__ import annotations
 
 import gzip
-import lzma
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from ..errors import XenlabError
 from ..waiting import Progress
+from .initrd import build_boot_initrd, cpio_newc, module_closure, module_key, plain_bytes, static_busybox
 from .recipes import FILES_DIR, Recipe
 from .rootless import (
     BuildMode,
@@ -35,6 +35,15 @@ from .rootless import (
 
 ROOT_LABEL = "xlroot"
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic"]
+# Every process started during boot costs tens of milliseconds in a PV dom0 under TCG, and
+# the three machines of a lab share two cores while they boot: these do nothing for a lab
+# machine. getty-static spawns gettys on tty2-6 (~11 s of a host's boot); the serial
+# console keeps its getty (systemd-getty-generator).
+BOOT_MASKED_UNITS = ("getty-static.service", "getty@tty1.service")
+MASKED_GENERATORS = ("systemd-cryptsetup-generator", "systemd-integritysetup-generator",
+                     "systemd-veritysetup-generator", "systemd-gpt-auto-generator",
+                     "systemd-hibernate-resume-generator", "systemd-rc-local-generator",
+                     "systemd-system-update-generator", "systemd-run-generator")
 
 
 def debian_mirror(suite: str) -> str:
@@ -133,8 +142,7 @@ def _build_mmdebstrap(recipe: Recipe, mode: BuildMode, out: Path, work: Path, mi
     and its disk image in one fakeroot session; file capabilities and ACLs copied in with
     debugfs. Root takes the same road as an ordinary user, so both get the same image."""
     tarball = work / "rootfs.tar"
-    run_reading(mmdebstrap_argv(recipe.suite, recipe.packages, mirror, tarball, INITRAMFS_MODULES,
-                                mode.mmdebstrap_mode),
+    run_reading(mmdebstrap_argv(recipe.suite, recipe.packages, mirror, tarball, mode.mmdebstrap_mode),
                 f"mmdebstrap of {recipe.name}", log, on_line)
     say.flush()
     recipe_json = work / "recipe.json"
@@ -183,9 +191,9 @@ def _qemu_img_progress(say: Throttle):
     return on_line
 
 
-def customize_tree(tree: Path, recipe: Recipe, update_initramfs: bool = True) -> None:
-    """Make a debootstrap tree a lab machine: fstab, management network, sshd, identity seed.
-    (`update_initramfs=False`: it was built already, by the hook of rootless.initramfs_hook.)"""
+def customize_tree(tree: Path, recipe: Recipe) -> None:
+    """Make a debootstrap tree a lab machine: fstab, management network, sshd, identity
+    seed, fewer boot-time processes. (Its initramfs is made by `export_boot_files`.)"""
     # The root file system is mounted read-write by the initramfs (`rw` on the kernel
     # command line) and is not in fstab: systemd would otherwise wait for udev to announce
     # the root device before remounting, which costs ~20 s per boot under TCG.
@@ -217,14 +225,12 @@ def customize_tree(tree: Path, recipe: Recipe, update_initramfs: bool = True) ->
                          ("sockets.target.wants", "systemd-networkd.socket")):
         (units / target).mkdir(parents=True, exist_ok=True)
         _symlink(units / target / unit, f"/lib/systemd/system/{unit}")
-    for unit in recipe.mask_units:
+    for unit in (*recipe.mask_units, *BOOT_MASKED_UNITS):
         _symlink(units / unit, "/dev/null")
-    # A small initramfs with only what a QEMU q35 machine needs to find its root disk:
-    # the default (MODULES=most) is 36 MiB, and decompressing it under TCG takes seconds.
-    configure_initramfs(tree)
-    if update_initramfs:
-        _run(["chroot", str(tree), "update-initramfs", "-u", "-k", "all"], "update-initramfs",
-             tree.parent / "initramfs.log")
+    generators = tree / "etc/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    for generator in MASKED_GENERATORS:
+        _symlink(generators / generator, "/dev/null")
     if recipe.boot == "xen":
         # Keep every guest's console in /var/log/xen/console/guest-NAME.log (for artifacts).
         default = tree / "etc/default/xen"
@@ -235,13 +241,6 @@ def customize_tree(tree: Path, recipe: Recipe, update_initramfs: bool = True) ->
     # Clean apt caches: they only make the golden image larger.
     shutil.rmtree(tree / "var/cache/apt/archives", ignore_errors=True)
     (tree / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
-
-
-def configure_initramfs(tree: Path) -> None:
-    """Only the modules of INITRAMFS_MODULES (rootless.initramfs_hook does the same in sh)."""
-    (tree / "etc/initramfs-tools/modules").write_text("\n".join(INITRAMFS_MODULES) + "\n")
-    conf = tree / "etc/initramfs-tools/initramfs.conf"
-    conf.write_text(re.sub(r"(?m)^MODULES=.*$", "MODULES=list", conf.read_text()))
 
 
 def _symlink(link: Path, target: str) -> None:
@@ -259,7 +258,8 @@ def export_boot_files(tree: Path, recipe: Recipe, out: Path) -> None:
     kernel = kernels[-1]
     version = kernel.name.removeprefix("vmlinuz-")
     shutil.copy(kernel, out / "vmlinuz")
-    shutil.copy(boot / f"initrd.img-{version}", out / "initrd.img")
+    build_boot_initrd(tree / "lib/modules" / version, INITRAMFS_MODULES, out / "initrd.img")
+    shutil.copy(out / "initrd.img", boot / f"initrd.img-{version}")  # the disk boots as QEMU boots it
     (out / "kernel-version").write_text(version + "\n")
     if recipe.boot == "xen":
         xens = sorted(boot.glob("xen-*-amd64.gz"))
@@ -273,32 +273,11 @@ def export_boot_files(tree: Path, recipe: Recipe, out: Path) -> None:
 
 def export_modules(moddir: Path, names: list[str], dest: Path) -> None:
     """Copy modules and their dependencies, in load order, listed in dest/order."""
-    deps: dict[str, tuple[str, list[str]]] = {}
-    for line in (moddir / "modules.dep").read_text().splitlines():
-        path, _, requires = line.partition(":")
-        deps[_module_name(path)] = (path, [_module_name(p) for p in requires.split()])
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        key = name.replace("_", "-")
-        if key not in deps:
-            raise XenlabError(f"kernel module {name} not found in {moddir}")
-        if key in order:
-            return
-        for dep in reversed(deps[key][1]):
-            visit(dep)
-        order.append(key)
-
-    for name in names:
-        visit(name)
+    order = [(module_key(rel), rel) for rel in module_closure((moddir / "modules.dep").read_text(), names)]
     dest.mkdir(parents=True, exist_ok=True)
-    for key in order:
-        source = moddir / deps[key][0]
-        data = source.read_bytes()
-        if source.suffix == ".xz":
-            data = lzma.decompress(data)
-        (dest / f"{key}.ko").write_bytes(data)
-    (dest / "order").write_text("\n".join(order) + "\n")
+    for key, rel in order:
+        (dest / f"{key}.ko").write_bytes(plain_bytes(moddir / rel))
+    (dest / "order").write_text("\n".join(key for key, _ in order) + "\n")
 
 
 def _compile_static(source: Path, target: Path) -> None:
@@ -311,20 +290,11 @@ def _compile_static(source: Path, target: Path) -> None:
         raise XenlabError(f"compiling {source.name} failed:\n{proc.stderr}")
 
 
-def _module_name(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".xz", ".zst", ".gz", ".ko"):
-        name = name.removesuffix(suffix)
-    return name.replace("_", "-")
-
-
 def build_pv_guest(recipe: Recipe, out: Path, base, progress: Progress) -> None:
     """Kernel of the base image plus a busybox initramfs with the Xen front-end modules."""
     if base is None:
         raise XenlabError(f"{recipe.name}: an initramfs image needs a base image")
-    busybox = Path("/bin/busybox")
-    if not busybox.exists() or b"ld-linux" in busybox.read_bytes()[:4096]:  # a dynamic one names its loader
-        raise XenlabError("a static busybox is needed at /bin/busybox (Debian package busybox-static)")
+    busybox = static_busybox()
     progress(recipe.name, f"busybox initramfs on the {base.name} kernel")
     shutil.copy(base.file("vmlinuz"), out / "vmlinuz")
     shutil.copy(base.file("kernel-version"), out / "kernel-version")
@@ -345,11 +315,4 @@ def build_pv_guest(recipe: Recipe, out: Path, base, progress: Progress) -> None:
         for name in order:
             shutil.copy(modules / f"{name}.ko", root / "lib/modules" / f"{name}.ko")
         (root / "etc/modules-load").write_text("\n".join(order) + "\n")
-        files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-        cpio = subprocess.run(
-            ["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=root,
-            input="\n".join(files).encode(), capture_output=True, check=False,
-        )
-        if cpio.returncode != 0:
-            raise XenlabError(f"cpio failed: {cpio.stderr.decode(errors='replace')}")
-        (out / "initrd.img").write_bytes(gzip.compress(cpio.stdout, compresslevel=6))
+        (out / "initrd.img").write_bytes(gzip.compress(cpio_newc(root), compresslevel=6))

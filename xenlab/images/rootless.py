@@ -3,8 +3,8 @@
 An ordinary user builds a Debian tree with `mmdebstrap --mode=unshare`: dpkg runs as root
 of a user namespace whose ids are the user's subordinate ranges (/etc/subuid, /etc/subgid,
 mapped by newuidmap/newgidmap), and the tree comes out as a tarball that keeps owners and
-device nodes. The initramfs is built by a customize hook inside that namespace (it needs
-a chroot). The rest of the customisation and `mkfs.ext4 -d` run in one `fakeroot` session
+device nodes. The customisation (initramfs included: initrd.py needs no chroot) and
+`mkfs.ext4 -d` run in one `fakeroot` session
 over the extracted tarball, so the file system records root:root and /dev's nodes. File
 capabilities and ACLs (ping's cap_net_raw, the journal's ACLs) are copied from the
 tarball into the file system with `debugfs` (fakeroot 1.31 mangles the mode of a file
@@ -211,16 +211,10 @@ def _user_name(uid: int) -> str:
 
 
 # -- the command lines ----------------------------------------------------------------
-def initramfs_config_shell(modules: list[str]) -> str:
-    """sh that configures the tree at "$1" as `build.configure_initramfs` does."""
-    return ('printf "%s\\n" ' + " ".join(modules) + ' > "$1/etc/initramfs-tools/modules"; '
-            'sed -i "s/^MODULES=.*$/MODULES=list/" "$1/etc/initramfs-tools/initramfs.conf"')
-
-
 # While packages install, the kernel's postinst and initramfs-tools' trigger each build an
 # initramfs; with MODULES=most that took a minute each here under load. A conf.d file
-# makes those small (MODULES=list, of the default empty list: thrown away), and the
-# customize hook removes it before building the real one.
+# makes those small (MODULES=list, of the default empty list); none of them boots: the
+# machine's initramfs is made by initrd.py when the tree is exported.
 INTERIM_CONF = "etc/initramfs-tools/conf.d/xenlab-build"
 
 
@@ -229,15 +223,7 @@ def interim_initramfs_hook() -> str:
     return f'mkdir -p "$1/{Path(INTERIM_CONF).parent}" && echo MODULES=list > "$1/{INTERIM_CONF}"'
 
 
-def initramfs_hook(modules: list[str]) -> str:
-    """The customize hook run in the namespace: the same small initramfs as
-    `build.customize_tree` configures, built in the chroot."""
-    return (f'set -e; rm -f "$1/{INTERIM_CONF}"; {initramfs_config_shell(modules)}; '
-            'chroot "$1" update-initramfs -u -k all')
-
-
-def mmdebstrap_argv(suite: str, packages: list[str], mirror: str, tarball: Path, initramfs_modules: list[str],
-                    mode: str = "unshare") -> list[str]:
+def mmdebstrap_argv(suite: str, packages: list[str], mirror: str, tarball: Path, mode: str = "unshare") -> list[str]:
     """mmdebstrap's command line: what `debootstrap --variant=minbase --include=...` makes,
     merged /usr set up the way debootstrap does it (usr-is-merged, not usrmerge and perl);
     `mode` unshare (a user namespace) or root."""
@@ -245,8 +231,7 @@ def mmdebstrap_argv(suite: str, packages: list[str], mirror: str, tarball: Path,
             f"--hook-dir={MERGED_USR_HOOKS}"]
     if packages:
         argv.append("--include=" + ",".join(packages))
-    argv += [f"--essential-hook={interim_initramfs_hook()}", f"--customize-hook={initramfs_hook(initramfs_modules)}",
-             suite, str(tarball), mirror]
+    argv += [f"--essential-hook={interim_initramfs_hook()}", suite, str(tarball), mirror]
     return argv
 
 
@@ -300,7 +285,6 @@ _MMDEBSTRAP_STEPS = {
     "extracting archives": "extracting the essential packages",
     "installing essential packages": "installing the essential packages",
     "installing remaining packages inside the chroot": "installing the recipe's packages",
-    "running --customize-hook": "building the initramfs (in the new tree)",
     "creating tarball": "packing the tree into a tarball",
 }
 _DEBOOTSTRAP = re.compile(r"^I: (Retrieving|Unpacking|Extracting|Configuring) (\S+)")
@@ -453,7 +437,7 @@ def _stage(tarball: Path, tree: Path, recipe_json: Path, out: Path, raw: Path) -
     if tar.wait() != 0:
         raise XenlabError(f"extracting {tarball} failed (exit {tar.returncode})")
     _say(f"extracting the tree: {inventory.members}/{inventory.members} files")
-    customize_tree(tree, recipe, update_initramfs=False)  # the hook built it in the namespace
+    customize_tree(tree, recipe)
     export_boot_files(tree, recipe, out)
     _say("making the disk image")
     make_ext4(tree, raw, recipe.size_gib, inventory.file_bytes, _say, sys.stdout)

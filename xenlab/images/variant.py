@@ -32,6 +32,7 @@ from ..waiting import Progress, quiet
 from .build import INITRAMFS_MODULES
 from .cache import BuiltImage, publish
 from .identity import BOOT_CONFIG
+from .initrd import module_closure
 
 VARIANT_KINDS = ("storage", "boot")
 SECTOR = 512
@@ -122,36 +123,6 @@ def patch_core_img(core_img: bytes, core_lba: int) -> bytes:
     segment = struct.unpack_from("<H", image, entry + 10)[0]
     struct.pack_into("<QHH", image, entry, core_lba + 1, sectors - 1, segment)
     return bytes(image)
-
-
-def module_closure(modules_dep: str, names: tuple[str, ...] | list[str]) -> list[str]:
-    """The module files (paths as modules.dep writes them) that `names` need, dependencies first."""
-    deps: dict[str, tuple[str, list[str]]] = {}
-    for line in modules_dep.splitlines():
-        path, _, requires = line.partition(":")
-        deps[_key(path)] = (path, [_key(p) for p in requires.split()])
-    order: list[str] = []
-
-    def visit(name: str) -> None:
-        key = name.replace("_", "-")
-        if key not in deps:
-            raise XenlabError(f"kernel module {name} is not in the image's modules.dep")
-        if deps[key][0] in order:
-            return
-        for dep in reversed(deps[key][1]):
-            visit(dep)
-        order.append(deps[key][0])
-
-    for name in names:
-        visit(name)
-    return order
-
-
-def _key(path: str) -> str:
-    name = Path(path).name
-    for suffix in (".xz", ".zst", ".gz", ".ko"):
-        name = name.removesuffix(suffix)
-    return name.replace("_", "-")
 
 
 def variant_digest(base: BuiltImage, kind: str) -> str:
