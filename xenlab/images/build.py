@@ -39,7 +39,13 @@ INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_g
 # the three machines of a lab share two cores while they boot: these do nothing for a lab
 # machine. getty-static spawns gettys on tty2-6 (~11 s of a host's boot); the serial
 # console keeps its getty (systemd-getty-generator).
-BOOT_MASKED_UNITS = ("getty-static.service", "getty@tty1.service")
+BOOT_MASKED_UNITS = ("getty-static.service", "getty@tty1.service", "modprobe@efi_pstore.service",
+                     "modprobe@fuse.service", "modprobe@dm_mod.service")
+# Drivers udev would load for the q35 machine's chipset and legacy devices, none of which a
+# lab machine uses (a watchdog, the PC speaker, a PS/2 mouse, SMBus, wireless config):
+# explicit `modprobe NAME` still loads them (a blacklist only stops loading by alias).
+BLACKLISTED_MODULES = ("iTCO_wdt", "iTCO_vendor_support", "intel_pmc_bxt", "pcspkr", "psmouse", "serio_raw",
+                       "i2c_i801", "i2c_smbus", "lpc_ich", "cfg80211", "evdev")
 MASKED_GENERATORS = ("systemd-cryptsetup-generator", "systemd-integritysetup-generator",
                      "systemd-veritysetup-generator", "systemd-gpt-auto-generator",
                      "systemd-hibernate-resume-generator", "systemd-rc-local-generator",
@@ -227,6 +233,8 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
         _symlink(units / target / unit, f"/lib/systemd/system/{unit}")
     for unit in (*recipe.mask_units, *BOOT_MASKED_UNITS):
         _symlink(units / unit, "/dev/null")
+    blacklist = "".join(f"blacklist {name}\n" for name in BLACKLISTED_MODULES)
+    (tree / "etc/modprobe.d/xenlab-lab-machine.conf").write_text(f"# see xenlab/images/build.py\n{blacklist}")
     generators = tree / "etc/systemd/system-generators"
     generators.mkdir(parents=True, exist_ok=True)
     for generator in MASKED_GENERATORS:

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from ..spec import LabSpec
 
 READY = "ready"  # the checkpoint saved right after bring-up; every scenario starts from it
+# What a bring-up's progress line says as a machine enters each readiness stage: the line
+# is printed when the wait starts, so it names what is awaited, not what was reached.
+AWAITING = {"boot": "booting (waiting for the console banner)", "ssh": "waiting for SSH",
+            "toolstack": "waiting for the toolstack", "ready": "ready"}
 FaultKind = Literal["power_cut", "freeze", "reset", "link_down", "impair", "partition", "storage_loss"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 ToolstackKind = Literal["xl", "xapi"]

@@ -38,7 +38,7 @@ from ..results import HostInventory
 from ..spec import SR_PATH, IpmiSpec, LabSpec, SshSpec, lab_number, resolve_path
 from ..waiting import Progress, quiet, wait_for
 from . import firewall
-from .contract import ActiveFault, Capabilities, not_supported
+from .contract import AWAITING, ActiveFault, Capabilities, not_supported
 from .host import parse_virt_caps
 from .ipmi import IpmiPower, IpmiTarget
 from .parallel import in_parallel
@@ -175,12 +175,12 @@ class StaticHost(RemoteShell):
                 last[0] = str(exc)
                 return False
 
-        progress(self.name, "ssh")
+        progress(self.name, AWAITING["ssh"])
         wait_for(answers, f"{self.name}: SSH ({self.ssh_spec.user}@{self.ssh_spec.host}:{self.ssh_spec.port})",
                  max(1.0, deadline - time.monotonic()), 1.0, lambda: last[0])
         stages["ssh"] = round(time.monotonic() - started, 2)
         check = self.toolstack_check()
-        progress(self.name, "toolstack")
+        progress(self.name, AWAITING["toolstack"])
 
         def works() -> bool:
             result = self.run(check, timeout=60)
@@ -192,7 +192,7 @@ class StaticHost(RemoteShell):
         wait_for(works, f"{self.name}: toolstack (`{check}`)", max(1.0, deadline - time.monotonic()), 2.0,
                  lambda: last[0])
         stages["toolstack"] = round(time.monotonic() - started, 2)
-        progress(self.name, "ready")
+        progress(self.name, AWAITING["ready"])
         return stages
 
 
