@@ -237,21 +237,28 @@ def _print_static_status(data: dict) -> None:
 
 
 # -- access ---------------------------------------------------------------------------
+def remote_command(words: tuple[str, ...]) -> str:
+    """The shell text `xenlab ssh HOST WORDS...` runs: one word as it is (a whole command
+    line), several quoted as ssh(1) users expect; a leading `--` only ends xenlab's options."""
+    if words and words[0] == "--":
+        words = words[1:]
+    import shlex
+
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @lab_option
 @click.option("--timeout", default=600.0, show_default=True, help="seconds before the command is abandoned")
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def ssh(lab_name: str | None, timeout: float, host: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND on HOST (an interactive shell without one)."""
-    import shlex
-
+    """Run COMMAND on HOST (an interactive shell without one); `xenlab ssh h1 -- CMD` works too."""
     lab = _pick_lab(lab_name)
     machine = lab.host(host)
-    if not command:
+    if not command or command == ("--",):
         os.execvp("ssh", machine.ssh_argv())
-    text = command[0] if len(command) == 1 else shlex.join(command)
-    result = machine.run(text, timeout=timeout)
+    result = machine.run(remote_command(command), timeout=timeout)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     sys.exit(result.status)
