@@ -12,6 +12,7 @@ These tests boot no lab: they replace the session lab's per-module restore with 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import pwd
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from xenlab.images import ImageCache
+from xenlab.images.build import INITRAMFS_MODULES, MASKED_GENERATORS
 from xenlab.images.identity import generate_keypair, write_seed_disk
 from xenlab.images.recipes import FILES_DIR, load_recipes
 from xenlab.lab.accel import AccelChoice
@@ -199,10 +201,20 @@ def check_image(directory: Path, name: str, tmp_path: Path) -> None:
     assert _stat(raw, f"/boot/vmlinuz-{kernel_version}")["uid"] == "0"
     assert _debugfs(raw, "cat /etc/ssh/sshd_config.d/xenlab.conf") == (FILES_DIR / "sshd-xenlab.conf").read_text()
     assert _debugfs(raw, "cat /etc/hostname") == "xenlab\n"
-    conf_d = {line.split("/")[5] for line in _debugfs(raw, "ls -p /etc/initramfs-tools/conf.d").splitlines() if line}
-    assert conf_d == {".", ".."}  # the interim MODULES=list is not left behind
-    assert _debugfs(raw, "cat /etc/initramfs-tools/modules").split() == [
-        "virtio_pci", "virtio_blk", "virtio_net", "ext4", "crc32c_generic"]
+    # the machine boots xenlab's own initramfs (initrd.py), in /boot as QEMU gets it
+    boot_initrd = tmp_path / "boot-initrd.img"
+    _debugfs(raw, f'dump "/boot/initrd.img-{kernel_version}" "{boot_initrd}"')
+    assert boot_initrd.read_bytes() == (directory / "initrd.img").read_bytes()
+    unpacked = tmp_path / "initrd"
+    unpacked.mkdir()
+    subprocess.run(["cpio", "--quiet", "-idm"], cwd=unpacked, check=True,
+                   input=gzip.decompress(boot_initrd.read_bytes()))
+    assert (unpacked / "init").read_text() == (FILES_DIR / "boot-init.sh").read_text()
+    assert (unpacked / "conf/modules").read_text().split() == INITRAMFS_MODULES
+    assert list((unpacked / "usr/lib/modules" / kernel_version).rglob("virtio_blk.ko"))
+    for generator in MASKED_GENERATORS:
+        assert _stat(raw, f"/etc/systemd/system-generators/{generator}")["type"] == "symlink"
+    assert "blacklist pcspkr" in _debugfs(raw, "cat /etc/modprobe.d/xenlab-lab-machine.conf")
     assert "security.capability (20)" in _debugfs(raw, "ea_list /usr/bin/ping")  # ping's cap_net_raw
     assert "system.posix_acl_access" in _debugfs(raw, "ea_list /var/log/journal")
     for unit in recipe.mask_units:
