@@ -116,7 +116,7 @@ class FakePool(Toolstack):
         return [VMInfo(name, host, "unknown" if host in self.dead else "running", 128)
                 for name, host in self.placement.items()]
 
-    def migrate(self, vm, destination):
+    def migrate(self, vm, destination, on_start=None):
         self.calls.append(("migrate", vm, destination))
         source, started = self.placement[vm], self.world.clock
         self.world.clock += 5
@@ -165,6 +165,7 @@ class FakeFaults:
     def inject(self, kind, target, **params):
         started = time.time() - FAULT_AGO_S
         fault = FakeFault(self, kind, target, started)
+        fault.asked_at = time.time()
         self.injected.append(fault)
         if kind in ("power_cut", "partition"):
             for host in [target] if isinstance(target, str) else target:
@@ -405,7 +406,7 @@ def test_heartbeats_that_do_not_resume_leave_downtime_unmeasured():
     pool = FakePool(world, downtimes=[1.0], hosts=("h1", "h2"))
     migrate = pool.migrate
 
-    def migrate_into_silence(vm, destination):
+    def migrate_into_silence(vm, destination, on_start=None):
         result = migrate(vm, destination)
         world.outages[vm] = [(result.started_at + 1.0, time.time() + 3600, False)]
         return result
@@ -516,13 +517,16 @@ def test_a_per_accelerator_bound_is_chosen_by_the_labs_accelerator():
 class SlowMigrationPool(FakePoolWithRecover):
     """A migration that runs in real time until it ends by itself or its source dies."""
 
-    def __init__(self, *args, migration_s=2.0, **kwargs):
+    def __init__(self, *args, migration_s=2.0, lookup_s=0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.migration_s = migration_s
+        self.migration_s, self.lookup_s = migration_s, lookup_s
 
-    def migrate(self, vm, destination):
+    def migrate(self, vm, destination, on_start=None):
         self.calls.append(("migrate", vm, destination))
+        time.sleep(self.lookup_s)  # the driver's own lookups before it launches the migration
         source, started = self.placement[vm], time.time()
+        if on_start is not None:
+            on_start()
         while time.time() - started < self.migration_s:
             if source in self.dead:
                 return MigrationResult(vm, source, destination, started, time.time() - started, ok=False,
@@ -558,6 +562,17 @@ def test_a_power_cut_during_a_migration_is_reported_and_failover_brings_the_gues
     assert ("recover", "h1", faults.injected[0].started_at) in pool.calls
     assert pool.placement["vm1"] == "h2" and result.steps[4].outcome == "passed"
     assert faults.injected[0].healed
+
+
+def test_a_fault_during_a_migration_is_timed_from_the_launch_not_from_the_drivers_lookups():
+    """CI once saw a fault due 5 s in strike 4.6 s in: the timer had counted the lookups."""
+    pool = SlowMigrationPool(World(), hosts=("h1", "h2"), migration_s=1.5, lookup_s=0.6)
+    text = (POWER_CUT_DURING % (0.3, ", heal_after_s: 0.1")).replace("kind: power_cut", "kind: partition")
+    result, faults = run(parse_scenario(text.split("  - wait:")[0], "t.yaml"), pool)
+    migrate = result.steps[2]
+    assert migrate.outcome == "passed", migrate.message
+    launched = migrate.details["migration"]["started_at"]
+    assert faults.injected[0].asked_at - launched >= 0.3
 
 
 def test_a_fault_due_after_the_migration_ended_fails_the_step_with_what_to_change():

@@ -71,7 +71,7 @@ class MigrationSteps:
         strike = StrikeDuring(self, during.fault, during.after_s, during.heal_after_s)
         strike.start()
         try:
-            result = self.toolstack.migrate(a.vm, destination)
+            result = self.toolstack.migrate(a.vm, destination, on_start=strike.launched)
         finally:
             strike.stop()
         figures["duration"] = Figure(value=round(result.duration_s, 3), unit="s")

@@ -59,17 +59,24 @@ class StrikeDuring:
         self.error: str | None = None
         self.details: dict[str, Any] = {"after_s": after_s, "heal_after_s": heal_after_s}
         self._stopped = threading.Event()
+        self._launched = threading.Event()
         self._thread = threading.Thread(target=self._strike, name=f"strike {fault.label}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def launched(self) -> None:
+        """The migration itself has just been launched: `after_s` counts from now."""
+        self._launched.set()
+
     def stop(self) -> None:
         """The migration returned: a strike not yet due is called off; a due heal still happens."""
         self._stopped.set()
+        self._launched.set()
         self._thread.join()
 
     def _strike(self) -> None:
+        self._launched.wait()  # the driver's lookups before the launch do not count
         if self._stopped.wait(self.after_s):
             return  # the migration ended first
         try:

@@ -9,6 +9,7 @@ the observer (xenlab.metrics), so the same measurement applies whatever the tool
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import XenlabError
@@ -179,8 +180,11 @@ class Toolstack(ABC):
         raise XenlabError(f"no guest {name!r} in the pool")
 
     @abstractmethod
-    def migrate(self, vm: str, destination: str) -> MigrationResult:
-        """Live-migrate; fills vm, source, destination, started_at, duration_s, ok/error."""
+    def migrate(self, vm: str, destination: str, on_start: Callable[[], None] | None = None) -> MigrationResult:
+        """Live-migrate; fills vm, source, destination, started_at, duration_s, ok/error.
+
+        `on_start` is called the moment the migration itself is launched (after the
+        lookups before it), so a fault timed into the migration is timed from there."""
 
     def evacuate(self, host: str) -> list[MigrationResult]:
         """Move every guest off `host`, each to the member with most free memory."""

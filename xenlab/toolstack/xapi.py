@@ -534,11 +534,13 @@ class XapiToolstack(Toolstack):
         return sorted(found, key=lambda v: v.name)
 
     # migration -------------------------------------------------------------------------
-    def migrate(self, vm: str, destination: str) -> MigrationResult:
+    def migrate(self, vm: str, destination: str, on_start: Callable[[], None] | None = None) -> MigrationResult:
         source = self.vm(vm).host
         if source == destination:
             raise XenlabError(f"{vm} is already on {destination}")
         started_at, started = time.time(), time.monotonic()
+        if on_start is not None:
+            on_start()
         record = MigrationResult(vm, source, destination, started_at, 0.0)
         try:
             self._run(f"{vm} to migrate to {destination}", lambda x: x.Async.VM.pool_migrate(

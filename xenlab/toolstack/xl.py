@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -363,12 +364,14 @@ class XlToolstack(Toolstack):
         return sorted(found.values(), key=lambda v: v.name)
 
     # migration -------------------------------------------------------------------------
-    def migrate(self, vm: str, destination: str) -> MigrationResult:
+    def migrate(self, vm: str, destination: str, on_start: Callable[[], None] | None = None) -> MigrationResult:
         source = self.vm(vm).host
         if source == destination:
             raise XenlabError(f"{vm} is already on {destination}")
         dest_address = self._xen_host(destination).address(self.network)
         started_at, started = time.time(), time.monotonic()
+        if on_start is not None:
+            on_start()
         result = self._xen_host(source).run(f"xl migrate {vm} {dest_address}", timeout=600)
         duration = time.monotonic() - started
         record = MigrationResult(vm, source, destination, started_at, duration, ok=result.ok)
