@@ -19,6 +19,9 @@ from .ssh import RemoteShell, SSHAccess
 if TYPE_CHECKING:
     from .lab import Lab
 
+# Exit statuses of the readiness command: its toolstack check failed; the toolstack
+# answered but a lab NIC is not up with its address yet.
+TOOLSTACK_NOT_READY, NETWORK_NOT_READY = 3, 4
 # What each role prints on its serial console early in every boot, whatever the log level.
 BOOT_MARKERS = {"xen": "Xen version", "services": "Welcome to"}
 FATAL_MARKERS = ("Panic on CPU", "Kernel panic", "Hardware Dom0 crashed", "FATAL TRAP")
@@ -207,8 +210,11 @@ class Host(RemoteShell):
 
     def wait_ssh(self, timeout: float, interval: float = 0.5) -> None:
         def answers() -> bool:
+            """sshd answers and takes the lab's key: no command needed (a session's first
+            command costs another half second under TCG; the toolstack stage runs one)."""
             self._alive_or_stop()
-            return self.ssh.run("true", timeout=10).ok
+            self.ssh.client(timeout=10)
+            return True
 
         wait_for(answers, f"{self.name}: stage ssh (127.0.0.1:{self.ssh_port})", timeout, interval, self._evidence)
 
@@ -230,14 +236,17 @@ class Host(RemoteShell):
         def works() -> bool:
             self._alive_or_stop()
             clock = f"date -s @{time.time():.3f} >/dev/null && " if set_clock else ""
-            result = self.ssh.run(clock + BOOT_SETTLED + check, timeout=30)
+            # One command for the clock, the toolstack and the lab network: each SSH command
+            # costs a TCG machine a few tenths of a second.
+            result = self.ssh.run(f"{clock}{BOOT_SETTLED}{check} || exit {TOOLSTACK_NOT_READY}; "
+                                  f"{{ {network}; }} >/dev/null 2>&1 || exit {NETWORK_NOT_READY}", timeout=30)
             last[0] = (result.stdout + result.stderr)[-800:]
-            if not result.ok:
+            if result.status not in (0, NETWORK_NOT_READY):
                 return False
             if self.role == "xen":
                 # What Xen offers guests here (pv, hvm, hap or shadow): kept for status and doctor.
                 self.state.virt_caps = parse_virt_caps(result.stdout)
-            if self.ssh.run(network, timeout=30).ok:
+            if result.ok:
                 return True
             now = time.monotonic()
             since = network_down_since[0] = network_down_since[0] or now
