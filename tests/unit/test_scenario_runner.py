@@ -633,3 +633,41 @@ def test_keep_going_still_stops_at_a_step_that_went_wrong():
     result = run_scenario(shipped("live-migration"), FakeLab(), pool, FakeObserver(pool.world), FakeFaults(pool),
                           poll_s=0.01, keep_going=True, accel="kvm")
     assert result.steps[0].outcome == "failed" and {s.outcome for s in result.steps[1:]} == {"skipped"}
+
+
+
+# -- "heartbeats: VM" (is the guest heard now?) -----------------------------------------
+class LaggingObserver(FakeObserver):
+    """The services node's log as a slow read on a busy machine shows it: `lag_s` behind."""
+
+    def __init__(self, world: World, lag_s: float):
+        super().__init__(world)
+        self.lag_s = lag_s
+
+    def heartbeats(self, vm, since=None):
+        seen_until = time.time() - self.lag_s
+        return [(seq, at) for seq, at in self.world.heartbeats(vm) if at <= seen_until]
+
+
+def heard(observer, grace_s):
+    from xenlab.scenario.runner import _ScenarioRun
+    pool = FakePool(observer.world)
+    checker = _ScenarioRun(parse_scenario("name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n"), FakeLab(), pool,
+                           observer, FakeFaults(pool), None, 0.01, None, time.sleep)
+    return checker.heard("vm1", grace_s)
+
+
+def test_a_guest_heard_through_a_lagging_read_is_heard():
+    ok, evidence = heard(LaggingObserver(World(), lag_s=2.3), grace_s=10)  # older than HEARTBEAT_FRESH_S when read
+    assert ok and "after the check began" in evidence
+    ok, evidence = heard(LaggingObserver(World(), lag_s=2.3), grace_s=0)  # a wait's single look
+    assert not ok and "before the check" in evidence
+
+
+def test_a_guest_that_stopped_sending_is_not_heard_whatever_the_grace():
+    world = World()
+    world.outages["vm1"] = [(time.time() - 5.0, time.time() + 3600, False)]
+    ok, evidence = heard(FakeObserver(world), grace_s=0.3)
+    assert not ok and evidence.startswith("last heartbeat 5.") and "(and none in the 0.3 s after)" in evidence
+    ok, evidence = heard(FakeObserver(World()), grace_s=0.3)
+    assert ok and "before the check" in evidence
