@@ -42,8 +42,11 @@ def test_a_scenario_that_does_not_fit_the_lab_is_refused_with_lines(tmp_path):
     with pytest.raises(SpecError) as info:
         plan_run(str(SCENARIO), str(lab))
     assert info.value.path == str(SCENARIO)
-    assert info.value.problems == [(21, "lab solo has no host 'h2' (hosts: h1)"),
-                                   (38, "lab solo has no host 'h2' (hosts: h1)")]
+    lines = SCENARIO.read_text().splitlines()
+    form_pool = 1 + next(i for i, line in enumerate(lines) if "form_pool: {members: [h1, h2]}" in line)
+    on_h2 = 1 + next(i for i, line in enumerate(lines) if "vm_on: {vm: vm1, host: h2}" in line)
+    assert info.value.problems == [(form_pool, "lab solo has no host 'h2' (hosts: h1)"),
+                                   (on_h2, "lab solo has no host 'h2' (hosts: h1)")]
 
 
 def test_a_scenario_asking_what_the_lab_cannot_do_is_refused_from_its_capabilities(tmp_path):
