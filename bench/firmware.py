@@ -76,7 +76,7 @@ def main() -> int:
         extra = ""
         if firmware != "direct" and "direct" in medians:
             extra = "  extra over direct: " + "  ".join(
-                f"{s} +{stage[s] - medians['direct'][s]:.1f}s" for s in STAGES)
+                f"{s} {stage[s] - medians['direct'][s]:+.1f}s" for s in STAGES)
         print(f"  {firmware:6}  " + "  ".join(f"{s} {stage[s]:6.1f}s" for s in STAGES) + extra)
     return 0
 
