@@ -5,7 +5,7 @@ booted (QEMU's multiboot loader, or GRUB from the disk under SeaBIOS or OVMF).
 
 Each lab is its own (the shared `pool2` lab is the default hardware): one non-default
 combination and both firmware labs run on every e2e run. Bring-up times are printed.
-Measured 2026-12-04 (2-core TCG): the BIOS and UEFI tests took 58 s each on a quiet
+Measured 2026-12-04 (2-core TCG): the BIOS and UEFI tests took 58 s and 60 s on a quiet
 machine and 91 s and 102 s with a CPU-bound process alongside.
 """
 
