@@ -50,11 +50,14 @@ def test_quick_qualification_on_the_shared_lab(pool2, tmp_path):
             assert not check.figures
     by_id = {c.id: c for c in report.checks}
     # Measured on this lab (a QEMU lab with the rebuilt image): no excuse to skip these.
-    for measured in ("inventory", "boot/h1", "network/h1-h2/lab", "network/h2-h1/lab", "storage/h1/shared",
+    for measured in ("inventory", "boot/h1", "network/h1-h2/lab", "network/h2-h1/lab", "network/guest-to-guest",
+                     "storage/h1/shared",
                      "storage/h1/local", "lifecycle/pv", "migration", "stability/h1", "stability/h2"):
         assert by_id[measured].verdict != "not_run", (measured, by_id[measured].reason)
     throughput = next(f for f in by_id["network/h1-h2/lab"].figures if f.name == "throughput")
     assert throughput.value and throughput.value > 0
+    guests = next(f for f in by_id["network/guest-to-guest"].figures if f.name == "guest_throughput")
+    assert guests.value and guests.value > 0 and by_id["network/guest-to-guest"].details["bytes"] > 0
     assert by_id["failover"].verdict == "not_run" and "failover" in by_id["failover"].reason
     assert report.inventory and report.inventory[0].nic_details and report.inventory[0].xen_caps
     assert report.passed, report.verdict + "\n" + "\n".join(f"{c.id}: {c.reason}" for c in report.checks

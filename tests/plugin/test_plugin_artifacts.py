@@ -75,7 +75,10 @@ def test_artifacts_hold_what_a_reachable_host_says(fake_run, tmp_path, monkeypat
     assert (dest / "h1" / "xl-dmesg.txt").read_text() == "h1: xl dmesg\n"
     journal = (dest / "h1" / "journal.txt").read_text()
     assert "(exit status 1)" in journal and "journal is empty" in journal
-    assert asked == [("h1", "xl dmesg", 7), ("h1", "journalctl -b --no-pager -n 300", 7)]
+    assert [(name, command.split()[0], timeout) for name, command, timeout in asked] == [
+        ("h1", "xl", 7), ("h1", "for", 7), ("h1", "journalctl", 7)]
+    assert "/var/log/xen/console/guest-*.log" in asked[1][1]  # the guests' consoles, as xenconsoled logs them
+    assert (dest / "h1" / "guest-consoles.txt").exists()
 
 
 def test_long_test_ids_stay_distinct_and_bounded():

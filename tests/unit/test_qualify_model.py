@@ -53,6 +53,17 @@ def test_suite_unknown_key_and_bad_storage_target_are_refused():
     assert "p.yaml:4" in text and "p.yaml:5" in text
 
 
+def test_guest_throughput_threshold_and_its_stream_length():
+    profile = parse_profile("name: p\nsuite:\n  network:\n    guest_seconds: 4\n"
+                            "    thresholds: {guest_throughput: '> 20 Mbit/s'}\n")
+    assert profile.suite.network.guest_seconds == 4 and profile.suite.network.guest_to_guest
+    with pytest.raises(SpecError) as err:
+        parse_profile("name: p\nsuite:\n  network:\n    guest_seconds: 0\n", "p.yaml")
+    assert "p.yaml:4" in str(err.value)
+    with pytest.raises(SpecError, match="measured in Mbit/s"):
+        parse_profile("name: p\nsuite:\n  network:\n    thresholds: {guest_throughput: '< 5s'}\n", "p.yaml")
+
+
 def test_iops_threshold_is_a_unit_of_its_own():
     profile = parse_profile("name: p\nsuite:\n  storage:\n    thresholds: {rand_read_iops: '>= 50 IOPS'}\n")
     assert profile.suite.storage.thresholds["rand_read_iops"] == ">= 50 IOPS"

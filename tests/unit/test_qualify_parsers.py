@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from xenlab.qualify.parsers import XEN_SERIOUS, ParseError, filter_log, parse_fio, parse_iperf3, parse_ping
+from xenlab.qualify.parsers import (
+    XEN_SERIOUS,
+    ParseError,
+    filter_log,
+    parse_fio,
+    parse_iperf3,
+    parse_ping,
+    parse_traffic,
+)
 from xenlab.report.inventory import parse_iommu, parse_lsblk, parse_microcode, parse_nic_details
 
 CAPTURED = Path(__file__).resolve().parent / "captured_qualify"
@@ -88,6 +96,21 @@ def test_dom0_warnings_from_the_lab_and_the_default_allow_list():
         assert verdict.unexpected == [], f"{name}: the CI profile must explain what the lab shows"
     stray = filter_log(["[  12.3] EXT4-fs error (device vda): bad block"], allow)
     assert stray.unexpected, "a real disk error is never explained away"
+
+
+def test_guest_traffic_lines_from_a_console_log():
+    console = ("[    0.000000] Linux version 6.1.0\r\nxenlab-guest: qsink up, 10.9.0.101/24\r\n"
+               "xenlab-traffic: received 12 bytes in 0.000 s from 10.9.0.102\r\n"
+               "xenlab-traffic: received 62500000 bytes in 5.000 s from 10.9.0.102\r\n")
+    stream = parse_traffic(console)
+    assert (stream.bytes, stream.seconds, stream.peer) == (62500000, 5.0, "10.9.0.102")
+    assert stream.mbit_s == 100.0  # the last stream counts; bytes * 8 / seconds
+    assert parse_traffic("xenlab-traffic: sent 10 bytes in 1.000 s to 10.9.0.101", "sent").direction == "sent"
+    with pytest.raises(ParseError, match="no sink at 10.9.0.101:5001"):
+        parse_traffic("xenlab-traffic: no sink at 10.9.0.101:5001 after 600 s\n")
+    with pytest.raises(ParseError, match="no 'xenlab-traffic: received' line"):
+        parse_traffic("xenlab-traffic: sent 10 bytes in 1.000 s to 10.9.0.101")
+    assert parse_traffic("xenlab-traffic: received 0 bytes in 0.000 s from 1.2.3.4").mbit_s == 0.0
 
 
 # -- inventory -------------------------------------------------------------------------

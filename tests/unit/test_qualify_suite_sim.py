@@ -22,10 +22,12 @@ def test_quick_profile_on_a_sim_lab_then_resume(tmp_path):
     report = run_qualify(plan_qualify(str(REPO / "qualification/quick.yaml"), SIM_LAB, out),
                          on_check=lambda c: seen.append(c.id))
     by_id = {c.id: c for c in report.checks}
-    assert set(by_id) == {"inventory", "boot", "network", "storage", "lifecycle/pv", "migration", "failover",
-                          "stability"}
+    assert set(by_id) == {"inventory", "boot", "network", "network/guest-to-guest", "storage", "lifecycle/pv",
+                          "migration", "failover", "stability"}
     for check in ("boot", "network", "storage", "stability"):
         assert by_id[check].verdict == "not_run" and "no host shells" in by_id[check].reason
+    guests = by_id["network/guest-to-guest"]  # the XAPI driver does not start the guests' traffic agent
+    assert guests.verdict == "not_run" and "does not offer guest-to-guest traffic" in guests.reason
     lifecycle = {f.name: f for f in by_id["lifecycle/pv"].figures}
     assert by_id["lifecycle/pv"].verdict == "passed" and lifecycle["start"].value > 0
     assert lifecycle["pause"].value is None and "does not offer pause" in lifecycle["pause"].meaning
@@ -58,3 +60,12 @@ def test_a_section_turned_off_is_not_run_with_the_reason(tmp_path):
     assert by_id["lifecycle"].verdict == "not_run" and "suite.lifecycle.enabled" in by_id["lifecycle"].reason
     assert by_id["migration"].verdict == "not_run"
     assert by_id["failover"].reason.startswith("the profile has no suite.failover")
+
+
+def test_guest_to_guest_turned_off_is_not_run_with_the_reason(tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: p\nsuite:\n  network: {guest_to_guest: false, thresholds: "
+                       "{guest_throughput: '> 1 Mbit/s'}}\n  lifecycle: {enabled: false}\n")
+    report = run_qualify(plan_qualify(str(profile), SIM_LAB, tmp_path / "q"))
+    guests = next(c for c in report.checks if c.id == "network/guest-to-guest")
+    assert guests.verdict == "not_run" and "guest_to_guest: false" in guests.reason

@@ -87,3 +87,26 @@ def test_guest_config_points_everything_at_the_shared_sr():
     quiet = guest_config(GuestSpec("vm2", heartbeat=False, writer=False), sr="/s", address="a", mac="m",
                          heartbeat_to="x:1")
     assert "xenlab.hb" not in quiet and "xenlab.writer" not in quiet
+
+
+def test_guest_config_starts_the_traffic_agent_as_sink_or_sender():
+    sink = guest_config(GuestSpec("qsink", writer=False, traffic_sink=True), sr="/s", address="10.1.2.101/24",
+                        mac="m", heartbeat_to=None)
+    assert "xenlab.sink=5001" in sink and "xenlab.send" not in sink
+    sender = guest_config(GuestSpec("qsend", traffic_to="qsink", traffic_seconds=7), sr="/s", address="10.1.2.102/24",
+                          mac="m", heartbeat_to=None, traffic_to="10.1.2.101")
+    assert "xenlab.send=10.1.2.101:5001:7" in sender and "xenlab.sink" not in sender
+    plain = guest_config(GuestSpec("vm"), sr="/s", address="a", mac="m", heartbeat_to=None)
+    assert "xenlab.sink" not in plain and "xenlab.send" not in plain
+
+
+def test_guest_traffic_settings_are_checked():
+    import pytest
+
+    from xenlab.errors import XenlabError
+
+    with pytest.raises(XenlabError, match="to itself"):
+        GuestSpec("g", traffic_to="g")
+    with pytest.raises(XenlabError, match="not within 1-600"):
+        GuestSpec("g", traffic_to="h", traffic_seconds=0)
+    assert GuestSpec("g", traffic_sink=True).sends_traffic and not GuestSpec("g").sends_traffic

@@ -243,6 +243,7 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
         # Keep every guest's console in /var/log/xen/console/guest-NAME.log (for artifacts).
         default = tree / "etc/default/xen"
         default.write_text(default.read_text() + '\nXENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"\n')
+        (tree / "var/log/xen/console").mkdir(parents=True, exist_ok=True)  # xenconsoled does not make it
     journald = tree / "etc/systemd/journald.conf.d"
     journald.mkdir(parents=True, exist_ok=True)
     (journald / "xenlab.conf").write_text("[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n")
@@ -318,6 +319,7 @@ def build_pv_guest(recipe: Recipe, out: Path, base, progress: Progress) -> None:
             shutil.copy(FILES_DIR / source, root / target)
             (root / target).chmod(0o755)
         _compile_static(FILES_DIR / "heartbeat.c", root / "bin/xenlab-heartbeat")
+        _compile_static(FILES_DIR / "traffic.c", root / "bin/xenlab-traffic")
         modules = base.file("modules")
         order = (modules / "order").read_text().split()
         for name in order:

@@ -126,10 +126,6 @@ def plan_network(ctx: Context) -> list[Planned]:
             check_id = f"network/{client.name}-{server.name}/{network}"
             planned.append(Planned(check_id, "network", f"{client.name} -> {server.name} on {network}",
                                    lambda c=client, s=server, n=network, cid=check_id: _network(ctx, cid, c, s, n)))
-    guest_id = "network/guest-to-guest"
-    planned.append(Planned(guest_id, "network", "guests across hosts", lambda: not_run(
-        guest_id, "network", "guests across hosts",
-        "guest-to-guest throughput is not measured yet: the test guest's busybox initramfs has no iperf3")))
     return planned
 
 

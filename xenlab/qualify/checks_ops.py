@@ -14,9 +14,13 @@ from ..report.suite_profile import ScenarioSection
 from ..scenario.model import load_scenario
 from ..scenario.session import begin, fit, run_on
 from ..toolstack.base import GuestSpec, PoolSettings, Toolstack, VerbNotOffered
+from ..waiting import wait_for
 from .checks_host import Planned
 from .context import Context
 from .model import CheckOutcome, Measured, judge, not_run, outcome_of
+from .parsers import ParseError, parse_traffic
+
+GUEST_BOOT_S = 900  # a guest's boot under TCG with a busy dom0 (PV: 30-70 s measured; PVH more)
 
 VERB_MEANING = {"start": "`create` until the guest runs", "pause": "pause (vCPUs stop)", "unpause": "unpause",
                 "save": "save to a file on the shared SR (the domain goes)", "restore": "restore from that file",
@@ -98,6 +102,59 @@ def _lifecycle(ctx: Context, check_id: str, guest_type: str) -> CheckOutcome:
         cleanup(toolstack)
     return outcome_of(check_id, "lifecycle", f"{guest_type} guest", figures, started,
                       details={"not_offered": not_offered} if not_offered else None)
+
+
+def plan_guest_traffic(ctx: Context) -> list[Planned]:
+    """Guest-to-guest throughput across two hosts, measured by the guests' own agent."""
+    check_id, subject = "network/guest-to-guest", "guests across hosts"
+    hosts = [h.name for h in ctx.lab.hosts]
+    reason = ""
+    if not ctx.suite.network.guest_to_guest:
+        reason = "the profile turns it off (suite.network.guest_to_guest: false)"
+    elif len(hosts) < 2:
+        reason = "one host: no path between guests on two hosts"
+    if reason:
+        return [Planned(check_id, "network", subject, lambda: not_run(check_id, "network", subject, reason))]
+    return [Planned(check_id, "network", subject, lambda: _guest_traffic(ctx, check_id, subject, hosts[1], hosts[0]))]
+
+
+def _guest_traffic(ctx: Context, check_id: str, subject: str, sink_host: str, sender_host: str) -> CheckOutcome:
+    """A sink guest on one host, a sender on another that streams TCP to it for
+    `guest_seconds`; the sink's count (first byte to close) is the figure, as iperf3's server."""
+    started = time.time()
+    section = ctx.suite.network
+    caps = ctx.lab.capabilities
+    guest_type = "pv" if "pv" in caps.guest_types else next(t for t in caps.guest_types if t != "hvm")
+    begin(ctx.lab, ctx.progress)
+    toolstack = drivers_for(ctx.lab).toolstack
+    toolstack.form_pool([h.name for h in ctx.lab.hosts], PoolSettings(name="qualify"))
+    sink, sender = "qsink", "qsend"
+    figures: list[Measured] = []
+    try:
+        ctx.progress(sink_host, f"network: {guest_type} guest {sink} receives TCP from {sender} on {sender_host}")
+        toolstack.create_vm(GuestSpec(sink, type=guest_type, writer=False, traffic_sink=True), sink_host)
+        toolstack.create_vm(GuestSpec(sender, type=guest_type, writer=False, traffic_to=sink,
+                                      traffic_seconds=section.guest_seconds), sender_host)
+
+        def received() -> bool:
+            return "xenlab-traffic: received" in toolstack.console_log(sink)
+
+        wait_for(received, f"{sink} on {sink_host} to receive {sender}'s stream",
+                 GUEST_BOOT_S + section.guest_seconds, 2.0,
+                 lambda: f"{sink}'s console:\n{toolstack.console_log(sink)[-1500:]}\n"
+                         f"{sender}'s console:\n{toolstack.console_log(sender)[-1500:]}")
+        stream = parse_traffic(toolstack.console_log(sink))
+        figures.append(judge("guest_throughput", round(stream.mbit_s, 2), "Mbit/s", section.thresholds,
+                             f"TCP throughput guest to guest, {sender_host} to {sink_host} "
+                             f"({guest_type} guests on the guest bridge, counted by the receiving guest)"))
+    except VerbNotOffered as exc:
+        return not_run(check_id, "network", subject, str(exc))
+    except (XenlabError, ParseError) as exc:
+        return outcome_of(check_id, "network", subject, figures, started, str(exc))
+    finally:
+        cleanup(toolstack)
+    return outcome_of(check_id, "network", subject, figures, started,
+                      details={"guest_type": guest_type, "bytes": stream.bytes, "seconds": stream.seconds})
 
 
 def plan_scenario(ctx: Context, check: str, section: ScenarioSection | None) -> list[Planned]:

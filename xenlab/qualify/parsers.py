@@ -1,5 +1,5 @@
 """Pure parsers of what the qualification checks run on the hosts: iperf3 and fio JSON,
-ping's summary, and kernel and hypervisor logs filtered by the profile's allow-list.
+ping's summary, the guest traffic agent's console lines, and kernel and hypervisor logs filtered by the profile's allow-list.
 
 Each returns plain numbers in a stated unit, or raises ParseError saying what was
 missing (a check turns that into a failed verdict with the tool's own words).
@@ -99,6 +99,32 @@ def parse_ping(text: str) -> Ping:
     rtt = _PING_RTT.search(text)
     return Ping(int(counts.group(1)), int(counts.group(2)), float(counts.group(3)),
                 float(rtt.group(2)) if rtt else None, float(rtt.group(3)) if rtt else None)
+
+
+@dataclass(frozen=True)
+class Stream:
+    direction: str  # received | sent
+    bytes: int
+    seconds: float
+    peer: str
+
+    @property
+    def mbit_s(self) -> float:
+        return self.bytes * 8 / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+_TRAFFIC = re.compile(r"xenlab-traffic: (received|sent) (\d+) bytes in ([\d.]+) s (?:from|to) ([\d.]+)")
+
+
+def parse_traffic(console: str, direction: str = "received") -> Stream:
+    """The last stream line the guest agent xenlab-traffic printed on a guest's console."""
+    found = [m for m in _TRAFFIC.finditer(console) if m.group(1) == direction]
+    if not found:
+        failed = re.findall(r"xenlab-traffic: (?!received|sent).*", console)
+        raise ParseError(failed[-1].strip() if failed else
+                         f"no 'xenlab-traffic: {direction}' line on the guest's console")
+    last = found[-1]
+    return Stream(last.group(1), int(last.group(2)), float(last.group(3)), last.group(4))
 
 
 # Xen's `xl dmesg` carries no level on its lines: these words mark a warning or worse.

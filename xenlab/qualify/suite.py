@@ -22,7 +22,7 @@ from ..report.suite_profile import SuiteSpec
 from ..scenario.session import bring_up
 from ..waiting import Progress, quiet
 from .checks_host import Planned, plan_boot, plan_network, plan_stability, plan_storage
-from .checks_ops import plan_lifecycle, plan_scenario
+from .checks_ops import plan_guest_traffic, plan_lifecycle, plan_scenario
 from .context import Context
 from .model import CheckOutcome, Measured, QualifyReport, not_run, outcome_of
 from .report import write_report
@@ -91,7 +91,7 @@ def run_qualify(plan: QualifyPlan, progress: Progress = quiet, resume: bool = Fa
     inventory = list(state.inventory)
     planners: dict[str, Callable[[], list[Planned]]] = {
         "inventory": lambda: _inventory(ctx, plan.profile, inventory),
-        "boot": lambda: plan_boot(ctx), "network": lambda: plan_network(ctx),
+        "boot": lambda: plan_boot(ctx), "network": lambda: plan_network(ctx) + plan_guest_traffic(ctx),
         "storage": lambda: plan_storage(ctx), "lifecycle": lambda: plan_lifecycle(ctx),
         "migration": lambda: plan_scenario(ctx, "migration", suite.migration),
         "failover": lambda: plan_scenario(ctx, "failover", suite.failover),

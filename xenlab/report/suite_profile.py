@@ -32,7 +32,7 @@ LIFECYCLE_VERBS = ("start", "pause", "unpause", "save", "restore", "reboot", "sh
 SUITE_FIGURES: dict[str, dict[str, str]] = {
     "boot": {"to_xen": "s", "to_ssh": "s", "to_toolstack": "s"},
     "network": {"throughput": "Mbit/s", "retransmits": "count", "latency_avg": "ms", "latency_max": "ms",
-                "loss": "%", "mtu": ""},
+                "loss": "%", "mtu": "", "guest_throughput": "Mbit/s"},
     "storage": {"seq_read": "MiB/s", "seq_write": "MiB/s", "rand_read_iops": "IOPS", "rand_write_iops": "IOPS",
                 "rand_read_latency": "ms", "rand_write_latency": "ms"},
     "lifecycle": {verb: "s" for verb in LIFECYCLE_VERBS},
@@ -64,6 +64,8 @@ class BootSection(Section):
 class NetworkSection(Section):
     seconds: int = Field(3, ge=1, le=600, description="length of each iperf3 run")
     ping_count: int = Field(10, ge=1, le=10000)
+    guest_to_guest: bool = Field(True, description="also measure TCP throughput between two guests on two hosts")
+    guest_seconds: int = Field(5, ge=1, le=600, description="length of the guest-to-guest stream")
 
 
 class StorageSection(Section):

@@ -75,10 +75,24 @@ class GuestSpec:
     heartbeat: bool = True  # send a UDP heartbeat to the services node every 10 ms
     writer: bool = True  # write a verifiable pattern to its disk
     type: GuestType = "pv"  # pv | pvh | hvm (xenlab.spec.GUEST_TYPES)
+    # Guest-to-guest throughput: a sink counts the TCP streams it receives, a sender sends
+    # one stream of traffic_seconds to the guest named traffic_to; each prints its figures
+    # on its console (the guest agent xenlab-traffic, read back through `console_log`).
+    traffic_sink: bool = False
+    traffic_to: str = ""
+    traffic_seconds: int = 10
 
     def __post_init__(self) -> None:
         if self.type not in GUEST_TYPES:
             raise XenlabError(f"guest {self.name}: unknown guest type {self.type!r} (one of {', '.join(GUEST_TYPES)})")
+        if self.traffic_to == self.name:
+            raise XenlabError(f"guest {self.name}: cannot send its traffic to itself")
+        if not 1 <= self.traffic_seconds <= 600:
+            raise XenlabError(f"guest {self.name}: traffic_seconds {self.traffic_seconds} is not within 1-600")
+
+    @property
+    def sends_traffic(self) -> bool:
+        return self.traffic_sink or bool(self.traffic_to)
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,10 @@ class Toolstack(ABC):
     def reboot_vm(self, vm: str, timeout: float = 300) -> VMInfo:
         """Ask `vm` to reboot; returns once it runs again as a new domain."""
         raise VerbNotOffered(self.kind, "reboot")
+
+    def console_log(self, vm: str) -> str:
+        """What `vm` has printed on its (PV) console since it started on its current host."""
+        raise VerbNotOffered(self.kind, "reading a guest's console")
 
     @abstractmethod
     def vms(self) -> list[VMInfo]:

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 GUEST_FIRST_OCTET = 101
 GUEST_BRIDGE = "xenbr0"
 XEN_OUI = "00:16:3e"
+TRAFFIC_PORT = 5001  # the guest agent's TCP sink (xenlab/images/files/traffic.c)
+CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled --log=guest (the debian-xen image sets it)
 MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
 
 
@@ -95,7 +97,8 @@ def guest_mac(lab_number: int, index: int) -> str:
     return f"{XEN_OUI}:{value >> 16 & 0xFF:02x}:{value >> 8 & 0xFF:02x}:{value & 0xFF:02x}"
 
 
-def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None) -> str:
+def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None,
+                 traffic_to: str | None = None) -> str:
     """The xl config of a guest whose kernel, initramfs and disk are on the shared SR.
 
     Every type boots the same kernel and initramfs directly (no bootloader) and uses the
@@ -108,6 +111,10 @@ def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat
         extra.append(f"xenlab.hb={heartbeat_to}")
     if guest.writer:
         extra.append("xenlab.writer=1")
+    if guest.traffic_sink:
+        extra.append(f"xenlab.sink={TRAFFIC_PORT}")
+    if traffic_to:
+        extra.append(f"xenlab.send={traffic_to}:{TRAFFIC_PORT}:{guest.traffic_seconds}")
     console = "ttyS0" if guest.type == "hvm" else "hvc0"  # an HVM guest's first words go to its UART
     lines = [
         f'name = "{guest.name}"',
@@ -279,9 +286,17 @@ class XlToolstack(Toolstack):
         directory = self._guest_dir(guest.name)
         if services.run(f"test -e {directory}/{guest.name}.cfg").ok:
             raise XenlabError(f"a guest named {guest.name!r} already exists in the pool")
+        traffic_to = None
+        if guest.traffic_to:
+            peer = services.run(f"cat {self._guest_dir(guest.traffic_to)}/index").stdout.strip()
+            if not peer.isdigit():
+                raise XenlabError(f"{guest.name} is to send its traffic to {guest.traffic_to}, which the pool "
+                                  "does not have")
+            traffic_to = self.guest_address(int(peer)).split("/")[0]
         index = self._guest_index(guest.name)
         config = guest_config(guest, sr=self.sr, address=self.guest_address(index),
-                              mac=guest_mac(self.lab.plan.number, index), heartbeat_to=self.heartbeat_target())
+                              mac=guest_mac(self.lab.plan.number, index), heartbeat_to=self.heartbeat_target(),
+                              traffic_to=traffic_to)
         services.succeed(f"mkdir -p {directory} && echo {index} > {directory}/index && "
                          f"truncate -s {guest.disk_mib}M {directory}/disk.img")
         services.write_file(f"{directory}/{guest.name}.cfg", config)
@@ -292,6 +307,12 @@ class XlToolstack(Toolstack):
         h.succeed(f"xl create {self._guest_dir(vm)}/{vm}.cfg", timeout=180)
         self._services().write_file(f"{self._guest_dir(vm)}/host", host + "\n")
         return self._find(vm, host)
+
+    def console_log(self, vm: str) -> str:
+        """xenconsoled's log of the guest's PV console in its host's dom0 (an HVM guest's
+        first words go to its emulated UART instead, which is not logged)."""
+        host = self.vm(vm).host
+        return self._xen_host(host).run(f"cat {CONSOLE_LOG_DIR}/guest-{vm}.log 2>/dev/null", timeout=60).stdout
 
     def _find(self, vm: str, host: str) -> VMInfo:
         for name, domid, memory, flags in parse_xl_list(self._xen_host(host).succeed("xl list", timeout=60)):

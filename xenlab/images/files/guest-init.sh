@@ -6,6 +6,8 @@
 #   xenlab.hostname=N    guest name (sent in every heartbeat)
 #   xenlab.hb=IP:PORT    heartbeat collector (services node); one datagram every 10 ms
 #   xenlab.writer=1      write verifiable records to /dev/xvda (see xenlab/metrics.py)
+#   xenlab.sink=PORT     receive TCP streams on PORT, print each one's bytes and seconds
+#   xenlab.send=IP:PORT:SECONDS  send one TCP stream to a sink (guest-to-guest throughput)
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -17,13 +19,15 @@ appear() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)
 appear /sys/class/net/eth0
 ip link set lo up
 ip link set eth0 up
-name=guest hb= writer=
+name=guest hb= writer= sink= send=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         xenlab.ip=*) ip addr add "${arg#xenlab.ip=}" dev eth0 ;;
         xenlab.hostname=*) name="${arg#xenlab.hostname=}"; hostname "$name" ;;
         xenlab.hb=*) hb="${arg#xenlab.hb=}" ;;
         xenlab.writer=*) writer="${arg#xenlab.writer=}" ;;
+        xenlab.sink=*) sink="${arg#xenlab.sink=}" ;;
+        xenlab.send=*) send="${arg#xenlab.send=}" ;;
     esac
 done
 if [ -n "$hb" ]; then
@@ -32,5 +36,12 @@ fi
 [ "$writer" = 1 ] && appear /dev/xvda
 if [ "$writer" = 1 ] && [ -b /dev/xvda ]; then
     /bin/xenlab-writer /dev/xvda &
+fi
+if [ -n "$sink" ]; then
+    /bin/xenlab-traffic sink "$sink" &
+fi
+if [ -n "$send" ]; then
+    to="${send%%:*}" rest="${send#*:}"
+    /bin/xenlab-traffic send "$to" "${rest%%:*}" "${rest#*:}" &
 fi
 echo "xenlab-guest: $name up, $(ip -4 -o addr show eth0 | awk '{print $4}')"
