@@ -14,11 +14,13 @@ import pytest
 
 from xenlab.results import RunResults
 
-# Measured here under TCG (2026-12-02, labs/xen-pool2-guests.yaml): a PVH guest took 102 s
-# to create and 231 s to its first heartbeat, then starved its host's dom0; an HVM guest
-# is slower still. PV guests run in every other e2e test on every CI run.
+# Measured here under TCG (labs/xen-pool2-guests.yaml): one guest at a time every type boots,
+# is heard and migrates (bench/guests.py, 2026-12-04: heard after 20 / 29 / 141 s, moves
+# 99 / 114 / 230 s); with the three on one host this test failed on 2026-12-04 after 25 min
+# (the PVH migration did not end within 600 s, its host's dom0 starved). PV guests run in
+# every other e2e test on every CI run.
 pytestmark = [pytest.mark.e2e, pytest.mark.nightly(
-    reason="PVH and HVM guests under nested SVM in TCG: a PVH guest alone took 231 s to its first heartbeat")]
+    reason="three guest types on one nested TCG host: 25 min, and the PVH migration starved (2026-12-04)")]
 REPO = Path(__file__).resolve().parents[2]
 
 
