@@ -136,14 +136,15 @@ def _guest_traffic(ctx: Context, check_id: str, subject: str, sink_host: str, se
         toolstack.create_vm(GuestSpec(sender, type=guest_type, writer=False, traffic_to=sink,
                                       traffic_seconds=section.guest_seconds), sender_host)
 
-        def received() -> bool:
-            return "xenlab-traffic: received" in toolstack.console_log(sink)
+        def received() -> str:
+            console = toolstack.console_log(sink)
+            return console if "xenlab-traffic: received" in console else ""
 
-        wait_for(received, f"{sink} on {sink_host} to receive {sender}'s stream",
-                 GUEST_BOOT_S + section.guest_seconds, 2.0,
-                 lambda: f"{sink}'s console:\n{toolstack.console_log(sink)[-1500:]}\n"
-                         f"{sender}'s console:\n{toolstack.console_log(sender)[-1500:]}")
-        stream = parse_traffic(toolstack.console_log(sink))
+        console = wait_for(received, f"{sink} on {sink_host} to receive {sender}'s stream",
+                           GUEST_BOOT_S + section.guest_seconds, 2.0,
+                           lambda: f"{sink}'s console:\n{toolstack.console_log(sink)[-1500:]}\n"
+                                   f"{sender}'s console:\n{toolstack.console_log(sender)[-1500:]}")
+        stream = parse_traffic(console)
         figures.append(judge("guest_throughput", round(stream.mbit_s, 2), "Mbit/s", section.thresholds,
                              f"TCP throughput guest to guest, {sender_host} to {sink_host} "
                              f"({guest_type} guests on the guest bridge, counted by the receiving guest)"))

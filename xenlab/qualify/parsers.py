@@ -1,5 +1,6 @@
 """Pure parsers of what the qualification checks run on the hosts: iperf3 and fio JSON,
-ping's summary, the guest traffic agent's console lines, and kernel and hypervisor logs filtered by the profile's allow-list.
+ping's summary, the guest traffic agent's console lines, and kernel and hypervisor logs
+filtered by the profile's allow-list.
 
 Each returns plain numbers in a stated unit, or raises ParseError saying what was
 missing (a check turns that into a failed verdict with the tool's own words).

@@ -311,7 +311,7 @@ class XlToolstack(Toolstack):
     def console_log(self, vm: str) -> str:
         """xenconsoled's log of the guest's PV console in its host's dom0 (an HVM guest's
         first words go to its emulated UART instead, which is not logged)."""
-        host = self.vm(vm).host
+        host = self.last_host(vm) or self.vm(vm).host  # one read on the SR, not `xl list` on every member
         return self._xen_host(host).run(f"cat {CONSOLE_LOG_DIR}/guest-{vm}.log 2>/dev/null", timeout=60).stdout
 
     def _find(self, vm: str, host: str) -> VMInfo:
