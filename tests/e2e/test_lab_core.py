@@ -25,6 +25,9 @@ def test_every_host_runs_xen_with_the_xl_toolstack(pool2):
         assert fields["host"] == host.name
         assert (fields["xen_major"], fields["xen_minor"]) == ("4", "17")
         assert "pv" in fields["virt_caps"].split()
+        # dom0 outweighs a guest 4:1 (xenlab-dom0-weight.service): `Domain-0   0   1024   0`
+        [dom0] = [line.split() for line in host.succeed("xl sched-credit2 -d 0", timeout=60).splitlines()[1:]]
+        assert dom0[:3] == ["Domain-0", "0", "1024"], dom0
     assert pool2.state.accel == "tcg" and pool2.state.cpu == "qemu64"  # a PV-only lab: no nested SVM
     status = pool2.status()
     for machine in status["machines"]:

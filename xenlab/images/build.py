@@ -46,6 +46,8 @@ BOOT_MASKED_UNITS = ("getty-static.service", "getty@tty1.service", "modprobe@efi
 # explicit `modprobe NAME` still loads them (a blacklist only stops loading by alias).
 BLACKLISTED_MODULES = ("iTCO_wdt", "iTCO_vendor_support", "intel_pmc_bxt", "pcspkr", "psmouse", "serio_raw",
                        "i2c_i801", "i2c_smbus", "lpc_ich", "cfg80211", "evdev")
+# Xen hosts: dom0 gets credit2 weight 1024 at boot (why: in the unit file).
+DOM0_WEIGHT_UNIT = "xenlab-dom0-weight.service"
 MASKED_GENERATORS = ("systemd-cryptsetup-generator", "systemd-integritysetup-generator",
                      "systemd-veritysetup-generator", "systemd-gpt-auto-generator",
                      "systemd-hibernate-resume-generator", "systemd-rc-local-generator",
@@ -244,6 +246,9 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
         default = tree / "etc/default/xen"
         default.write_text(default.read_text() + '\nXENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"\n')
         (tree / "var/log/xen/console").mkdir(parents=True, exist_ok=True)  # xenconsoled does not make it
+        shutil.copy(FILES_DIR / DOM0_WEIGHT_UNIT, units / DOM0_WEIGHT_UNIT)
+        (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+        _symlink(units / "multi-user.target.wants" / DOM0_WEIGHT_UNIT, f"/etc/systemd/system/{DOM0_WEIGHT_UNIT}")
     journald = tree / "etc/systemd/journald.conf.d"
     journald.mkdir(parents=True, exist_ok=True)
     (journald / "xenlab.conf").write_text("[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n")

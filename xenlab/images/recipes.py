@@ -19,7 +19,8 @@ FILES_DIR = Path(__file__).parent / "files"
 BUILDER_VERSION = "6"
 # The builder files each kind of image is made with: a change to one rebuilds only those.
 FILES_BY_KIND = {
-    "debootstrap": ("xenlab-seed.sh", "xenlab-seed.service", "10-mgmt.network", "sshd-xenlab.conf", "boot-init.sh"),
+    "debootstrap": ("xenlab-seed.sh", "xenlab-seed.service", "10-mgmt.network", "sshd-xenlab.conf", "boot-init.sh",
+                    "xenlab-dom0-weight.service"),
     "initramfs": ("guest-init.sh", "guest-writer.sh", "guest-inittab", "heartbeat.c", "traffic.c"),
 }
 
