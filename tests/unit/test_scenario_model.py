@@ -273,3 +273,21 @@ def test_a_fault_during_a_migration_needs_a_delay_and_a_valid_fault():
                      "  - migrate: {vm: vm1, to: h2, during: {fault: {kind: melt, target: h1}}}\n")
     messages = " ".join(m for _, m in found)
     assert "after_s" in messages and "'melt' is not allowed here: write 'power_cut'" in messages
+
+
+def test_a_destroyed_guest_cannot_be_used_again():
+    line, message = only(POOLED + "  - create_vm: {name: vm1, host: h1}\n  - destroy_vm: vm1\n"
+                                  "  - migrate: {vm: vm1, to: h2}\n")
+    assert line == 6 and "'vm1' is used after a destroy_vm step destroyed it" in message
+
+
+def test_destroying_a_guest_never_created():
+    line, message = only(POOLED + "  - destroy_vm: ghost\n")
+    assert line == 4 and "'ghost' is used before a create_vm step" in message
+
+
+def test_a_destroyed_guest_may_be_created_again_and_still_counts_as_created_for_the_pool():
+    scenario = parse_scenario("name: t\npool: {protected: [vm1]}\nsteps:\n  - form_pool: {members: [h1, h2]}\n"
+                              "  - create_vm: {name: vm1, host: h1}\n  - destroy_vm: vm1\n"
+                              "  - create_vm: {name: vm1, host: h2}\n  - destroy_vm: vm1\n")
+    assert [step.title for step in scenario.steps][2:] == ["destroy vm1", "create vm1 on h2", "destroy vm1"]

@@ -110,6 +110,7 @@ class FakePool(Toolstack):
         raise NotImplementedError
 
     def destroy_vm(self, vm):
+        self.calls.append(("destroy_vm", vm))
         self.placement.pop(vm)
 
     def vms(self):
@@ -321,6 +322,19 @@ def test_host_failover_recovers_the_protected_guest_through_recover():
     assert timeline.silence_s == pytest.approx(RESTART_AFTER_S, abs=0.02)
     assert faults.injected[0].healed
     assert not any(s.name.startswith("cleanup") for s in result.steps)
+
+
+def test_guest_types_runs_each_guest_in_turn_and_destroys_it_before_the_next():
+    pool = FakePoolWithRecover(World(), downtimes=[1.0, 2.0, 1.5], hosts=("h1", "h2"))
+    result, _ = run(shipped("guest-types"), pool)
+    assert result.outcome == "passed", [s.message for s in result.steps]
+    moves_and_destroys = [c for c in pool.calls if c[0] in ("migrate", "destroy_vm")]
+    assert moves_and_destroys == [("migrate", "vm-pv", "h2"), ("destroy_vm", "vm-pv"), ("migrate", "vm-hvm", "h2"),
+                                  ("destroy_vm", "vm-hvm"), ("migrate", "vm-pvh", "h2")]
+    assert pool.placement == {"vm-pvh": "h1"}  # restarted on the survivor; the others are gone
+    destroyed = [s for s in result.steps if s.kind == "destroy_vm"]
+    assert [s.message for s in destroyed] == ["vm-pv destroyed, its disk with it", "vm-hvm destroyed, its disk with it"]
+    assert result.summary["migrations"].value == 3
 
 
 def test_failover_by_the_pool_itself_is_measured_but_detection_is_not():

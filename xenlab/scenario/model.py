@@ -1,7 +1,7 @@
 """Scenario files (`scenarios/*.yaml`) as validated, typed models.
 
-A scenario is a list of steps, each one kind of action (form a pool, create a guest,
-migrate, inject or heal a fault, wait, assert, repeat, checkpoint) with optional
+A scenario is a list of steps, each one kind of action (form a pool, create or destroy a
+guest, migrate, inject or heal a fault, wait, assert, repeat, checkpoint) with optional
 expectations on the figures that step measures. Everything that can be checked before a
 lab is touched is checked here, with the file and line: unknown keys, unreadable
 expectations, figures a step does not measure, guests used before they are created,
@@ -35,6 +35,7 @@ MAX_PLANNED_STEPS = 10_000  # steps the scenario would run, repeats multiplied o
 FIGURES: dict[str, dict[str, str]] = {
     "form_pool": {"duration": "s", "members": "count", "refused": "count"},
     "create_vm": {"duration": "s", "first_heartbeat": "s"},
+    "destroy_vm": {"duration": "s"},
     "migrate": {"duration": "s", "downtime": "s", "heartbeats_lost": "count", "heartbeat_slots_empty": "count",
                 "integrity": "bool", "records": "count", "completed": "bool", "fault_at": "s"},
     "evacuate": {"duration": "s", "migrations": "count", "downtime": "s", "heartbeats_lost": "count",
@@ -239,6 +240,7 @@ class Step(StrictModel):
     expect: dict[str, ExpectationField] = Field(default_factory=dict)
     form_pool: FormPool | None = None
     create_vm: CreateVM | None = None
+    destroy_vm: Name | None = Field(None, description="a guest to stop and delete, its disk with it")
     migrate: Migrate | None = None
     evacuate: Evacuate | None = None
     fault: FaultStep | None = None
@@ -278,6 +280,8 @@ class Step(StrictModel):
                 return f"form pool {', '.join(a.members)}"
             case "create_vm":
                 return f"create {a.name} on {a.host}"
+            case "destroy_vm":
+                return f"destroy {a}"
             case "migrate":
                 return f"migrate {a.vm} -> {a.to}"
             case "evacuate":
@@ -371,7 +375,7 @@ class Scenario(StrictModel):
                                              f"{_what(figures[figure])} can be: write a limit of 0 or more")))
         state = Replay(problems)
         state.run(self.steps, ("steps",))
-        created = state.created
+        created = set(state.created) | state.destroyed  # ever created
         for index, name in enumerate(self.pool.protected):
             if name not in created:
                 problems.append((("pool", "protected", index), f"protected guest {name!r} is never created"))

@@ -25,6 +25,7 @@ class Replay:
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         self.created: dict[str, Loc] = {}
+        self.destroyed: set[str] = set()
         self.active: dict[str, Loc] = {}  # fault label -> where it was injected
         self.pool_size: int | None = None
         self.pool_at: Loc | None = None  # where the pool was formed
@@ -42,7 +43,11 @@ class Replay:
                 self.play(step, loc)
 
     def need_vm(self, name: str | None, loc: Loc) -> None:
-        if name is not None and name not in self.created:
+        if name is None or name in self.created:
+            return
+        if name in self.destroyed:
+            self.problems.append((loc, f"guest {name!r} is used after a destroy_vm step destroyed it"))
+        else:
             self.problems.append((loc, f"guest {name!r} is used before a create_vm step creates it"))
 
     def play(self, step: Step, loc: Loc) -> None:
@@ -64,6 +69,11 @@ class Replay:
                     again = " (again, on the next repetition)" if self.created[a.name] == loc else ""
                     self.problems.append((loc + ("create_vm", "name"), f"guest {a.name!r} is already created{again}"))
                 self.created[a.name] = loc
+                self.destroyed.discard(a.name)
+            case "destroy_vm":
+                self.need_vm(a, loc + ("destroy_vm",))
+                if self.created.pop(a, None) is not None:
+                    self.destroyed.add(a)
             case "migrate":
                 self.need_vm(a.vm, loc + ("migrate", "vm"))
                 if a.during is not None:
@@ -107,3 +117,4 @@ class Replay:
                 # a tag saved outside the scenario (`ready`, from bring-up) is a lab without pool or guests
                 self.pool_size, self.pool_at, created = self.saved.get(a.restore, (None, None, {}))
                 self.created = dict(created)
+                self.destroyed -= set(created)

@@ -267,6 +267,12 @@ class _ScenarioRun(MigrationSteps, FaultSteps):
         figures["first_heartbeat"] = Figure(value=round(first - started, 3), unit="s")
         return f"{a.name} running on {info.host}, heard {first - started:.1f} s after its creation started"
 
+    def do_destroy_vm(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
+        vm = step.destroy_vm
+        self.toolstack.destroy_vm(vm)
+        self.guests.pop(vm, None)
+        return f"{vm} destroyed, its disk with it"
+
     def series_after(self, vm: str, enough: Callable[[Sequence[tuple[int, float]]], bool], timeout: float,
                      what: str, since: float) -> tuple[list[tuple[int, float]], float]:
         """The guest's heartbeats once `enough` holds for them (or as they are at the timeout),

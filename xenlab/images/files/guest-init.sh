@@ -44,4 +44,5 @@ if [ -n "$send" ]; then
     to="${send%%:*}" rest="${send#*:}"
     /bin/xenlab-traffic send "$to" "${rest%%:*}" "${rest#*:}" &
 fi
-echo "xenlab-guest: $name up, $(ip -4 -o addr show eth0 | awk '{print $4}')"
+# The kernel says what kind of guest it runs as (PV, PVH or HVM): the console log proves it.
+echo "xenlab-guest: $name up, $(ip -4 -o addr show eth0 | awk '{print $4}'), $(cat /sys/hypervisor/guest_type 2>/dev/null || echo unknown) guest"
