@@ -385,20 +385,28 @@ def validate(lab_file: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (schema xenlab.matrix/1)")
 @click.option("--available-mib", type=click.IntRange(0), default=None,
               help="plan for this much free memory (default: what this machine has available now)")
-def matrix(matrix_file: str, as_json: bool, available_mib: int | None) -> None:
-    """Check a hardware matrix file and show its labs, in waves that fit in memory together."""
+@click.option("--cores", type=click.IntRange(1), default=None,
+              help="plan for this many CPU cores (default: the ones this process may use)")
+def matrix(matrix_file: str, as_json: bool, available_mib: int | None, cores: int | None) -> None:
+    """Check a hardware matrix file and show its labs, in waves that fit in memory and on the
+    cores together."""
+    from .lab.resources import available_cores
     from .lab.resources import available_mib as available_now
     from .matrix import load_matrix
 
-    plan = load_matrix(matrix_file, available_mib if available_mib is not None else available_now())
+    plan = load_matrix(matrix_file, available_mib if available_mib is not None else available_now(),
+                       cores or available_cores())
     if as_json:
         out.print_json(json.dumps(plan.to_json()))
         return
     axes = " x ".join(f"{axis} [{', '.join(values)}]" for axis, values in plan.axes.items())
     console.print(f"{matrix_file}: valid matrix {plan.matrix}: {axes} -> {len(plan.combinations)} labs", markup=False)
     needed = {c.name: c.needed_mib for c in plan.combinations}
+    vcpus = {c.name: c.needed_vcpus for c in plan.combinations}
+    console.print(f"  planned for {plan.available_mib} MiB of free memory and {plan.cores} cores", markup=False)
     for index, wave in enumerate(plan.waves, start=1):
-        console.print(f"  wave {index}: " + ", ".join(f"{n} ({needed[n]} MiB)" for n in wave), markup=False)
+        console.print(f"  wave {index}: " + ", ".join(f"{n} ({needed[n]} MiB, {vcpus[n]} vCPUs)" for n in wave),
+                      markup=False)
     if plan.too_big:
         console.print(f"  too big for {plan.available_mib} MiB even alone: {', '.join(plan.too_big)}", markup=False)
 

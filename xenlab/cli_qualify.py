@@ -62,7 +62,7 @@ def _qualify_matrix(profile: str, matrix_file: str, lab_ref: str | None, out_dir
                     timeout: float) -> None:
     from .cli_output import _timed_progress, console, out
     from .errors import InvalidInput
-    from .lab.resources import available_mib
+    from .lab.resources import available_cores, available_mib
     from .matrix import load_matrix
     from .qualify.matrix_run import run_matrix
     from .report.qualification import load_profile
@@ -70,7 +70,7 @@ def _qualify_matrix(profile: str, matrix_file: str, lab_ref: str | None, out_dir
     if lab_ref is not None:
         raise InvalidInput("--matrix and --lab: the matrix file names its base lab (`lab:`); give one or the other")
     load_profile(profile)  # refused now, with its line, before any lab starts
-    plan = load_matrix(matrix_file, available_mib())
+    plan = load_matrix(matrix_file, available_mib(), available_cores())
     target = Path(out_dir) if out_dir else Path("qualify") / f"matrix-{plan.matrix}-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"qualification over matrix [bold]{escape(plan.matrix)}[/bold]: {len(plan.combinations)} labs "
                   f"in {len(plan.waves)} waves; report in {escape(str(target))}")

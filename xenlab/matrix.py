@@ -4,8 +4,8 @@ A matrix names a base lab file and axes of `hardware:` choices (`firmware: [dire
 uefi]`, `nic: [virtio, e1000]`, ...); it expands to every combination, each a validated
 lab spec of its own name (`xen-pool2-bios-e1000`), so combinations run side by side. The
 planner is pure: it expands, names, and groups the combinations into waves that fit in
-this machine's memory at once (the admission arithmetic of `lab.resources`), never two
-labs of one address plan in a wave. Running them is the qualify runner's job.
+this machine's memory at once (the admission arithmetic of `lab.resources`) and whose
+vCPUs do not outnumber its cores, never two labs of one address plan in a wave. Running them is the qualify runner's job.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .errors import SpecError
 from .hardware import CPU_MODEL_PATTERN, DiskBus, Firmware, Hardware, NicModel
-from .lab.resources import HOST_RESERVE_MIB, needed_mib
+from .lab.resources import HOST_RESERVE_MIB, needed_mib, needed_vcpus
 from .plan import plan_lab
 from .spec import NAME_PATTERN, LabSpec, Name, check_lab_document, resolve_path
 from .validation import StrictModel, validate_document
@@ -79,6 +79,7 @@ class Combination:
     values: dict[str, str]
     spec: LabSpec
     needed_mib: int
+    needed_vcpus: int
 
     @property
     def lab_number(self) -> int:
@@ -87,7 +88,8 @@ class Combination:
 
 @dataclass(frozen=True)
 class MatrixPlan:
-    """What a run of the matrix would do: its labs, and which of them fit in memory together."""
+    """What a run of the matrix would do: its labs, and which of them fit in memory and on
+    this machine's cores together."""
 
     matrix: str
     axes: dict[str, list[str]]
@@ -95,12 +97,14 @@ class MatrixPlan:
     waves: tuple[tuple[str, ...], ...]  # labs that run at once, wave after wave
     too_big: tuple[str, ...]  # labs that do not fit even alone
     available_mib: int | None
+    cores: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": "xenlab.matrix/1", "matrix": self.matrix, "axes": self.axes,
-            "available_mib": self.available_mib,
-            "combinations": [{"name": c.name, "hardware": c.values, "needed_mib": c.needed_mib}
+            "available_mib": self.available_mib, "cores": self.cores,
+            "combinations": [{"name": c.name, "hardware": c.values, "needed_mib": c.needed_mib,
+                              "needed_vcpus": c.needed_vcpus}
                              for c in self.combinations],
             "waves": [list(w) for w in self.waves], "too_big": list(self.too_big),
         }
@@ -155,14 +159,22 @@ def expand(matrix: MatrixSpec, axes_order: list[str], base: LocatedDocument, mat
         except SpecError as exc:
             raise SpecError(matrix_doc.path, [(matrix_doc.line_of(("axes",)), (f"combination {name}: {base.path}:"
                                                f"{line or '-'}: {message}")) for line, message in exc.problems]) from None
-        combinations.append(Combination(name, values, spec, needed_mib(plan_lab(spec))))
+        plan = plan_lab(spec)
+        combinations.append(Combination(name, values, spec, needed_mib(plan), needed_vcpus(plan)))
     return combinations
 
 
-def waves(combinations: list[Combination], available_mib: int | None) -> tuple[list[list[str]], list[str]]:
+def waves(combinations: list[Combination], available_mib: int | None, cores: int | None = None,
+          ) -> tuple[list[list[str]], list[str]]:
     """Group labs into waves that fit in `available_mib` together (first fit, in matrix
-    order), keeping the host's reserve; labs of one address plan never share a wave.
-    Unknown memory: one lab a wave. Returns the waves and the labs too big to run at all."""
+    order), keeping the host's reserve, and whose vCPUs together do not outnumber `cores`
+    (a lab alone always may); labs of one address plan never share a wave. Unknown memory:
+    one lab a wave. Returns the waves and the labs too big to run at all.
+
+    Why the cores: on a 2-core TCG machine (2026-12-04) four xen-pool2 labs at once (12
+    vCPUs) took 38 min for one quick qualification each, their migrations 405-433 s with
+    68-78 s of downtime and dom0 hotplug scripts timing out, where one lab alone passed in
+    6.9 min with 7.3 s of downtime: overcommitted labs measure the machine, not Xen."""
     if available_mib is None:
         return [[c.name] for c in combinations], []
     budget = available_mib - HOST_RESERVE_MIB
@@ -171,6 +183,7 @@ def waves(combinations: list[Combination], available_mib: int | None) -> tuple[l
     for combo in (c for c in combinations if c.name not in too_big):
         for members in groups:
             if (sum(m.needed_mib for m in members) + combo.needed_mib <= budget
+                    and (cores is None or sum(m.needed_vcpus for m in members) + combo.needed_vcpus <= cores)
                     and all(m.lab_number != combo.lab_number for m in members)):
                 members.append(combo)
                 break
@@ -179,7 +192,7 @@ def waves(combinations: list[Combination], available_mib: int | None) -> tuple[l
     return [[c.name for c in members] for members in groups], too_big
 
 
-def _plan(doc: LocatedDocument, available_mib: int | None) -> MatrixPlan:
+def _plan(doc: LocatedDocument, available_mib: int | None, cores: int | None = None) -> MatrixPlan:
     matrix: MatrixSpec = validate_document(MatrixSpec, doc)
     base_path = resolve_path(matrix.lab, Path(doc.path).resolve().parent)
     if not base_path.is_file():
@@ -188,18 +201,19 @@ def _plan(doc: LocatedDocument, available_mib: int | None) -> MatrixPlan:
     base = load_located(base_path)
     order = [a for a in (doc.data.get("axes") or {}) if a in AXES]
     combos = expand(matrix, order, base, doc)
-    grouped, too_big = waves(combos, available_mib)
+    grouped, too_big = waves(combos, available_mib, cores)
     return MatrixPlan(matrix.name, {a: list(getattr(matrix.axes, a)) for a in order}, tuple(combos),
-                      tuple(tuple(w) for w in grouped), tuple(too_big), available_mib)
+                      tuple(tuple(w) for w in grouped), tuple(too_big), available_mib, cores)
 
 
-def load_matrix(path: str | Path, available_mib: int | None = None) -> MatrixPlan:
-    """Read, validate and plan a matrix file; raises SpecError naming file and line."""
-    return _plan(load_located(path), available_mib)
+def load_matrix(path: str | Path, available_mib: int | None = None, cores: int | None = None) -> MatrixPlan:
+    """Read, validate and plan a matrix file for this much memory and these many cores
+    (None: not limited by them); raises SpecError naming file and line."""
+    return _plan(load_located(path), available_mib, cores)
 
 
-def parse_matrix(text: str, path: str, available_mib: int | None = None) -> MatrixPlan:
-    return _plan(parse_located(text, path), available_mib)
+def parse_matrix(text: str, path: str, available_mib: int | None = None, cores: int | None = None) -> MatrixPlan:
+    return _plan(parse_located(text, path), available_mib, cores)
 
 
 def hardware_of(combination: Combination) -> dict[str, Hardware]:

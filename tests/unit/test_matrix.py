@@ -18,8 +18,8 @@ def base(tmp_path) -> Path:
     return tmp_path
 
 
-def plan(base: Path, text: str, available: int | None = None):
-    return parse_matrix(text, str(base / "matrix.yaml"), available)
+def plan(base: Path, text: str, available: int | None = None, cores: int | None = None):
+    return parse_matrix(text, str(base / "matrix.yaml"), available, cores)
 
 
 def problems(base: Path, text: str) -> list[tuple[int | None, str]]:
@@ -110,3 +110,15 @@ def test_waves_fit_in_memory_with_the_reserve(base):
     assert none.waves == () and len(none.too_big) == 6
     unknown = plan(base, text, None)
     assert [len(w) for w in unknown.waves] == [1] * 6
+
+
+def test_a_wave_never_has_more_vcpus_than_the_machine_has_cores(base):
+    text = "name: m\nlab: lab.yaml\naxes:\n  firmware: [direct, bios, uefi]\n  nic: [virtio, e1000]\n"
+    plenty = 64 * 1024
+    [first, *_] = plan(base, text, plenty).combinations
+    assert first.needed_vcpus == 3  # h1, h2 and the services node, one vCPU each
+    assert [len(w) for w in plan(base, text, plenty, cores=2).waves] == [1] * 6  # one lab already overcommits 2
+    assert [len(w) for w in plan(base, text, plenty, cores=6).waves] == [2, 2, 2]
+    assert [len(w) for w in plan(base, text, plenty, cores=8).waves] == [2, 2, 2]  # 3 would need 9
+    assert [len(w) for w in plan(base, text, 2 * first.needed_mib + HOST_RESERVE_MIB, cores=64).waves] == [2, 2, 2]
+    assert plan(base, text, plenty, cores=6).to_json()["cores"] == 6

@@ -23,6 +23,18 @@ def needed_mib(plan: LabPlan) -> int:
     return sum(m.memory_mib + QEMU_OVERHEAD_MIB for m in plan.machines)
 
 
+def needed_vcpus(plan: LabPlan) -> int:
+    return sum(m.vcpus for m in plan.machines)
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's whole count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def available_mib(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     """MemAvailable, in MiB (None where the kernel does not say)."""
     try:
