@@ -247,7 +247,6 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
         default.write_text(default.read_text() + '\nXENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"\n')
         (tree / "var/log/xen/console").mkdir(parents=True, exist_ok=True)  # xenconsoled does not make it
         shutil.copy(FILES_DIR / DOM0_WEIGHT_UNIT, units / DOM0_WEIGHT_UNIT)
-        (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
         _symlink(units / "multi-user.target.wants" / DOM0_WEIGHT_UNIT, f"/etc/systemd/system/{DOM0_WEIGHT_UNIT}")
     journald = tree / "etc/systemd/journald.conf.d"
     journald.mkdir(parents=True, exist_ok=True)
