@@ -430,9 +430,18 @@ def sim() -> None:
                    "to the master's address (Xen Orchestra) reach it")
 @click.option("--password-file", type=click.Path(dir_okay=False),
               help="file whose first line is root's password (default: a generated one in a new 0600 file)")
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 1.0),
+              help="xapi operations (join, HA enable, start, migrate) take their modelled duration times this; "
+                   "HA timeouts are not scaled")
+@click.option("--bmc-dir", type=click.Path(file_okay=False),
+              help="give every host a virtual BMC (IPMI on 127.0.0.1) powering it; credentials kept here (0700)")
 def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: bool, loopback_addresses: bool,
-              password_file: str | None) -> None:
-    """Serve a simulated XAPI pool on 127.0.0.1 until interrupted."""
+              password_file: str | None, time_scale: float, bmc_dir: str | None) -> None:
+    """Serve a simulated XAPI pool on 127.0.0.1 until interrupted.
+
+    With --bmc-dir, a static lab file can point at it as at a rack of XCP-ng hosts with
+    BMCs (docs/real-hosts.md): xapi on each host's port, power through IPMI."""
+    from .lab.bmc import SimBmcs
     from .sim.server import read_password_file, serve_forever
 
     if password_file:
@@ -440,8 +449,14 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
             read_password_file(password_file)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
-    serve_forever(port=port, hosts=hosts, realtime=not virtual_clock, password_file=password_file, pool=pool,
-                  loopback_addresses=loopback_addresses)
+    bmcs = SimBmcs(Path(bmc_dir)) if bmc_dir else None
+    try:
+        serve_forever(port=port, hosts=hosts, realtime=not virtual_clock, password_file=password_file, pool=pool,
+                      loopback_addresses=loopback_addresses, extras=bmcs.start if bmcs else None,
+                      time_scale=time_scale)
+    finally:
+        if bmcs is not None:
+            bmcs.stop()
 
 
 # -- scenarios ------------------------------------------------------------------------

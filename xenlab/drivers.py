@@ -15,7 +15,7 @@ from .faults import Faults
 from .lab import Lab
 from .lab.contract import FaultInjector, LabBackend, Observer
 from .lab.sim import SimLab
-from .lab.static import StaticLab
+from .lab.static import StaticLab, UnobservedGuests
 from .observe import LabObserver
 from .toolstack.base import Toolstack
 from .toolstack.xapi import XapiToolstack
@@ -41,6 +41,11 @@ def drivers_for(lab: LabBackend) -> Drivers:
         # the xl driver and the observer speak to a static lab's hosts and services node as
         # to a QEMU lab's (SSH, addresses on the pool network); faults go through BMCs and dom0 firewalls
         return Drivers(XlToolstack(lab), LabObserver(lab), lab.faults())  # type: ignore[arg-type]
+    if isinstance(lab, StaticLab) and lab.capabilities.toolstack == "xapi":
+        # XCP-ng hosts: the XAPI driver over their xapi; heartbeats through the services node's
+        # collector when xenlab can log in there; power faults through BMCs
+        observer = LabObserver(lab) if lab.services is not None else UnobservedGuests(lab)  # type: ignore[arg-type]
+        return Drivers(XapiToolstack(lab.xapi_access()), observer, lab.faults())
     raise XenlabError(f"no drivers for lab {lab.name}: a {type(lab).__name__} with toolstack "
                       f"{lab.capabilities.toolstack}")
 

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -94,6 +94,16 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 BmcKind = Literal["ipmi"]
 
 
+def _loopback(host: str) -> bool:
+    """Is `host` this machine (a 127/8 address, ::1 or localhost)?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _ipv4(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
@@ -110,24 +120,22 @@ class SshSpec(StrictModel):
     key_file: str = Field(min_length=1, max_length=400, description="private key (relative to the lab file)")
 
 
-class IpmiSpec(StrictModel):
-    """A static host's BMC (IPMI over LAN); the password comes from a file or an environment
-    variable named here, never from the lab file itself."""
+class SecretSource(StrictModel):
+    """Where a password is read when it is needed: a 0600 file or an environment variable
+    named here, never the lab file itself."""
 
-    address: str = Field(pattern=HOSTNAME_PATTERN)
-    port: int = Field(623, ge=1, le=65535)
-    user: str = Field(min_length=1, max_length=16, description="IPMI user (at most 16 bytes)")
     password_file: str | None = Field(None, min_length=1, max_length=400,
                                       description="a file holding the password on its first line (mode 0600)")
     password_env: str | None = Field(None, pattern=ENV_NAME_PATTERN,
                                      description="an environment variable holding the password")
+    secret_of: ClassVar[str] = "a"
 
     @model_validator(mode="before")
     @classmethod
     def _no_secret_here(cls, data: Any) -> Any:
         if isinstance(data, dict) and any(k in data for k in ("password", "pass", "secret")):
-            raise ValueError("a BMC password is never written in a lab file: put it in a 0600 file named by "
-                             "password_file, or in an environment variable named by password_env")
+            raise ValueError(f"{cls.secret_of} password is never written in a lab file: put it in a 0600 file named "
+                             "by password_file, or in an environment variable named by password_env")
         return data
 
     @field_validator("password_env")
@@ -136,6 +144,34 @@ class IpmiSpec(StrictModel):
         if value is not None and info.data.get("password_file") is not None:
             raise ValueError("give password_file or password_env, not both")
         return value
+
+
+class IpmiSpec(SecretSource):
+    """A static host's BMC (IPMI over LAN)."""
+
+    secret_of: ClassVar[str] = "a BMC"
+    address: str = Field(pattern=HOSTNAME_PATTERN)
+    port: int = Field(623, ge=1, le=65535)
+    user: str = Field(min_length=1, max_length=16, description="IPMI user (at most 16 bytes)")
+
+
+class XapiLoginSpec(SecretSource):
+    """How xenlab logs in to the xapi of a static lab's hosts (XCP-ng, XenServer)."""
+
+    secret_of: ClassVar[str] = "xapi's"
+    user: str = Field("root", pattern=r"^[A-Za-z_][A-Za-z0-9_.@-]{0,63}$")
+    scheme: Literal["https", "http"] = Field("https", description="http only for endpoints on 127.0.0.1 (a "
+                                             "simulator, an SSH tunnel): it sends the password in clear")
+    ca_file: str | None = Field(None, min_length=1, max_length=400,
+                                description="PEM certificates the hosts' xapi certificates are checked against "
+                                            "(XCP-ng's are self-signed: collect each host's); default: the system's")
+
+
+class ApiEndpointSpec(StrictModel):
+    """Where xenlab reaches a static host's xapi when not at its pool address (a tunnel, a simulator)."""
+
+    host: str = Field(pattern=HOSTNAME_PATTERN)
+    port: int | None = Field(None, ge=1, le=65535, description="default 443 (https) or 80 (http)")
 
 
 class HostSpec(StrictModel):
@@ -152,6 +188,8 @@ class HostSpec(StrictModel):
     ssh: SshSpec | None = Field(None, description="static labs: how to reach the host's dom0")
     address: str | None = Field(None, description="static labs: the host's address on the pool network")
     ipmi: IpmiSpec | None = Field(None, description="static labs: the host's BMC")
+    api: ApiEndpointSpec | None = Field(None, description="static labs with toolstack xapi: where its xapi answers, "
+                                        "if not at `address`")
     hardware: HardwareSpec | None = Field(None, description="this host's virtual hardware, over the lab's")
 
     @field_validator("address")
@@ -247,6 +285,7 @@ class LabSpec(StrictModel):
                                                     "(xl: Debian's Xen; xapi: XCP-ng/XenServer); default xl")
     known_hosts: str | None = Field(None, max_length=400, description="static labs: an OpenSSH known_hosts file "
                                     "pinning every host's SSH key (relative to the lab file)")
+    xapi: XapiLoginSpec | None = Field(None, description="static labs with toolstack xapi: how xenlab logs in")
     bmc: BmcKind | None = Field(None, description="ipmi: every QEMU host gets a virtual BMC on 127.0.0.1")
     sim: SimSpec | None = Field(None, description="the simulated pool's model (backend: sim only)")
     accel: Literal["auto", "kvm", "tcg"] = "auto"
@@ -356,11 +395,11 @@ class LabSpec(StrictModel):
         """Keys only a static lab has, written in a qemu or sim lab file."""
         problems: list[tuple[tuple[Any, ...], str]] = []
         hint = f"only the hosts of a `backend: static` lab are reached by address (this is a {self.backend} lab)"
-        for key in ("toolstack", "known_hosts"):
+        for key in ("toolstack", "known_hosts", "xapi"):
             if getattr(self, key) is not None:
                 problems.append(((key,), f"{key}: {hint}"))
         for name, host in self.hosts.items():
-            for key in ("ssh", "address", "ipmi"):
+            for key in ("ssh", "address", "ipmi", "api"):
                 if getattr(host, key) is not None:
                     problems.append((("hosts", name, key), f"hosts.{name}.{key}: {hint}"))
             if host.bmc is not None and self.backend != "qemu":
@@ -390,12 +429,25 @@ class LabSpec(StrictModel):
             if key in self.model_fields_set:
                 problems.append(((key,), f"{key}: {booted}" + (" (a static host's BMC is its `ipmi:`)"
                                                                 if key == "bmc" else "")))
-        if self.toolstack == "xapi":
-            problems.append((("toolstack",), ("toolstack: xapi on a static lab is not supported yet (its xapi "
-                                              "login and SR settings are not modelled); use xl")))
-        if self.known_hosts is None:
+        xapi = self.static_toolstack == "xapi"
+        if xapi and self.xapi is None:
+            problems.append((("toolstack",), ("toolstack: xapi needs `xapi:`, how xenlab logs in to the hosts' xapi "
+                                              "(user, and password_file or password_env)")))
+        if not xapi and self.xapi is not None:
+            problems.append((("xapi",), "xapi: only a lab with `toolstack: xapi` logs in to xapi: remove it"))
+        uses_ssh = any(h.ssh is not None for h in self.hosts.values()) or (
+            self.services is not None and self.services.ssh is not None)
+        if self.known_hosts is None and (uses_ssh or not xapi):
             problems.append((("name",), ("a static lab needs `known_hosts:`, an OpenSSH known_hosts file that pins "
                                         "the SSH key of every host (xenlab never trusts a key on first use)")))
+        if xapi and self.xapi is not None and self.xapi.scheme == "http":
+            for name, host in self.hosts.items():
+                endpoint = host.api.host if host.api is not None else host.address
+                if endpoint is not None and not _loopback(endpoint):
+                    problems.append((("xapi", "scheme"), (f"xapi.scheme: http would send xapi's password to "
+                                                          f"{name} ({endpoint}) in clear: use https, or reach it "
+                                                          "through 127.0.0.1 (hosts.NAME.api)")))
+                    break
         first = next(iter(self.networks))
         subnet = self.networks[first].subnet
         if subnet is None:
@@ -405,9 +457,12 @@ class LabSpec(StrictModel):
             for key in ("image", "vcpus", "disks", "nics", "bmc", "hardware"):
                 if key in host.model_fields_set:
                     problems.append((("hosts", name, key), f"hosts.{name}.{key}: {booted}"))
-            if host.ssh is None:
+            if host.ssh is None and not xapi:
                 problems.append((("hosts", name), (f"hosts.{name}: a static host needs `ssh:` (host, port, user, "
                                                   "key_file)")))
+            if host.api is not None and not xapi:
+                problems.append((("hosts", name, "api"), (f"hosts.{name}.api: only hosts of a lab with `toolstack: "
+                                                         "xapi` have an xapi endpoint: remove it")))
             if host.address is None:
                 problems.append((("hosts", name), (f"hosts.{name}: a static host needs `address:`, its address on "
                                                   f"the pool network {first}")))
@@ -428,6 +483,9 @@ class LabSpec(StrictModel):
         elif self.static_toolstack == "xl":
             problems.append((("name",), ("a static lab with toolstack xl needs a `services:` node (the pool's NFS "
                                         "server, reached over SSH)")))
+        else:
+            problems.append((("name",), ("a static lab with toolstack xapi needs a `services:` node with `address:` "
+                                        "and `nfs_export:` (the NFS server of the pool's shared SR)")))
         return problems
 
     def static_file_problems(self, base: Path) -> list[tuple[tuple[Any, ...], str]]:
@@ -441,6 +499,18 @@ class LabSpec(StrictModel):
                 problems.append((loc, (f"{'.'.join(map(str, loc))}: {what} {path} does not exist "
                                       f"(relative paths are read from {base})")))
 
+        def secret(loc: tuple[Any, ...], source: SecretSource) -> None:
+            where = ".".join(map(str, loc))
+            if source.password_file is not None:
+                missing(loc + ("password_file",), "password file", source.password_file)
+            elif source.password_env is not None:
+                if not os.environ.get(source.password_env):
+                    problems.append((loc + ("password_env",), (f"{where}.password_env: the environment variable "
+                                                               f"{source.password_env} is not set")))
+            else:
+                problems.append((loc, (f"{where}: say where its password is: password_file (a 0600 file) or "
+                                       "password_env (an environment variable)")))
+
         if self.known_hosts is not None:
             missing(("known_hosts",), "known_hosts file", self.known_hosts)
         machines: list[tuple[tuple[Any, ...], HostSpec | ServicesSpec]] = [(("hosts", n), h) for n, h in self.hosts.items()]
@@ -450,17 +520,12 @@ class LabSpec(StrictModel):
             if machine.ssh is not None:
                 missing(loc + ("ssh", "key_file"), "SSH key", machine.ssh.key_file)
             ipmi = getattr(machine, "ipmi", None)
-            if ipmi is None:
-                continue
-            if ipmi.password_file is not None:
-                missing(loc + ("ipmi", "password_file"), "password file", ipmi.password_file)
-            elif ipmi.password_env is not None:
-                if not os.environ.get(ipmi.password_env):
-                    problems.append((loc + ("ipmi", "password_env"), (f"{'.'.join(map(str, loc))}.ipmi.password_env: "
-                                     f"the environment variable {ipmi.password_env} is not set")))
-            else:
-                problems.append((loc + ("ipmi",), (f"{'.'.join(map(str, loc))}.ipmi: say where its password is: "
-                                 "password_file (a 0600 file) or password_env (an environment variable)")))
+            if ipmi is not None:
+                secret(loc + ("ipmi",), ipmi)
+        if self.xapi is not None:
+            secret(("xapi",), self.xapi)
+            if self.xapi.ca_file is not None:
+                missing(("xapi", "ca_file"), "CA file", self.xapi.ca_file)
         return problems
 
     def guest_type_problems(self, declared: dict[str, tuple[str, ...]]) -> list[tuple[tuple[Any, ...], str]]:

@@ -167,6 +167,50 @@ class LabHostPower:
         self.host.power("reset")
 
 
+class SimHostPower:
+    """A host of a served XAPI simulator (`xenlab sim serve --bmc-dir`): off is its power cut,
+    on boots it back (the simulator's kill_host and heal, through its control endpoint)."""
+
+    def __init__(self, control_url: str, host: str):
+        from urllib.parse import urlsplit
+
+        if urlsplit(control_url).hostname != "127.0.0.1":
+            raise XenlabError(f"the simulator's control endpoint must be on 127.0.0.1, not {control_url}")
+        self.control_url = control_url.rstrip("/") + "/"
+        self.host = host
+
+    def _call(self, action: str, args: dict | None = None):
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.control_url + action, data=json.dumps(args or {}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                answer = json.loads(reply.read())
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            raise XenlabError(f"the simulator's control endpoint {self.control_url} did not answer: {exc}") from None
+        if not answer.get("ok"):
+            raise XenlabError(f"the simulator refused {action} of {self.host}: {answer.get('error')}")
+        return answer.get("result")
+
+    def is_on(self) -> bool:
+        hosts = {h["name"]: h for h in self._call("status")["hosts"]}
+        if self.host not in hosts:
+            raise XenlabError(f"the simulator has no host {self.host} (it has {', '.join(hosts)})")
+        return bool(hosts[self.host]["alive"])
+
+    def on(self) -> None:
+        self._call("heal", {"host": self.host})
+
+    def off(self) -> None:
+        self._call("kill_host", {"host": self.host})
+
+    def reset(self) -> None:
+        self.off()
+        self.on()
+
+
 # -- the server --------------------------------------------------------------------------------
 RMCP_INVALID_AUTH_ALGORITHM = 0x11  # RMCP+ status code (IPMI 2.0, table 13-15)
 
@@ -336,14 +380,16 @@ def bmc_power(run_root: Path, host: str):
     return _CLIENTS[key]
 
 
-def bmc_argv(run_root: Path, host: str, command: list[str] | None = None) -> list[str]:
+def bmc_argv(run_root: Path, host: str, command: list[str] | None = None, sim_control: str | None = None) -> list[str]:
     # the run directory with its trailing "/": the marker `down` and the sweep look for
     argv = [sys.executable, "-m", "xenlab.lab.bmc", "--run-dir", f"{run_root}/", "--host", host]
+    if sim_control:
+        argv += ["--sim-control", sim_control]
     return argv + (["--command", *command] if command else [])
 
 
 def start_bmc(run_root: Path, host: str, tied: bool, command: list[str] | None = None,
-              timeout: float = 20) -> tuple[BmcEndpoint, subprocess.Popen]:
+              timeout: float = 20, sim_control: str | None = None) -> tuple[BmcEndpoint, subprocess.Popen]:
     """Start the BMC process of `host` (credentials generated if needed); wait until it listens."""
     from .processes import spawn
 
@@ -354,7 +400,7 @@ def start_bmc(run_root: Path, host: str, tied: bool, command: list[str] | None =
     logs.mkdir(mode=0o700, exist_ok=True)
     log = logs / f"bmc-{host}.log"
     env_path = os.environ.get("PYTHONPATH")
-    handle = spawn(bmc_argv(run_root, host, command), log, tied)
+    handle = spawn(bmc_argv(run_root, host, command, sim_control), log, tied)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = read_endpoint(run_root, host)
@@ -370,11 +416,52 @@ def start_bmc(run_root: Path, host: str, tied: bool, command: list[str] | None =
     raise XenlabError(f"the BMC of {host} did not start (PYTHONPATH={env_path or ''}); {log}:\n{tail}")
 
 
+class SimBmcs:
+    """The virtual BMCs of a served XAPI simulator's hosts (`xenlab sim serve --bmc-dir DIR`).
+
+    DIR is their run directory (0700): credentials.json as for a lab, and DIR/bmc-password
+    (0600, the password on its first line) for a static lab file's `password_file`. Each
+    BMC is its own process, tied to the simulator's, with DIR in its command line."""
+
+    def __init__(self, run_root: Path):
+        self.run_root = Path(run_root).resolve()
+        self.handles: list[subprocess.Popen] = []
+
+    def start(self, sim) -> list[str]:
+        self.run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.run_root, 0o700)
+        credentials = read_credentials(ensure_credentials(self.run_root))
+        password_file = self.run_root / "bmc-password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(credentials.password + "\n")
+        os.chmod(password_file, 0o600)
+        lines = [f"  BMCs (IPMI over LAN on 127.0.0.1, user {credentials.user!r}, password in {password_file}):"]
+        for host in sim.deployment.hosts:
+            endpoint, handle = start_bmc(self.run_root, host.name, tied=True, sim_control=sim.control_url)
+            self.handles.append(handle)
+            lines.append(f"  {host.name}: ipmitool -I lanplus -H 127.0.0.1 -p {endpoint.port} -U {credentials.user} "
+                         f"-f {password_file} chassis power status")
+        return lines
+
+    def stop(self) -> None:
+        for handle in self.handles:
+            if handle.poll() is None:
+                handle.terminate()
+        for handle in self.handles:
+            try:
+                handle.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                handle.kill()
+                handle.wait(timeout=5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xenlab.lab.bmc", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, help="the lab's run directory (holds bmc/credentials.json)")
     parser.add_argument("--host", required=True, help="the lab host this BMC powers")
     parser.add_argument("--port", type=int, default=0, help="UDP port on 127.0.0.1 (0: chosen by the kernel)")
+    parser.add_argument("--sim-control", help="power a host of a served XAPI simulator (its control URL)")
     parser.add_argument("--command", nargs=argparse.REMAINDER,
                         help="power this command as the machine instead of a lab host")
     args = parser.parse_args(argv)
@@ -388,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                 serve(run_root, args.host, machine, args.port)
             finally:
                 machine.off()  # a command machine does not outlive its BMC
+        elif args.sim_control:
+            serve(run_root, args.host, SimHostPower(args.sim_control, args.host), args.port)
         else:
             serve(run_root, args.host, LabHostPower(run_root, args.host), args.port)
     except XenlabError as exc:

@@ -104,9 +104,10 @@ class XapiAccess:
     addresses: dict[str, str]  # lab host name -> management address (as xapi names it in HOST_IS_SLAVE)
     url_for: Callable[[str], str]  # management address -> XML-RPC URL
     user: str
-    password: str
+    password: str = field(repr=False)
     nfs_server: str  # the shared SR's NFS server and export
     nfs_path: str
+    ssl_context: Any = field(default=None, repr=False, compare=False)  # https: the lab's TLS trust
 
 
 class LabHost(Protocol):

@@ -28,6 +28,7 @@ from ..results import HostInventory
 from ..spec import SR_PATH, LabSpec, SimSpec
 from ..waiting import Progress, quiet
 from .contract import ActiveFault, Capabilities, XapiAccess
+from .xapi_login import inventory_of
 
 if TYPE_CHECKING:
     from ..sim.server import SimServer
@@ -169,8 +170,8 @@ class SimLab:
                     continue
                 record = x.host.get_record(ref)
                 nics = [x.PIF.get_record(pif) for pif in record.get("PIFs", [])]
-                found.append(_inventory_of(host.name, record, x.host_metrics.get_record(x.host.get_metrics(ref)),
-                                           [f"{n.get('device', '?')} {n.get('MAC', '')}".strip() for n in nics]))
+                found.append(inventory_of(host.name, record, x.host_metrics.get_record(x.host.get_metrics(ref)),
+                                          [f"{n.get('device', '?')} {n.get('MAC', '')}".strip() for n in nics], ACCEL))
             finally:
                 session.xenapi.session.logout()
         return found
@@ -224,16 +225,3 @@ class SimObserver:
 def unsupported_fault(kind: str, lab: str) -> str:
     return (f"fault {kind} is not simulated on sim lab {lab} "
             f"(sim labs simulate {', '.join(SIMULATED_FAULTS)})")
-
-
-def _inventory_of(name: str, host: dict[str, Any], metrics: dict[str, Any], nics: list[str]) -> HostInventory:
-    """A HostInventory from xapi's host and host_metrics records (what a real XCP-ng reports too)."""
-    software, cpu = host.get("software_version", {}), host.get("cpu_info", {})
-    cpus = str(cpu.get("cpu_count", ""))
-    memory = str(metrics.get("memory_total", ""))
-    product = f"{software.get('product_brand', '')} {software.get('product_version', '')}".strip()
-    return HostInventory(
-        name=name, cpu_model=str(cpu.get("modelname", "")), cpu_flags=str(cpu.get("flags", "")).split(),
-        cpus=int(cpus) if cpus.isdigit() else None, memory_mib=int(memory) // MiB if memory.isdigit() else None,
-        nics=nics, firmware=product, xen_version=str(software.get("xen", "")), dom0_kernel=str(software.get("linux", "")),
-        accel=ACCEL, nested=None)

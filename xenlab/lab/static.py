@@ -30,20 +30,22 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import XenlabError
+from ..errors import NotMeasurable, XenlabError
+from ..metrics import IntegrityReport
 from ..plan import NetworkPlan
 from ..recipe_facts import GUEST_TYPES, runnable_guest_types
 from ..report.inventory import collect_inventory
 from ..results import HostInventory
-from ..spec import SR_PATH, IpmiSpec, LabSpec, SshSpec, lab_number, resolve_path
-from ..waiting import Progress, quiet, wait_for
+from ..spec import SR_PATH, IpmiSpec, LabSpec, SecretSource, SshSpec, lab_number, resolve_path
+from ..waiting import Progress, StopWaiting, quiet, wait_for
 from . import firewall
-from .contract import AWAITING, ActiveFault, Capabilities, not_supported
+from .contract import AWAITING, ActiveFault, Capabilities, XapiAccess, not_supported
 from .host import parse_virt_caps
 from .ipmi import IpmiPower, IpmiTarget
 from .parallel import in_parallel
 from .rundir import RunDir
 from .ssh import RemoteShell, SSHAccess
+from .xapi_login import XapiLogin, logout, pool_inventory, virt_caps_of
 
 ACCEL = "static"
 POWER_FAULTS = ("power_cut", "reset")
@@ -62,35 +64,37 @@ def known_host_key(known_hosts: Path, address: str, port: int) -> str:
     return f"{key_type} {entry[key_type].get_base64()}"
 
 
-def password_source(ipmi: IpmiSpec, base: Path) -> Callable[[], str]:
-    """How to read a BMC's password when it is needed (never kept in a file xenlab writes)."""
-    if ipmi.password_env is not None:
-        variable = ipmi.password_env
+def password_source(source: SecretSource, base: Path, what: str = "BMC") -> Callable[[], str]:
+    """How to read a password when it is needed (never kept in a file xenlab writes)."""
+    if source.password_env is not None:
+        variable = source.password_env
 
         def from_env() -> str:
             value = os.environ.get(variable)
             if not value:
-                raise XenlabError(f"the environment variable {variable} (a BMC password) is not set")
+                raise XenlabError(f"the environment variable {variable} (a {what} password) is not set")
             return value
         return from_env
-    assert ipmi.password_file is not None
-    path = resolve_path(ipmi.password_file, base)
+    if source.password_file is None:
+        raise XenlabError(f"the lab file says nowhere where the {what} password is (password_file or password_env)")
+    path = resolve_path(source.password_file, base)
 
     def from_file() -> str:
         try:
             lines = path.read_text().splitlines()
         except OSError as exc:
-            raise XenlabError(f"cannot read the BMC password file {path}: {exc.strerror}") from None
+            raise XenlabError(f"cannot read the {what} password file {path}: {exc.strerror}") from None
         if not lines or not lines[0]:
-            raise XenlabError(f"the BMC password file {path} is empty")
+            raise XenlabError(f"the {what} password file {path} is empty")
         return lines[0]
     return from_file
 
 
 class StaticHost(RemoteShell):
-    """A host (or the services node) of a static lab: SSH to its dom0, power through its BMC."""
+    """A host (or the services node) of a static lab: SSH to its dom0 (not required of an
+    xapi host), xapi on an XCP-ng host, power through its BMC."""
 
-    def __init__(self, lab: StaticLab, name: str, role: str, ssh: SshSpec, address: str,
+    def __init__(self, lab: StaticLab, name: str, role: str, ssh: SshSpec | None, address: str,
                  ipmi: IpmiSpec | None):
         self.lab = lab
         self.name = name
@@ -106,19 +110,29 @@ class StaticHost(RemoteShell):
         return f"<StaticHost {self.name} of lab {self.lab.name}>"
 
     # -- SSH -----------------------------------------------------------------------------
+    def _require_ssh(self) -> SshSpec:
+        if self.ssh_spec is None:
+            raise XenlabError(f"{self.name} of lab {self.lab.name} has no `ssh:` in the lab file: xenlab reaches it "
+                              "through xapi only")
+        return self.ssh_spec
+
     def host_key(self) -> str:
-        return known_host_key(self.lab.known_hosts, self.ssh_spec.host, self.ssh_spec.port)
+        spec = self._require_ssh()
+        if self.lab.known_hosts is None:
+            raise XenlabError(f"lab {self.lab.name} has no known_hosts file to pin {self.name}'s SSH key")
+        return known_host_key(self.lab.known_hosts, spec.host, spec.port)
 
     @property
     def ssh(self) -> SSHAccess:
         if self._ssh is None:
-            self._ssh = SSHAccess(self.name, self.ssh_spec.port, str(resolve_path(self.ssh_spec.key_file, self.lab.base)),
-                                  self.host_key(), address=self.ssh_spec.host, user=self.ssh_spec.user)
+            spec = self._require_ssh()
+            self._ssh = SSHAccess(self.name, spec.port, str(resolve_path(spec.key_file, self.lab.base)),
+                                  self.host_key(), address=spec.host, user=spec.user)
         return self._ssh
 
     @property
     def ssh_port(self) -> int:
-        return self.ssh_spec.port
+        return self._require_ssh().port
 
     def close(self) -> None:
         self.forget_connections()
@@ -136,6 +150,8 @@ class StaticHost(RemoteShell):
     def process_alive(self) -> bool:
         """Is the machine powered (its BMC says so; without a BMC: does its SSH answer)?"""
         if self.bmc is None:
+            if self.ssh_spec is None and self.lab.xapi is not None:
+                return self.lab.xapi.answer(self._address, timeout=10) is None
             try:
                 return self.run("true", timeout=10).ok
             except XenlabError:
@@ -175,10 +191,30 @@ class StaticHost(RemoteShell):
                 last[0] = str(exc)
                 return False
 
-        progress(self.name, AWAITING["ssh"])
-        wait_for(answers, f"{self.name}: SSH ({self.ssh_spec.user}@{self.ssh_spec.host}:{self.ssh_spec.port})",
-                 max(1.0, deadline - time.monotonic()), 1.0, lambda: last[0])
-        stages["ssh"] = round(time.monotonic() - started, 2)
+        if self.ssh_spec is not None:
+            progress(self.name, AWAITING["ssh"])
+            spec = self.ssh_spec
+            wait_for(answers, f"{self.name}: SSH ({spec.user}@{spec.host}:{spec.port})",
+                     max(1.0, deadline - time.monotonic()), 1.0, lambda: last[0])
+            stages["ssh"] = round(time.monotonic() - started, 2)
+        xapi = self.lab.xapi
+        if xapi is not None and self.role == "xen":
+            progress(self.name, AWAITING["toolstack"])
+
+            def xapi_answers() -> bool:
+                try:
+                    problem = xapi.answer(self._address)
+                except XenlabError as exc:  # a refused login or certificate: waiting cannot mend it
+                    raise StopWaiting(str(exc)) from None
+                last[0] = problem or ""
+                return problem is None
+
+            wait_for(xapi_answers, f"{self.name}: xapi ({xapi.url_for(self._address)})",
+                     max(1.0, deadline - time.monotonic()), 2.0, lambda: last[0])
+            self.virt_caps = self.lab.xapi_virt_caps(self)
+            stages["toolstack"] = round(time.monotonic() - started, 2)
+            progress(self.name, AWAITING["ready"])
+            return stages
         check = self.toolstack_check()
         progress(self.name, AWAITING["toolstack"])
 
@@ -215,8 +251,10 @@ class StaticLab:
         self.spec_path = spec_path
         self.name = spec.name
         self.base = Path(spec_path).resolve().parent if spec_path else Path.cwd()
-        assert spec.known_hosts is not None  # the spec refuses a static lab without one
-        self.known_hosts = resolve_path(spec.known_hosts, self.base)
+        # the spec refuses a lab without known_hosts unless it is an xapi lab reaching nothing over SSH
+        self.known_hosts = resolve_path(spec.known_hosts, self.base) if spec.known_hosts else None
+        self.xapi = (XapiLogin.of(spec, self.base, password_source(spec.xapi, self.base, "xapi"))
+                     if spec.static_toolstack == "xapi" and spec.xapi is not None else None)
         first = next(iter(spec.networks))
         subnet = spec.networks[first].subnet
         assert subnet is not None
@@ -224,7 +262,7 @@ class StaticLab:
         self.run = run or RunDir.for_lab(f"{spec.name}.static")  # not a stray for `down --all`: see stray_lab_dirs
         self.machines: dict[str, StaticHost] = {}
         for name, host in spec.hosts.items():
-            assert host.ssh is not None and host.address is not None
+            assert host.address is not None  # and ssh, unless the lab is an xapi lab: the spec checks both
             self.machines[name] = StaticHost(self, name, "xen", host.ssh, host.address, host.ipmi)
         services = spec.services
         if services is not None and services.ssh is not None and services.address is not None:
@@ -236,11 +274,13 @@ class StaticLab:
     # -- what it is ------------------------------------------------------------------------
     @property
     def capabilities(self) -> Capabilities:
-        kinds = list(FIREWALL_FAULTS)
+        # firewall faults are nftables rules in dom0: Debian's; XCP-ng's dom0 (CentOS-based) has iptables only
+        xl = self.spec.static_toolstack == "xl"
+        kinds = list(FIREWALL_FAULTS) if xl else []
         if all(h.bmc is not None for h in self.hosts):
             kinds = list(POWER_FAULTS) + kinds
         return Capabilities(toolstack=self.spec.static_toolstack, fault_kinds=tuple(kinds), checkpoints=False,
-                            integrity_measurable=self.services is not None, services_faults=False, poll_s=1.0,
+                            integrity_measurable=xl and self.services is not None, services_faults=False, poll_s=1.0,
                             outlives_process=False, guest_types=self._common_guest_types())
 
     def _common_guest_types(self) -> tuple[str, ...]:
@@ -276,8 +316,9 @@ class StaticLab:
         remove any fault a dead run left behind. Nothing is booted."""
         self.run.create()
         keys = self.run.root / "keys"
-        for host in self.hosts:  # the xl driver's dom0-to-dom0 trust pins these
-            (keys / f"host-{host.name}.pub").write_text(host.host_key() + "\n")
+        if self.spec.static_toolstack == "xl":
+            for host in self.hosts:  # the xl driver's dom0-to-dom0 trust pins these
+                (keys / f"host-{host.name}.pub").write_text(host.host_key() + "\n")
         for host in self.hosts:
             if host.bmc is not None:
                 progress(host.name, f"BMC {host.bmc.target.address}:{host.bmc.target.port}: power "
@@ -315,7 +356,40 @@ class StaticLab:
 
     # -- drivers' parts --------------------------------------------------------------------
     def inventory(self) -> list[HostInventory]:
-        return in_parallel(self.hosts, lambda host: collect_inventory(host, ACCEL))
+        if self.xapi is None:
+            return in_parallel(self.hosts, lambda host: collect_inventory(host, ACCEL))
+        return in_parallel(self.hosts, self._xapi_inventory)
+
+    def _xapi_inventory(self, host: StaticHost) -> HostInventory:
+        """A host as its pool's xapi reports it (host, host_metrics and PIF records)."""
+        assert self.xapi is not None
+        session = self.xapi.master_session([host.address()])
+        try:
+            return pool_inventory(session.xenapi, {host.address(): host.name}, ACCEL)[0]
+        finally:
+            logout(session)
+
+    def xapi_virt_caps(self, host: StaticHost) -> list[str]:
+        """What guests the host's Xen runs, from xapi's host.capabilities ([] if it does not say)."""
+        assert self.xapi is not None
+        session = self.xapi.master_session([host.address()])
+        try:
+            x = session.xenapi
+            ref = next((r for r in x.host.get_all() if x.host.get_address(r) == host.address()), None)
+            return virt_caps_of(x.host.get_capabilities(ref)) if ref else []
+        finally:
+            logout(session)
+
+    def xapi_access(self) -> XapiAccess:
+        """How the XAPI driver reaches this lab's pool (the password read now, from its file or variable)."""
+        if self.xapi is None:
+            raise XenlabError(f"static lab {self.name} has toolstack {self.spec.static_toolstack}, not xapi")
+        services = self.spec.services
+        assert services is not None and services.address is not None  # the spec requires them for xapi
+        return XapiAccess(addresses={h.name: h.address() for h in self.hosts}, url_for=self.xapi.url_for,
+                          user=self.xapi.spec.user, password=self.xapi.password_source(),
+                          nfs_server=services.address, nfs_path=services.nfs_export,
+                          ssl_context=self.xapi.ssl_context())
 
     def faults(self) -> StaticFaults:
         if self._faults is None:
@@ -332,7 +406,9 @@ class StaticLab:
         firewall tables a dead run may have left (`up` removes them)."""
         machines = [{
             "name": h.name, "role": h.role,
-            "ssh": {"host": h.ssh_spec.host, "port": h.ssh_spec.port, "user": h.ssh_spec.user},
+            "ssh": ({"host": h.ssh_spec.host, "port": h.ssh_spec.port, "user": h.ssh_spec.user}
+                    if h.ssh_spec is not None else None),
+            **({"xapi": self.xapi.url_for(h.address())} if self.xapi is not None and h.role == "xen" else {}),
             "addresses": {self.plan.networks[0].name: h.address()},
             **({"bmc": {"interface": "ipmi", "address": h.bmc.target.address, "port": h.bmc.target.port,
                         "user": h.bmc.target.user}} if h.bmc is not None else {}),
@@ -352,20 +428,53 @@ def probe_host(host: StaticHost) -> dict:
             found["power"] = host.bmc.state()
         except XenlabError as exc:
             found["power"] = f"unknown ({exc})"
-    try:
-        found["ssh_answers"] = host.run("true", timeout=15).ok
-    except XenlabError as exc:
-        found["ssh_error"] = str(exc)
-    if found["ssh_answers"] and host.role == "xen":
+    xapi = host.lab.xapi if host.role == "xen" else None
+    if xapi is not None:
+        try:
+            problem = xapi.answer(host.address())
+        except XenlabError as exc:
+            problem = str(exc)
+        found["xapi_answers"] = problem is None
+        if problem is not None:
+            found["toolstack_error"] = problem
+        else:
+            try:
+                found["virt_caps"] = host.lab.xapi_virt_caps(host)
+            except XenlabError as exc:
+                found["toolstack_error"] = str(exc)
+    if host.ssh_spec is not None:
+        try:
+            found["ssh_answers"] = host.run("true", timeout=15).ok
+        except XenlabError as exc:
+            found["ssh_error"] = str(exc)
+    if found["ssh_answers"] and host.role == "xen" and xapi is None:
         info = host.run("xl info", timeout=60)
         found["virt_caps"] = parse_virt_caps(info.stdout) if info.ok else []
         if not info.ok:
             found["toolstack_error"] = f"`xl info` exited {info.status}: {(info.stderr or info.stdout).strip()[-300:]}"
         if host.run("command -v nft", timeout=30).ok:
             found["firewall_left"] = firewall.leftover(host)
-    found["state"] = ("running" if found["ssh_answers"] else
+    answers = found["xapi_answers"] if xapi is not None and host.ssh_spec is None else found["ssh_answers"]
+    found["state"] = ("running" if answers else
                       "off" if found["power"] == "off" else "unreachable")
     return found
+
+
+class UnobservedGuests:
+    """The observer of a static xapi lab whose services node xenlab cannot log in to: nothing
+    collects its guests' heartbeats, so asking for them is an error, not an empty series."""
+
+    def __init__(self, lab: StaticLab):
+        self.lab = lab
+
+    def heartbeats(self, vm: str, since: float | None = None) -> list[tuple[int, float]]:
+        raise XenlabError(f"{vm}'s heartbeats are not collected on static lab {self.lab.name}: give its services node "
+                          "`ssh:` so xenlab runs its heartbeat collector there, or create guests with "
+                          "`heartbeat: false`")
+
+    def verify_disk(self, vm: str) -> IntegrityReport:
+        raise NotMeasurable(f"{vm}'s disk integrity is not measured on static lab {self.lab.name} with toolstack "
+                            "xapi: xenlab's xapi guests start from an empty disk")
 
 
 class StaticFaults:

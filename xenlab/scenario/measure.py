@@ -107,4 +107,6 @@ def recovery_words(figures: dict[str, Figure]) -> str:
         return ""
     if recovery.value is None:
         return f"; recovery unknown ({recovery.note})"
+    if "sends no heartbeats" in recovery.note:
+        return f"; recovered {recovery.value:.1f} s after the fault ({recovery.note})"
     return f"; heartbeats back {recovery.value:.1f} s after the fault"

@@ -406,6 +406,8 @@ def serve_forever(
     pool: bool = False,
     loopback_addresses: bool = False,
     ready: Callable[[list[str]], None] | None = None,
+    extras: Callable[[SimServer], list[str]] | None = None,
+    time_scale: float = 1.0,
 ) -> None:
     """Run a simulator until interrupted (for ``xenlab sim serve``); prints how to reach it.
 
@@ -418,12 +420,12 @@ def serve_forever(
     else:
         password, password_file = generated_password_file()
     sim = SimServer(hosts=hosts, password=password, port=port, realtime=realtime, event_timeouts="wall",
-                    loopback_addresses=loopback_addresses)
+                    loopback_addresses=loopback_addresses, time_scale=time_scale)
     sim.start()
     try:
         if pool:
             form_pool(sim, password)
-        lines = describe(sim, password_file, pool)
+        lines = describe(sim, password_file, pool) + (extras(sim) if extras is not None else [])
         for line in lines:
             print(line, flush=True)
         if ready is not None:

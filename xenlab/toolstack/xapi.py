@@ -26,6 +26,7 @@ import XenAPI
 
 from ..errors import WaitTimeout, XenlabError
 from ..lab.contract import Observer, XapiAccess
+from ..lab.xapi_login import transport_for
 from .base import (
     FailoverResult,
     GuestSpec,
@@ -111,19 +112,6 @@ def vm_state(power_state: str, host_live: bool) -> str:
     return state if state in ("running", "paused", "halted") else "halted"
 
 
-class _Transport(xmlrpc.client.Transport):
-    """XML-RPC over HTTP with a timeout, so a dead host cannot hang a call forever."""
-
-    def __init__(self, timeout: float):
-        super().__init__()
-        self.timeout = timeout
-
-    def make_connection(self, host):
-        connection = super().make_connection(host)
-        connection.timeout = self.timeout
-        return connection
-
-
 class XapiToolstack(Toolstack):
     kind = "xapi"
 
@@ -138,7 +126,8 @@ class XapiToolstack(Toolstack):
 
     # sessions --------------------------------------------------------------------------
     def _open(self, address: str, timeout: float = CALL_TIMEOUT_S) -> XenAPI.Session:
-        session = XenAPI.Session(self.access.url_for(address), transport=_Transport(timeout))
+        url = self.access.url_for(address)
+        session = XenAPI.Session(url, transport=transport_for(url, timeout, self.access.ssl_context))
         session.xenapi.login_with_password(self.access.user, self.access.password, API_VERSION, ORIGINATOR)
         return session
 
