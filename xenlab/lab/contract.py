@@ -50,6 +50,7 @@ class Capabilities:
     poll_s: float = 1.0  # how often the runner may look (a simulator answers in milliseconds)
     outlives_process: bool = True  # stays up after the process that started it (QEMU), or not (in-process)
     guest_types: tuple[str, ...] = DEFAULT_GUEST_TYPES  # guest types every host of the lab can run
+    heartbeats_collected: bool = True  # something collects guests' heartbeats (not so on an xapi rack without SSH)
 
 
 @dataclass

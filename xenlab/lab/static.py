@@ -116,6 +116,11 @@ class StaticHost(RemoteShell):
                               "through xapi only")
         return self.ssh_spec
 
+    @property
+    def has_shell(self) -> bool:
+        """Can xenlab run commands on it (an XCP-ng host of an xapi lab may be reached through xapi only)?"""
+        return self.ssh_spec is not None
+
     def host_key(self) -> str:
         spec = self._require_ssh()
         if self.lab.known_hosts is None:
@@ -281,7 +286,8 @@ class StaticLab:
             kinds = list(POWER_FAULTS) + kinds
         return Capabilities(toolstack=self.spec.static_toolstack, fault_kinds=tuple(kinds), checkpoints=False,
                             integrity_measurable=xl and self.services is not None, services_faults=False, poll_s=1.0,
-                            outlives_process=False, guest_types=self._common_guest_types())
+                            outlives_process=False, guest_types=self._common_guest_types(),
+                            heartbeats_collected=self.services is not None)
 
     def _common_guest_types(self) -> tuple[str, ...]:
         runs = [self.runs(h.name) for h in self.hosts]

@@ -178,7 +178,8 @@ def inventory_of(name: str, host: dict[str, Any], metrics: dict[str, Any], nics:
         name=name, cpu_model=str(cpu.get("modelname", "")), cpu_flags=str(cpu.get("flags", "")).split(),
         cpus=int(cpus) if cpus.isdigit() else None, memory_mib=int(memory) // MiB if memory.isdigit() else None,
         nics=nics, firmware=product, xen_version=str(software.get("xen", "")), dom0_kernel=str(software.get("linux", "")),
-        accel=accel, nested=None)
+        accel=accel, nested=None, virt_caps=virt_caps_of(list(host.get("capabilities", []))),
+        xen_caps=" ".join(host.get("capabilities", [])))
 
 
 def pool_inventory(x: Any, names: dict[str, str], accel: str) -> list[HostInventory]:

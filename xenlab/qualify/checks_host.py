@@ -49,14 +49,20 @@ BOOT_STAGES = {"boot": "to_xen", "ssh": "to_ssh", "toolstack": "to_toolstack"}
 def plan_boot(ctx: Context) -> list[Planned]:
     section = ctx.suite.boot
     lab = ctx.lab
-    if ctx.started_here and lab.bringup_stages and "restore" not in next(iter(lab.bringup_stages.values()), {}):
+    booted_here = ctx.backend != "static"  # a static lab's `up` boots nothing: its stages are no boot times
+    if (booted_here and ctx.started_here and lab.bringup_stages
+            and "restore" not in next(iter(lab.bringup_stages.values()), {})):
         return [Planned(f"boot/{h.name}", "boot", h.name, lambda h=h: _boot_from_bringup(ctx, h.name))
                 for h in lab.hosts if h.name in lab.bringup_stages]
     shells = ctx.shells()
-    if not shells:
+    # a static XCP-ng host reached through xapi only still boots through its BMC, timed to xapi answering
+    powered = [lab.machines[h.name] for h in lab.hosts
+               if ctx.backend == "static" and getattr(lab.machines.get(h.name), "bmc", None) is not None]
+    if not shells and not powered:
         return [Planned("boot", "boot", "lab", lambda: not_run("boot", "boot", "lab", ctx.no_shell_reason()))]
-    host = shells[0]
-    why = "the lab was already up" if not ctx.started_here else "the lab came up warm (restored, not booted)"
+    host = (shells or powered)[0]
+    why = ("a static lab's hosts are up before xenlab comes" if not booted_here else
+           "the lab was already up" if not ctx.started_here else "the lab came up warm (restored, not booted)")
     if not section.power_cycle:
         return [Planned(f"boot/{host.name}", "boot", host.name, lambda: not_run(
             f"boot/{host.name}", "boot", host.name, f"{why} and the profile sets boot.power_cycle: false"))]
@@ -72,12 +78,21 @@ def _boot_from_bringup(ctx: Context, host: str) -> CheckOutcome:
     return outcome_of(f"boot/{host}", "boot", host, figures, started, details={"source": "the lab's own bring-up"})
 
 
+def unmeasured(host: Any, stage: str) -> str:
+    """Why a boot stage has no figure on this host."""
+    if stage == "ssh" and not getattr(host, "has_shell", True):
+        return f"{host.name} is reached through xapi only (no `ssh:` in the lab file)"
+    return f"{host.name}'s serial console is not the lab's to read"
+
+
 def _power_cycle(ctx: Context, host: Any, why: str) -> CheckOutcome:
     """Power the host off and on through the lab's own power control, time its stages."""
     started = time.time()
     check_id = f"boot/{host.name}"
     if not hasattr(host, "wait_ready") or not hasattr(host, "power"):
         return not_run(check_id, "boot", host.name, f"{why}, and {host.name} has no power control here")
+    if getattr(host, "bmc", False) is None:  # a static host without `ipmi:`
+        return not_run(check_id, "boot", host.name, f"{why}, and {host.name} has no BMC in the lab file (`ipmi:`)")
     ctx.progress(host.name, f"boot: power cycle ({why})")
     host.power("off")
     wait_for(lambda: not host.process_alive(), f"{host.name} powered off", 120, 1.0)
@@ -104,8 +119,7 @@ def _power_cycle(ctx: Context, host: Any, why: str) -> CheckOutcome:
     thresholds = ctx.suite.boot.thresholds
     figures = [judge(name, stages[stage], "s", thresholds, BOOT_MEANING[name] + " (power cycle)")
                if stage in stages else
-               Measured(name=name, value=None, unit="s",
-                        meaning=f"not measurable here: {host.name}'s serial console is not the lab's to read")
+               Measured(name=name, value=None, unit="s", meaning=f"not measurable here: {unmeasured(host, stage)}")
                for stage, name in BOOT_STAGES.items()]
     return outcome_of(check_id, "boot", host.name, figures, started,
                       details={"source": f"a power cycle of {host.name} ({why})"})

@@ -25,11 +25,16 @@ class Context:
         return self.lab.spec.backend
 
     def shells(self) -> list[Any]:
-        """The lab's Xen hosts with a shell ([] for a simulator, whose hosts have none)."""
+        """The lab's Xen hosts with a shell ([] for a simulator, whose hosts have none, and for
+        static XCP-ng hosts reached through xapi only)."""
         machines = self.lab.machines
-        return [machines[h.name] for h in self.lab.hosts if h.name in machines]
+        return [machines[h.name] for h in self.lab.hosts
+                if h.name in machines and getattr(machines[h.name], "has_shell", True)]
 
     def no_shell_reason(self) -> str:
+        if self.backend == "static":
+            return (f"the hosts of static lab {self.lab.name} are reached through xapi only (no `ssh:` in its lab "
+                    "file): nothing to run commands on")
         return (f"{self.backend} lab {self.lab.name} has no host shells (its hosts are simulated): "
                 "nothing to run commands on")
 

@@ -89,6 +89,11 @@ def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
                           (f"guest {guest.name} is a {guest.type} guest, but lab {spec.name} runs "
                            f"{', '.join(caps.guest_types)} guests only (a lab file asks for more with "
                            "`guest_types`, and its host images must declare them)")))
+        if guest is not None and guest.heartbeat and not caps.heartbeats_collected:
+            found.append((scenario.line_of(loc + ("create_vm",)),
+                          (f"guest {guest.name} sends heartbeats, but nothing collects them on {kind} lab "
+                           f"{spec.name} (give its services node `ssh:` so xenlab runs its collector there, or "
+                           "create the guest with `heartbeat: false`)")))
     return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
 
 
