@@ -177,3 +177,28 @@ def test_a_wrong_xapi_password_is_refused_by_name_not_shown(served, tmp_path):
     output = env_run.stdout + env_run.stderr
     assert "SESSION_AUTHENTICATION_FAILED" in output and "Traceback" not in output
     assert "not-the-Password-77" not in output
+
+
+def test_qualify_on_an_xcp_ng_rack_measures_what_xapi_and_the_bmcs_allow(served, tmp_path):
+    lab = write_lab(tmp_path, served)
+    out = tmp_path / "q"
+    run = xenlab("qualify", str(REPO / "qualification" / "quick.yaml"), "--lab", str(lab), "--out", str(out),
+                 cwd=tmp_path)
+    output = run.stdout + run.stderr
+    assert "Traceback" not in output
+    checks = {c["id"]: c for c in json.loads((out / "qualification.json").read_text())["checks"]}
+    boot = {f["name"]: f for f in checks["boot/h1"]["figures"]}
+    assert boot["to_toolstack"]["value"] is not None  # power cycled through its BMC, timed to xapi answering
+    assert boot["to_ssh"]["value"] is None and "reached through xapi only" in boot["to_ssh"]["meaning"]
+    assert "a power cycle of h1" in checks["boot/h1"]["details"]["source"]
+    for check in ("network", "storage", "stability"):
+        assert checks[check]["verdict"] == "not_run" and "reached through xapi only" in checks[check]["reason"]
+    for check in ("migration", "failover"):
+        assert checks[check]["verdict"] == "not_run"
+        assert "sends heartbeats, but nothing collects them" in checks[check]["reason"]
+    assert checks["lifecycle/pv"]["verdict"] == "passed"
+    inventory = json.loads((out / "qualification.json").read_text())["inventory"]
+    assert inventory[0]["virt_caps"] == ["pv", "hvm"] and "hvm-3.0-x86_64" in inventory[0]["xen_caps"]
+    for secret in secrets_of(served):
+        assert secret not in output
+        assert not [p for p in out.iterdir() if p.is_file() and secret in p.read_text(errors="replace")]

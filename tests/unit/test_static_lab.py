@@ -22,7 +22,8 @@ from xenlab.lab import firewall
 from xenlab.lab.bmc import credentials_path, read_credentials, start_bmc
 from xenlab.lab.labs import make_lab
 from xenlab.lab.processes import cmdline, owned_pids, sweep
-from xenlab.lab.static import StaticFaults, StaticLab, known_host_key, probe_host
+from xenlab.lab.static import StaticLab, known_host_key, probe_host
+from xenlab.lab.static_faults import StaticFaults
 from xenlab.scenario.model import load_scenario
 from xenlab.scenario.session import fit
 from xenlab.spec import load_lab

@@ -18,15 +18,13 @@ driver's dom0-to-dom0 trust); no password is ever written there or anywhere else
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 
@@ -39,13 +37,16 @@ from ..results import HostInventory
 from ..spec import SR_PATH, IpmiSpec, LabSpec, SecretSource, SshSpec, lab_number, resolve_path
 from ..waiting import Progress, StopWaiting, quiet, wait_for
 from . import firewall
-from .contract import AWAITING, ActiveFault, Capabilities, XapiAccess, not_supported
+from .contract import AWAITING, Capabilities, XapiAccess, not_supported
 from .host import parse_virt_caps
 from .ipmi import IpmiPower, IpmiTarget
 from .parallel import in_parallel
 from .rundir import RunDir
 from .ssh import RemoteShell, SSHAccess
 from .xapi_login import XapiLogin, logout, pool_inventory, virt_caps_of
+
+if TYPE_CHECKING:
+    from .static_faults import StaticFaults
 
 ACCEL = "static"
 POWER_FAULTS = ("power_cut", "reset")
@@ -399,6 +400,8 @@ class StaticLab:
 
     def faults(self) -> StaticFaults:
         if self._faults is None:
+            from .static_faults import StaticFaults  # the faults module reads this one's hosts
+
             self._faults = StaticFaults(self)
         return self._faults
 
@@ -481,118 +484,3 @@ class UnobservedGuests:
     def verify_disk(self, vm: str) -> IntegrityReport:
         raise NotMeasurable(f"{vm}'s disk integrity is not measured on static lab {self.lab.name} with toolstack "
                             "xapi: xenlab's xapi guests start from an empty disk")
-
-
-class StaticFaults:
-    """Faults on static hosts: power through their BMCs, network through dom0's firewall.
-
-    Every fault is healed by the runner at the end of a scenario; those still active when
-    this process exits (normally, or by SIGTERM/SIGHUP/SIGINT) are healed then; the
-    firewall's dead-man timer covers the rest (SIGKILL, a crash of the controller)."""
-
-    def __init__(self, lab: StaticLab):
-        self.lab = lab
-        self.active: list[ActiveFault] = []
-        self._lock = threading.Lock()
-        self._hooked = False
-
-    def _targets(self, target: str | list[str]) -> list[StaticHost]:
-        names = [target] if isinstance(target, str) else list(target)
-        hosts = [self.lab.host(n) for n in names]
-        for h in hosts:
-            if h.role != "xen":
-                raise XenlabError(f"{h.name} is the services node of static lab {self.lab.name}: xenlab does not "
-                                  "inflict faults on it")
-        return hosts
-
-    def inject(self, kind: str, target: str | list[str], **params) -> ActiveFault:
-        if kind not in self.lab.capabilities.fault_kinds:
-            raise XenlabError(f"fault {kind} is not offered by static lab {self.lab.name} "
-                              f"(it offers {', '.join(self.lab.capabilities.fault_kinds)})")
-        started = time.time()
-        if kind == "power_cut":
-            hosts = self._targets(target)
-            for h in hosts:
-                h.power("off")
-
-            def heal_power() -> None:
-                for h in hosts:
-                    if not h.process_alive():
-                        h.power("on")
-                for h in hosts:
-                    h.wait_ready(timeout=params.get("heal_timeout", 600))
-            return self._track(ActiveFault(kind, target, started, params, heal_power))
-        if kind == "reset":
-            for h in self._targets(target):
-                h.power("reset")
-            return ActiveFault(kind, target, started, params, None)
-        deadman = int(params.get("deadman_s", firewall.DEADMAN_S))
-        if kind == "partition":
-            hosts = self._targets(target)
-            subnet = self.lab.plan.networks[0].subnet
-            for h in hosts:
-                firewall.require_nft(h)
-            for h in hosts:
-                ruleset = firewall.partition_ruleset(subnet, firewall.controller_address(h), firewall.bridge_uplinks(h))
-                firewall.apply(h, "partition", ruleset, deadman)
-        else:  # storage_loss: every host loses the shared SR's NFS server
-            services = self.lab.spec.services
-            if services is None or services.address is None:
-                raise XenlabError(f"static lab {self.lab.name} has no services node: no storage to lose")
-            hosts = self.lab.hosts
-            for h in hosts:
-                firewall.require_nft(h)
-            for h in hosts:
-                firewall.apply(h, "storage", firewall.storage_ruleset(services.address), deadman)
-
-        rules = "partition" if kind == "partition" else "storage"
-
-        def heal_rules() -> None:
-            errors = []
-            for h in hosts:
-                try:
-                    firewall.clear(h, rules)
-                except XenlabError as exc:
-                    errors.append(str(exc))
-            if errors:
-                raise XenlabError("; ".join(errors))
-        return self._track(ActiveFault(kind, target if kind == "partition" else "services", started,
-                                       {**params, "deadman_s": deadman}, heal_rules))
-
-    def _track(self, fault: ActiveFault) -> ActiveFault:
-        with self._lock:
-            self.active.append(fault)
-            if not self._hooked:
-                self._hook_exit()
-        return fault
-
-    def heal_all(self) -> list[str]:
-        """Heal every fault still active, newest first; the errors met."""
-        errors = []
-        with self._lock:
-            pending = list(reversed(self.active))
-        for fault in pending:
-            try:
-                fault.heal()
-            except Exception as exc:  # noqa: BLE001 - keep healing the others, report all
-                errors.append(f"healing {fault.kind} on {fault.target}: {exc}")
-        with self._lock:
-            self.active = [f for f in self.active if f.healed_at is None]
-        return errors
-
-    def _hook_exit(self) -> None:
-        """Heal at interpreter exit and on the signals that end a run politely."""
-        self._hooked = True
-        atexit.register(self.heal_all)
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            previous = signal.getsignal(signum)
-            if previous not in (signal.SIG_DFL, None):
-                continue  # someone else handles it (pytest, the CLI): atexit still heals
-
-            def on_signal(num, frame, previous=previous):
-                self.heal_all()
-                signal.signal(num, signal.SIG_DFL)
-                os.kill(os.getpid(), num)
-            signal.signal(signum, on_signal)
