@@ -182,7 +182,7 @@ def test_a_wrong_xapi_password_is_refused_by_name_not_shown(served, tmp_path):
 def test_qualify_on_an_xcp_ng_rack_measures_what_xapi_and_the_bmcs_allow(served, tmp_path):
     lab = write_lab(tmp_path, served)
     out = tmp_path / "q"
-    run = xenlab("qualify", str(REPO / "qualification" / "quick.yaml"), "--lab", str(lab), "--out", str(out),
+    run = xenlab("qualify", str(REPO / "qualification" / "default.yaml"), "--lab", str(lab), "--out", str(out),
                  cwd=tmp_path)
     output = run.stdout + run.stderr
     assert "Traceback" not in output

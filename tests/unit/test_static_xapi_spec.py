@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -159,3 +160,18 @@ def test_xapi_password_file_and_ca_file_must_exist(rack, tmp_path):
     messages = [m for _, m in info.value.problems]
     assert any("xapi.password_file: password file xapi-password does not exist" in m for m in messages), messages
     assert any("xapi.ca_file: CA file missing.pem does not exist" in m for m in messages), messages
+
+
+def test_the_xcp_ng_rack_example_in_the_docs_is_a_valid_lab_file(tmp_path, monkeypatch):
+    text = (Path(__file__).resolve().parents[2] / "docs" / "real-hosts.md").read_text()
+    example = next(block for block in text.split("```yaml\n")[1:] if "toolstack: xapi" in block).split("```")[0]
+    (tmp_path / "secrets").mkdir()
+    for name in ("rack-b-xapi", "rack-b-h1-bmc"):
+        (tmp_path / "secrets" / name).write_text("pw\n")
+    (tmp_path / "rack-b-xapi.pem").write_text("")
+    monkeypatch.setenv("RACK_B_H2_BMC_PASSWORD", "pw")
+    path = tmp_path / "rack-b.yaml"
+    path.write_text(example)
+    spec = load_lab(path)
+    assert spec.static_toolstack == "xapi" and spec.xapi.ca_file == "rack-b-xapi.pem"
+    assert StaticLab(spec, str(path)).capabilities.fault_kinds == ("power_cut", "reset")
