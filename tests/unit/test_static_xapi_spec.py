@@ -97,9 +97,10 @@ def test_a_host_ca_file_is_trusted_without_matching_the_dialled_name(rack, tmp_p
     context = lab.xapi.ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is False
     assert any(c["subject"] == ((("commonName", "xcp-h1.example"),),) for c in context.get_ca_certs())
+    assert lab.xapi.ssl_context() is context  # built once per lab, shared by its sessions
     (tmp_path / "hosts.pem").write_text("not a certificate\n")
     with pytest.raises(XenlabError, match="cannot use .*hosts.pem as xapi's CA file"):
-        lab.xapi.ssl_context()
+        StaticLab(load_lab(rack(", ca_file: hosts.pem")), rack(", ca_file: hosts.pem")).xapi.ssl_context()
 
 
 def test_without_a_ca_file_the_systems_trust_and_names_are_checked(rack):

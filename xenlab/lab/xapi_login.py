@@ -70,6 +70,7 @@ class XapiLogin:
     password_source: Callable[[], str] = field(repr=False)
     endpoints: dict[str, tuple[str, int | None]]  # pool address -> (host, port) dialled instead
     ca_file: Path | None = None
+    _context: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def of(cls, lab: LabSpec, base: Path, password_source: Callable[[], str]) -> XapiLogin:
@@ -89,16 +90,20 @@ class XapiLogin:
         return f"{self.spec.scheme}://{shown}:{port or self.default_port}/"
 
     def ssl_context(self) -> ssl.SSLContext | None:
+        """The lab's TLS trust, built once (every session of a run shares it)."""
         if self.spec.scheme != "https":
             return None
-        if self.ca_file is None:
-            return ssl.create_default_context()
-        try:
-            context = ssl.create_default_context(cafile=str(self.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise XenlabError(f"cannot use {self.ca_file} as xapi's CA file: {exc}") from None
-        context.check_hostname = False  # the pinned certificates identify the hosts (see the module doc)
-        return context
+        if self._context is None:
+            if self.ca_file is None:
+                self._context = ssl.create_default_context()
+            else:
+                try:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                except (OSError, ssl.SSLError) as exc:
+                    raise XenlabError(f"cannot use {self.ca_file} as xapi's CA file: {exc}") from None
+                context.check_hostname = False  # the pinned certificates identify the hosts (see the module doc)
+                self._context = context
+        return self._context
 
     def open(self, address: str, timeout: float = 30.0) -> XenAPI.Session:
         """A logged-in session on the xapi at `address` (XenAPI.Failure HOST_IS_SLAVE on a member)."""
@@ -131,23 +136,37 @@ class XapiLogin:
 
     def master_session(self, addresses: list[str], timeout: float = 30.0) -> XenAPI.Session:
         """A session on the pool master, found from any of `addresses` (following HOST_IS_SLAVE)."""
-        queue, tried, problems = list(addresses), set(), []
-        while queue:
-            address = queue.pop(0)
-            if address in tried:
+        return follow_to_master(lambda address: self.open(address, timeout), addresses)[0]
+
+
+class NoMaster(XenlabError):
+    """No host of the pool answers as its master (it died, and HA has not elected another yet)."""
+
+
+def follow_to_master(open_session: Callable[[str], XenAPI.Session], addresses: list[str],
+                     named: Callable[[str], str] = lambda address: address) -> tuple[XenAPI.Session, str]:
+    """Log in to the pool master: the first of `addresses` that answers, following a member's
+    HOST_IS_SLAVE to the master it names. A refused login is an error at once; NoMaster when
+    none answers."""
+    queue, tried, problems = list(addresses), set(), []
+    while queue:
+        address = queue.pop(0)
+        if address in tried:
+            continue
+        tried.add(address)
+        try:
+            return open_session(address), address
+        except XenAPI.Failure as exc:
+            details = exc.details if isinstance(exc.details, list) else [str(exc.details)]
+            if details and details[0] == "HOST_IS_SLAVE" and len(details) > 1:
+                queue.insert(0, details[1])
+                problems.append(f"{named(address)} is a member, master {details[1]}")
                 continue
-            tried.add(address)
-            try:
-                return self.open(address, timeout)
-            except XenAPI.Failure as exc:
-                details = exc.details if isinstance(exc.details, list) else [str(exc.details)]
-                if details and details[0] == "HOST_IS_SLAVE" and len(details) > 1:
-                    queue.insert(0, details[1])
-                    continue
-                problems.append(f"{address}: {details[0] if details else exc}")
-            except UNREACHABLE as exc:
-                problems.append(f"{address}: {type(exc).__name__}")
-        raise XenlabError("no xapi master answers: " + "; ".join(problems))
+            raise XenlabError(f"login to xapi on {named(address)} failed: "
+                              f"{' '.join(str(d) for d in details)}") from None
+        except UNREACHABLE as exc:
+            problems.append(f"{named(address)}: {type(exc).__name__}")
+    raise NoMaster("no pool master answers: " + "; ".join(problems))
 
 
 def logout(session: XenAPI.Session) -> None:

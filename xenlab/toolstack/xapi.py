@@ -26,7 +26,7 @@ import XenAPI
 
 from ..errors import WaitTimeout, XenlabError
 from ..lab.contract import Observer, XapiAccess
-from ..lab.xapi_login import transport_for
+from ..lab.xapi_login import NoMaster, follow_to_master, transport_for
 from .base import (
     FailoverResult,
     GuestSpec,
@@ -64,9 +64,6 @@ MISFITS = {
     "HA_IS_ENABLED": "HA is enabled on it or on the pool",
 }
 
-
-class NoMaster(XenlabError):
-    """No host of the pool answers as its master (it died, and HA has not elected another yet)."""
 
 
 def refusal(code: list[str]) -> str | None:
@@ -133,26 +130,8 @@ class XapiToolstack(Toolstack):
 
     def _login(self, first: str) -> tuple[XenAPI.Session, str]:
         """Log in to the master, starting at `first`, then the pool's other members, following HOST_IS_SLAVE."""
-        tried: list[str] = []
-        queue = [first] + [a for a in self._members if a != first]
-        problems = []
-        while queue:
-            address = queue.pop(0)
-            if address in tried:
-                continue
-            tried.append(address)
-            try:
-                return self._open(address), address
-            except XenAPI.Failure as exc:
-                if exc.details and exc.details[0] == "HOST_IS_SLAVE":
-                    queue.insert(0, exc.details[1])
-                    problems.append(f"{self.names.get(address, address)} is a member, master {exc.details[1]}")
-                    continue
-                raise XenlabError(f"login to xapi on {self.names.get(address, address)} failed: "
-                                  f"{describe(exc)}") from None
-            except UNREACHABLE as exc:
-                problems.append(f"{self.names.get(address, address)}: {type(exc).__name__}")
-        raise NoMaster("no pool master answers: " + "; ".join(problems))
+        return follow_to_master(self._open, [first] + [a for a in self._members if a != first],
+                                lambda address: self.names.get(address, address))
 
     def _master(self) -> XenAPI.Session:
         if self._session is None:
