@@ -117,3 +117,22 @@ def test_network_ready_command_passes_only_once_the_lab_nic_is_up_with_its_addre
               f"if {ready}; then echo ready; fi")
     out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert out.stdout.split() == ["ready"], out.stdout + out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root for a throwaway network namespace")
+@pytest.mark.parametrize("machine", ["h1", "services"])
+def test_network_ready_command_refuses_an_up_nic_with_another_address(machine):
+    """Up and carrying an address, but not the planned one (another lab's plan, a typo in a
+    networkd file): not ready."""
+    plan = plan_lab(load_lab(REPO / "labs/xen-pool2.yaml"))
+    target = next(m for m in plan.machines if m.name == machine)
+    nic = target.nics[0]
+    holder = "xenbr0" if target.role == "xen" else nic.device
+    layout = (f"ip link add {nic.device} type veth peer name far && ip link set far up && "
+              + (f"ip link add xenbr0 type bridge && ip link set {nic.device} master xenbr0 && ip link set xenbr0 up && "
+                 if target.role == "xen" else "")
+              + f"ip addr add 10.99.0.7/24 dev {holder} && ip link set {nic.device} up && sleep 1")
+    script = f"{layout} && if {network_ready_command(target)}; then echo ready; else echo waiting; fi"
+    out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout.split() == ["waiting"], out.stdout + out.stderr

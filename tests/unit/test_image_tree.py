@@ -37,3 +37,29 @@ def test_a_services_node_has_no_xen_units(tmp_path):
     assert not (units / DOM0_WEIGHT_UNIT).exists()
     assert not (units / "multi-user.target.wants" / DOM0_WEIGHT_UNIT).exists()
     assert (units / "sysinit.target.wants/xenlab-seed.service").is_symlink()
+
+
+DEBIAN_PAM_SSHD = """@include common-auth
+account    required     pam_nologin.so
+session    required     pam_loginuid.so
+# Print the message of the day upon successful login.
+session    optional     pam_motd.so  motd=/run/motd.dynamic
+session    optional     pam_motd.so noupdate
+session    required     pam_limits.so
+"""
+
+
+def test_ssh_sessions_skip_the_message_of_the_day_and_keep_the_rest(tmp_path):
+    tree = _debootstrap_tree(tmp_path, xen=False)
+    (tree / "etc/pam.d").mkdir(parents=True)
+    (tree / "etc/pam.d/sshd").write_text(DEBIAN_PAM_SSHD)
+    customize_tree(tree, Recipe(name="services", kind="debootstrap", boot="linux"))
+    active = [line for line in (tree / "etc/pam.d/sshd").read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert active == ["@include common-auth", "account    required     pam_nologin.so",
+                      "session    required     pam_loginuid.so", "session    required     pam_limits.so"]
+
+
+def test_a_tree_without_sshd_pam_file_is_left_so(tmp_path):
+    tree = _debootstrap_tree(tmp_path, xen=False)
+    customize_tree(tree, Recipe(name="services", kind="debootstrap", boot="linux"))
+    assert not (tree / "etc/pam.d/sshd").exists()

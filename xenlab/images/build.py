@@ -212,6 +212,7 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
     network_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(FILES_DIR / "10-mgmt.network", network_dir / "10-mgmt.network")
     shutil.copy(FILES_DIR / "sshd-xenlab.conf", tree / "etc/ssh/sshd_config.d/xenlab.conf")
+    _quiet_ssh_sessions(tree / "etc/pam.d/sshd")
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()  # each machine gets its own from the seed disk
     machine_id = tree / "etc/machine-id"
@@ -254,6 +255,19 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
     # Clean apt caches: they only make the golden image larger.
     shutil.rmtree(tree / "var/cache/apt/archives", ignore_errors=True)
     (tree / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+
+
+def _quiet_ssh_sessions(pam_sshd: Path) -> None:
+    """No message of the day for SSH sessions: Debian's pam_motd runs the update-motd.d
+    scripts at every login, a shell and two programs that cost a Xen host's dom0 ~0.5 s of
+    its first SSH session after a restore under TCG (measured: 0.4-0.7 s instead of
+    0.8-1.5 s). The lab controller reads no greeting."""
+    if not pam_sshd.exists():
+        return
+    lines = pam_sshd.read_text().splitlines()
+    kept = [f"# {line}  (xenlab: no motd)" if "pam_motd.so" in line and not line.lstrip().startswith("#") else line
+            for line in lines]
+    pam_sshd.write_text("\n".join(kept) + "\n")
 
 
 def _symlink(link: Path, target: str) -> None:

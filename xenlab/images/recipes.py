@@ -16,7 +16,7 @@ from ..yamlfile import load_located
 
 FILES_DIR = Path(__file__).parent / "files"
 # Bump when the builder changes what it produces from the same recipe.
-BUILDER_VERSION = "6"
+BUILDER_VERSION = "7"
 # The builder files each kind of image is made with: a change to one rebuilds only those.
 FILES_BY_KIND = {
     "debootstrap": ("xenlab-seed.sh", "xenlab-seed.service", "10-mgmt.network", "sshd-xenlab.conf", "boot-init.sh",

@@ -208,7 +208,11 @@ class Host(RemoteShell):
 
         wait_for(booted, f"{self.name}: stage boot ({marker!r} on the serial console)", timeout, 0.25, self._evidence)
 
-    def wait_ssh(self, timeout: float, interval: float = 0.5) -> None:
+    def wait_ssh(self, timeout: float, interval: float = 0.25) -> None:
+        """Until sshd takes the lab's key. Polled as often as a person watching for the
+        banner would (bench/bringup.py's raw boot polls every 0.25 s): an attempt before
+        sshd listens is refused by QEMU's port forward at once and costs the machine nothing."""
+
         def answers() -> bool:
             """sshd answers and takes the lab's key: no command needed (a session's first
             command costs another half second under TCG; the toolstack stage runs one)."""
@@ -221,11 +225,13 @@ class Host(RemoteShell):
     def toolstack_check(self) -> str:
         return "xl info" if self.role == "xen" else "systemctl is-active nfs-server"
 
-    def wait_toolstack(self, timeout: float, set_clock: bool = False) -> None:
-        """Until the toolstack check passes and the lab NICs are up with their addresses;
-        `set_clock` first sets the machine's clock to this machine's in the same command (a
-        restored machine resumes at its saved time). A lab network still down 20 s after
-        the toolstack answers gets networkd restarted (at most every 30 s), and the
+    def wait_toolstack(self, timeout: float, restored: bool = False) -> None:
+        """Until the toolstack check passes and the lab NICs are up with their addresses.
+        A `restored` machine (resumed from a state saved once it was ready) first gets its
+        clock set to this machine's in the same command (it resumes at its saved time) and
+        does not wait for systemd to settle: it had settled before its state was saved, and
+        that wait costs a freshly restored TCG machine half a second. A lab network still
+        down 20 s after the toolstack answers gets networkd restarted (at most every 30 s), and the
         repairs are logged in the evidence."""
         check = self.toolstack_check()
         network = network_ready_command(self.plan)
@@ -235,10 +241,10 @@ class Host(RemoteShell):
 
         def works() -> bool:
             self._alive_or_stop()
-            clock = f"date -s @{time.time():.3f} >/dev/null && " if set_clock else ""
+            before = f"date -s @{time.time():.3f} >/dev/null && " if restored else BOOT_SETTLED
             # One command for the clock, the toolstack and the lab network: each SSH command
             # costs a TCG machine a few tenths of a second.
-            result = self.ssh.run(f"{clock}{BOOT_SETTLED}{check} || exit {TOOLSTACK_NOT_READY}; "
+            result = self.ssh.run(f"{before}{check} || exit {TOOLSTACK_NOT_READY}; "
                                   f"{{ {network}; }} >/dev/null 2>&1 || exit {NETWORK_NOT_READY}", timeout=30)
             last[0] = (result.stdout + result.stderr)[-800:]
             if result.status not in (0, NETWORK_NOT_READY):

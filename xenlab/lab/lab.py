@@ -260,7 +260,7 @@ class Lab(Checkpoints):
                 stages = {"restore": loaded[host.name]}
                 host.wait_ssh(max(1.0, deadline - time.monotonic()), interval=0.2)
                 stages["ssh"] = round(time.monotonic() - started, 2)
-                host.wait_toolstack(max(1.0, deadline - time.monotonic()), set_clock=True)
+                host.wait_toolstack(max(1.0, deadline - time.monotonic()), restored=True)
                 stages["toolstack"] = round(time.monotonic() - started, 2)
                 progress(host.name, "ready")
                 return host.name, stages
