@@ -231,8 +231,8 @@ class Host(RemoteShell):
         clock set to this machine's in the same command (it resumes at its saved time) and
         does not wait for systemd to settle: it had settled before its state was saved, and
         that wait costs a freshly restored TCG machine half a second. A lab network still
-        down 20 s after the toolstack answers gets networkd restarted (at most every 30 s), and the
-        repairs are logged in the evidence."""
+        down 20 s after the toolstack answers gets networkd restarted (at most every 30 s),
+        and the repairs are logged in the evidence."""
         check = self.toolstack_check()
         network = network_ready_command(self.plan)
         last: list[str] = [""]
