@@ -2,7 +2,8 @@
 
 Errors a user can fix are printed as one clear message, never as a traceback, with one
 meaning per exit code (docs/exit-codes.md): 1 failed, 2 input refused (nothing started
-or written), 3 qualification failed or a metric regressed, 130 interrupted. Text from a
+or written), 3 qualification failed or a metric regressed, 4 not measured (nothing failed,
+but something asked for could not be measured on this lab), 130 interrupted. Text from a
 user's files is never read as Rich markup, and nothing is wrapped when the output is not
 a terminal. `--json` output shapes are documented in docs/json-output.md.
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 FAILED_EXIT = 1  # a scenario or check failed, or xenlab could not do what was asked
 INVALID_INPUT_EXIT = 2  # a file or an argument was refused; nothing was started or written (click's usage errors too)
+NOT_MEASURED_EXIT = 4  # everything measured passed, but something asked for could not be measured on this lab
 INTERRUPTED_EXIT = 130
 
 
@@ -467,11 +469,16 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
 @click.option("--results", "results_path", type=click.Path(dir_okay=False),
               help="where to write the results JSON (default: results/<scenario>-<timestamp>.json)")
 @click.option("--as-is", "as_is", is_flag=True, help="run on the lab as it is, not from its `ready` checkpoint")
-def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None, as_is: bool) -> None:
+@click.option("--allow-unmeasured", is_flag=True,
+              help="exit 0 when the only shortfall is something this lab cannot measure (still reported as "
+                   "not measured, never as passed)")
+def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None, as_is: bool,
+        allow_unmeasured: bool) -> None:
     """Run a scenario on a lab (started if it is not up) and check its expectations.
 
     A running lab is first restored to its `ready` checkpoint (if it has one), so every
-    scenario starts from the same fresh lab."""
+    scenario starts from the same fresh lab. Exits 0 passed, 1 failed, 4 not measured
+    (everything measured passed, but something asked for could not be measured here)."""
     from .scenario.session import default_results_path, execute, finish, plan_run, start
 
     plan = plan_run(scenario_file, lab_ref)
@@ -493,13 +500,14 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
     elif not as_is:
         console.print(f"{stamp()} lab {plan.lab_name} is up: back to its `ready` checkpoint first (--as-is to skip)")
     colours = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "start": "cyan",
-               "info": "dim"}
+               "info": "dim", "not_measured": "magenta"}
 
     def on_event(index: int, name: str, phase: str, message: str) -> None:
         colour = colours.get(phase, "white")
         text = f" {escape(message)}" if message else ""
         where = f"{index + 1}/{steps}" if index < steps else "end"
-        console.print(f"{stamp()} {escape(f'[{where}]')} {escape(name)} [{colour}]{phase}[/{colour}]{text}")
+        shown = phase.replace("_", " ")
+        console.print(f"{stamp()} {escape(f'[{where}]')} {escape(name)} [{colour}]{shown}[/{colour}]{text}")
 
     try:
         start(plan, progress, as_is=as_is)
@@ -515,11 +523,33 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
             if figure.value is not None:
                 out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
         out.print(meanings_text(outcome))
-    colour = "green" if outcome.outcome == "passed" else "red"
-    console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome}[/{colour}] in "
+    colour = colours.get(outcome.outcome, "red")
+    console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome.replace('_', ' ')}[/{colour}] in "
                   f"{outcome.ended_at - outcome.started_at:.1f}s; results in {escape(str(path))}")
-    if outcome.outcome != "passed":
+    if outcome.outcome == "not_measured":
+        for line in unmeasured_lines(outcome):
+            console.print(f"  [magenta]not measured[/magenta] {escape(line)}")
+        if not allow_unmeasured:
+            console.print("[dim]exit 4: not measured is not passed (--allow-unmeasured exits 0)[/dim]")
+            sys.exit(NOT_MEASURED_EXIT)
+    elif outcome.outcome != "passed":
         sys.exit(1)
+
+
+def unmeasured_lines(scenario) -> list[str]:
+    """One line per step (or substep) that could not measure something: 'step name: why'."""
+    from .results import StepResult
+
+    lines: list[str] = []
+
+    def walk(steps: list[StepResult]) -> None:
+        for step in steps:
+            if step.outcome == "not_measured" and not step.substeps:
+                lines.append(f"{step.name}: {step.message}")
+            walk(step.substeps)
+
+    walk(scenario.steps)
+    return lines
 
 
 def meanings_text(scenario) -> str:

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 QUALIFY_FAILED_EXIT = 3  # like `xenlab report --profile`: a check failed
-COLOURS = {"passed": "green", "failed": "red", "not_run": "yellow"}
+COLOURS = {"passed": "green", "failed": "red", "not_run": "yellow", "not_measured": "magenta"}
 
 
 @click.command("qualify")

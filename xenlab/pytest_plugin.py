@@ -55,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="acceleration for labs this session brings up (default: the lab file's)")
     group.addoption("--xenlab-report", dest="xenlab_report", metavar="DIR",
                     help="write results JSON, HTML report, failure artifacts (and junit.xml by default) into DIR")
+    group.addoption("--xenlab-allow-unmeasured", dest="xenlab_allow_unmeasured", action="store_true",
+                    help="a scenario that could not measure something this lab cannot measure is skipped with the "
+                         "reason, not failed (it is never passed either way)")
     parser.addini("xenlab_default_lab", "lab for tests that neither are marked nor get --lab", default=DEFAULT_LAB)
     parser.addini("xenlab_up_timeout", "seconds a lab may take to come up", default="900")
 

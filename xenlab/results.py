@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import __version__
 from .errors import SpecError
@@ -27,7 +27,12 @@ SCHEMA = "xenlab.results/2"
 # /1 -> /2: the figure heartbeats_missed is called heartbeat_slots_empty; steps gained `timelines`
 READABLE_SCHEMAS = ("xenlab.results/1", SCHEMA)
 RENAMED_FIGURES = {"heartbeats_missed": "heartbeat_slots_empty"}  # old name -> new name
-Outcome = Literal["passed", "failed", "error", "skipped"]
+# not_measured: everything that was measured or checked passed, but something the scenario asked
+# for could not be measured or judged on this lab (never counted as passed; exit status 4).
+Outcome = Literal["passed", "failed", "error", "skipped", "not_measured"]
+Verdict = Literal["passed", "failed", "not_measured"]
+# From worst to best: how the outcomes of steps (or scenarios, or shards) combine into one.
+OUTCOME_ORDER: tuple[Outcome, ...] = ("error", "failed", "not_measured", "skipped", "passed")
 LATEST_TIME = 253402300799.0  # 9999-12-31: later timestamps cannot be shown as dates
 MAX_TIMELINE_BUCKETS = 1200  # two minutes at 100 ms per bucket; longer timelines get wider buckets
 MAX_TIMELINE_MARKS = 32
@@ -35,6 +40,16 @@ MAX_TIMELINE_MARKS = 32
 
 class ResultModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def combined_outcome(outcomes: list[Outcome] | tuple[Outcome, ...], empty: Outcome = "passed") -> Outcome:
+    """The one outcome of many: the worst of them (error, failed, not_measured, skipped, passed).
+
+    A run whose parts were all skipped is skipped; one part not measured makes the whole not
+    measured, never passed."""
+    if not outcomes:
+        return empty
+    return min(outcomes, key=OUTCOME_ORDER.index)
 
 
 class Figure(ResultModel):
@@ -50,8 +65,19 @@ class ExpectationResult(ResultModel):
     figure: str  # which figure of the step was checked, e.g. "downtime"
     expected: str  # as written in the scenario, e.g. "< 2s"
     measured: Figure
-    passed: bool
+    passed: bool  # True only for verdict "passed"
     message: str = ""  # "downtime 2.40 s is not < 2 s"
+    # passed | failed | not_measured (the figure could not be measured or judged on this lab);
+    # None in files written before the field existed: read as passed/failed from `passed`.
+    verdict: Verdict | None = None
+
+    @model_validator(mode="after")
+    def _verdict_agrees(self) -> ExpectationResult:
+        if self.verdict is None:
+            self.verdict = "passed" if self.passed else "failed"
+        elif self.passed != (self.verdict == "passed"):
+            raise ValueError(f"passed={self.passed} contradicts verdict {self.verdict!r}")
+        return self
 
 
 Timestamp = Annotated[float, Field(ge=0, le=LATEST_TIME)]  # time.time()

@@ -116,7 +116,9 @@ def test_other_judges_a_lab_whose_accelerator_is_not_listed_and_without_it_nothi
     with_other = parse_expectation({"tcg": "< 12s", "other": "< 1s"})
     assert not with_other.evaluate("downtime", Figure(value=2.0, unit="s"), "").passed
     without = parse_expectation({"tcg": "< 12s"}).evaluate("downtime", Figure(value=99.0, unit="s"), "kvm")
-    assert without.passed and "no bound for accelerator kvm" in without.message
+    # not judged is never passed: the third verdict says so
+    assert not without.passed and without.verdict == "not_measured"
+    assert "no bound for accelerator kvm" in without.message
 
 
 @pytest.mark.parametrize("raw, fragment", [
@@ -135,3 +137,27 @@ def test_bad_per_accelerator_expectations_say_what_to_write(raw, fragment):
 def test_a_per_accelerator_expectation_on_a_figure_of_another_unit_is_named_with_its_accelerator():
     expectation = parse_expectation({"tcg": "< 12", "kvm": "< 3"})
     assert expectation.unit_problem("s").startswith("(tcg) is measured in seconds")
+
+
+def test_a_figure_this_lab_cannot_measure_is_not_measured_never_passed():
+    """integrity on a simulated pool: the old verdict said passed ("not measurable here")."""
+    unmeasurable = Figure(value=None, unit="bool", note="the simulator keeps no disk records", measurable=False)
+    result = parse_expectation("ok").evaluate("integrity", unmeasurable)
+    assert result.verdict == "not_measured" and result.passed is False
+    assert "not measurable here: the simulator keeps no disk records" in result.message
+    missing = parse_expectation("< 2s").evaluate("downtime", Figure(value=None, unit="s", note="no heartbeat"))
+    assert missing.verdict == "failed"  # measurable but not measured: the guest went silent, a failure
+
+
+def test_results_written_before_the_verdict_field_read_their_verdict_from_passed():
+    from xenlab.results import ExpectationResult
+
+    old = ExpectationResult.model_validate({"figure": "downtime", "expected": "< 2s", "passed": True,
+                                            "measured": {"value": 1.0, "unit": "s"}})
+    assert old.verdict == "passed"
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="contradicts"):
+        ExpectationResult.model_validate({"figure": "d", "expected": "ok", "passed": True, "verdict": "not_measured",
+                                          "measured": {"value": None, "unit": "bool"}})

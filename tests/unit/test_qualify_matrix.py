@@ -44,7 +44,7 @@ def test_a_row_takes_the_worst_verdict_per_kind_and_the_figures_a_reader_compare
     assert row.verdict == "failed" and row.reason == "network/h2-h1/lab"
     assert row.checks == {"boot": "passed", "network": "failed", "failover": "not_run"}
     assert row.key_figures == {"boot to_ssh": "75.5 s", "network throughput": "3 Mbit/s"}  # slowest, lowest
-    assert row.counts == {"passed": 3, "failed": 1, "not_run": 1}
+    assert row.counts == {"passed": 3, "failed": 1, "not_measured": 0, "not_run": 1}
 
 
 def test_matrix_report_puts_the_combination_table_first_and_keeps_each_suite(tmp_path):

@@ -29,10 +29,14 @@ def test_quick_profile_on_a_sim_lab_then_resume(tmp_path):
     guests = by_id["network/guest-to-guest"]  # the XAPI driver does not start the guests' traffic agent
     assert guests.verdict == "not_run" and "does not offer guest-to-guest traffic" in guests.reason
     lifecycle = {f.name: f for f in by_id["lifecycle/pv"].figures}
-    assert by_id["lifecycle/pv"].verdict == "passed" and lifecycle["start"].value > 0
+    # pause/save are not offered by the XAPI driver: the check is not measured, never passed (issue 26)
+    assert by_id["lifecycle/pv"].verdict == "not_measured" and lifecycle["start"].value > 0
+    assert "not measured: " in by_id["lifecycle/pv"].reason and "pause" in by_id["lifecycle/pv"].reason
     assert lifecycle["pause"].value is None and "does not offer pause" in lifecycle["pause"].meaning
     migration = {f.name: f for f in by_id["migration"].figures}
-    assert by_id["migration"].verdict == "passed" and migration["migrations"].value == 1
+    # the shipped bounds are for tcg and kvm, and a simulated guest's disk is not read: not measured
+    assert by_id["migration"].verdict == "not_measured" and migration["migrations"].value == 1
+    assert "no bound for accelerator sim" in by_id["migration"].reason
     assert by_id["migration"].details["series"]["downtime"]
     # a simulated host reports no CPU flags or Xen version: hardware is not qualified on a simulator
     assert by_id["inventory"].verdict == "failed" and "not measured" in by_id["inventory"].reason

@@ -524,7 +524,8 @@ def test_a_per_accelerator_bound_is_chosen_by_the_labs_accelerator():
         verdicts[accel] = (result.outcome, expectation.passed, expectation.expected)
     assert verdicts["tcg"] == ("passed", True, "< 5s (tcg)")
     assert verdicts["kvm"] == ("failed", False, "< 1s (kvm)")
-    assert verdicts[""][:2] == ("passed", True) and verdicts[""][2] == "tcg: < 5s, kvm: < 1s"
+    # no bound for this lab's accelerator: not judged, so not measured (never passed)
+    assert verdicts[""][:2] == ("not_measured", False) and verdicts[""][2] == "tcg: < 5s, kvm: < 1s"
 
 
 # -- faults during a migration ---------------------------------------------------------------
@@ -685,3 +686,46 @@ def test_a_guest_that_stopped_sending_is_not_heard_whatever_the_grace():
     assert not ok and evidence.startswith("last heartbeat 5.") and "(and none in the 0.3 s after)" in evidence
     ok, evidence = heard(FakeObserver(World()), grace_s=0.3)
     assert ok and "before the check" in evidence
+
+
+class ObserverWithoutDisks(FakeObserver):
+    """An observer of a lab that keeps no disk records (a simulator, a static xapi lab)."""
+
+    def verify_disk(self, vm):
+        from xenlab.errors import NotMeasurable
+
+        raise NotMeasurable(f"{vm}'s disk integrity is not measured on this lab")
+
+
+def test_an_integrity_this_lab_cannot_measure_is_not_measured_and_the_run_goes_on():
+    """issue 26: `assert: data_intact` held and `expect: {integrity: ok}` passed when unmeasurable."""
+    scenario = parse_scenario(
+        "name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
+        "  - assert: [{data_intact: vm1}, {vm_running: vm1}]\n    expect: {integrity: ok}\n"
+        "  - migrate: {vm: vm1, to: h2}\n", "t.yaml")
+    pool = FakePool(World(), downtimes=[0.5], hosts=("h1", "h2"))
+    result = run_scenario(scenario, FakeLab(), pool, ObserverWithoutDisks(pool.world), FakeFaults(pool), poll_s=0.01)
+    checked = result.steps[2]
+    assert checked.outcome == "not_measured"
+    assert "not measured: data of vm1 intact" in checked.message
+    assert [e.verdict for e in checked.expectations] == ["not_measured"]
+    assert result.steps[3].outcome == "passed"  # what follows still runs and is measured
+    assert result.outcome == "not_measured"
+
+
+def test_a_wait_for_an_unmeasurable_condition_ends_not_measured_at_once():
+    scenario = parse_scenario(
+        "name: t\nsteps:\n  - form_pool: {members: [h1, h2]}\n  - create_vm: {name: vm1, host: h1}\n"
+        "  - wait: {for: {data_intact: vm1}, timeout: 300}\n", "t.yaml")
+    pool = FakePool(World(), hosts=("h1", "h2"))
+    result = run_scenario(scenario, FakeLab(), pool, ObserverWithoutDisks(pool.world), FakeFaults(pool), poll_s=0.01)
+    assert result.steps[2].outcome == "not_measured" and result.outcome == "not_measured"
+
+
+def test_a_failure_outranks_not_measured():
+    from xenlab.results import combined_outcome
+
+    assert combined_outcome(["passed", "not_measured", "failed"]) == "failed"
+    assert combined_outcome(["passed", "not_measured"]) == "not_measured"
+    assert combined_outcome(["passed", "skipped"]) == "skipped"
+    assert combined_outcome([]) == "passed"

@@ -101,7 +101,7 @@ def _lifecycle(ctx: Context, check_id: str, guest_type: str) -> CheckOutcome:
     finally:
         cleanup(toolstack)
     return outcome_of(check_id, "lifecycle", f"{guest_type} guest", figures, started,
-                      details={"not_offered": not_offered} if not_offered else None)
+                      details={"not_offered": not_offered} if not_offered else None, unmeasured=not_offered)
 
 
 def plan_guest_traffic(ctx: Context) -> list[Planned]:
@@ -193,7 +193,7 @@ def _scenario(ctx: Context, check: str, section: ScenarioSection) -> CheckOutcom
     begin(ctx.lab, ctx.progress)
 
     def on_event(index: int, name: str, phase: str, message: str) -> None:
-        if phase in ("start", "passed", "failed", "error"):
+        if phase in ("start", "passed", "failed", "error", "not_measured"):
             ctx.progress(check, f"{scenario.name}: {name} {phase}" + (f" ({message})" if message else ""))
 
     result = run_on(scenario, ctx.lab, on_event, keep_going=True)
@@ -206,11 +206,13 @@ def _scenario(ctx: Context, check: str, section: ScenarioSection) -> CheckOutcom
     names = [n for n in SCENARIO_MEANING if n in measured or n in thresholds]
     figures = [judge(n, *measured.get(n, (None, "s")), thresholds, SCENARIO_MEANING[n]) for n in names]
     failed = [f"{s.name}: {s.message or s.outcome}" for s in _walk(result.steps) if s.outcome in ("failed", "error")]
-    reason = f"scenario {scenario.name} {result.outcome}: " + "; ".join(failed[:3]) if result.outcome != "passed" else ""
+    reason = (f"scenario {scenario.name} {result.outcome}: " + "; ".join(failed[:3])
+              if result.outcome not in ("passed", "not_measured") else "")
+    unmeasured = [f"{s.name}: {s.message}" for s in _walk(result.steps) if s.outcome == "not_measured" and not s.substeps]
     cleanup(drivers_for(ctx.lab).toolstack)
     details = {"scenario": scenario.name, "file": str(path), "outcome": result.outcome,
                "series": {k: v for k, v in result.series.items()}}
-    return outcome_of(check, check, "pool", figures, started, reason, details)
+    return outcome_of(check, check, "pool", figures, started, reason, details, unmeasured=unmeasured)
 
 
 def _walk(steps):

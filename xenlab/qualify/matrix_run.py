@@ -65,7 +65,7 @@ class MatrixReport(QModel):
         return f"{word}: {passed} of {len(self.rows)} combinations passed ({self.matrix}, profile {self.profile})"
 
 
-WORST = {"failed": 2, "not_run": 1, "passed": 0}
+WORST = {"failed": 3, "not_measured": 2, "not_run": 1, "passed": 0}
 
 
 def row_of(combination: Combination, report: QualifyReport, seconds: float, report_path: str) -> MatrixRow:
@@ -85,7 +85,7 @@ def row_of(combination: Combination, report: QualifyReport, seconds: float, repo
     verdict = "passed" if report.passed else "failed"
     failed = [c.id for c in report.checks if c.verdict == "failed"]
     return MatrixRow(name=combination.name, hardware=dict(combination.values), verdict=verdict,
-                     reason=", ".join(failed[:6]), counts={v: report.count(v) for v in ("passed", "failed", "not_run")},
+                     reason=", ".join(failed[:6]), counts={v: report.count(v) for v in ("passed", "failed", "not_measured", "not_run")},
                      checks=dict(sorted(checks.items(), key=lambda kv: PHASE_ORDER.get(kv[0], 99))),
                      key_figures=figures, report=report_path, seconds=round(seconds, 1))
 

@@ -2,7 +2,9 @@
 
 A check is `passed` when everything it measured met its threshold, `failed` when a
 figure missed it or the check itself broke, `not_run` when this lab cannot run it (the
-reason says why): never passed on missing evidence. The report is schema-versioned
+reason says why), `not_measured` when it ran but part of what it asks for could not be
+measured here (a toolstack that does not offer pause or save): never passed on missing
+evidence. The report is schema-versioned
 (docs/json-output.md); fields are only added within a version.
 """
 
@@ -18,7 +20,7 @@ from ..report.units import Threshold, format_value
 from ..results import Figure, HostInventory, RunResults, ScenarioResult
 
 SCHEMA = "xenlab.qualify/1"
-Verdict = Literal["passed", "failed", "not_run"]
+Verdict = Literal["passed", "failed", "not_run", "not_measured"]
 
 
 class QModel(BaseModel):
@@ -67,13 +69,17 @@ def judge(name: str, value: float | None, unit: str, thresholds: dict[str, str],
 
 
 def outcome_of(check_id: str, check: str, subject: str, figures: list[Measured], started: float,
-               reason: str = "", details: dict | None = None) -> CheckOutcome:
-    """passed unless a judged figure missed its threshold or `reason` says the check broke."""
+               reason: str = "", details: dict | None = None, unmeasured: list[str] | None = None) -> CheckOutcome:
+    """passed unless a judged figure missed its threshold or `reason` says the check broke;
+    not_measured (never passed) when nothing failed but `unmeasured` names what could not be measured."""
     missed = [f for f in figures if f.passed is False]
     why = reason
     if missed and not why:
         why = "; ".join(f"{f.name} {f.text} is not {f.threshold}" for f in missed)
-    return CheckOutcome(id=check_id, check=check, subject=subject, verdict="failed" if why else "passed",
+    verdict: Verdict = "failed" if why else "not_measured" if unmeasured else "passed"
+    if verdict == "not_measured":
+        why = "not measured: " + "; ".join(unmeasured or [])
+    return CheckOutcome(id=check_id, check=check, subject=subject, verdict=verdict,
                         reason=why, figures=figures, details=details or {}, started_at=started,
                         seconds=round(time.time() - started, 2))
 
@@ -102,7 +108,7 @@ class QualifyReport(QModel):
     def as_results(self) -> RunResults:
         """The run as a results file (one pseudo-scenario `qualify/<check id>` per check, its
         figures as the summary): what `xenlab history add` and `xenlab report` read."""
-        outcomes = {"passed": "passed", "failed": "failed", "not_run": "skipped"}
+        outcomes = {"passed": "passed", "failed": "failed", "not_run": "skipped", "not_measured": "not_measured"}
         scenarios = [ScenarioResult(
             name=f"qualify/{c.id}", file=self.profile_file, lab=self.lab, toolstack="", outcome=outcomes[c.verdict],
             started_at=c.started_at, ended_at=max(c.started_at, c.started_at + c.seconds),
@@ -121,7 +127,8 @@ class QualifyReport(QModel):
 
     @property
     def verdict(self) -> str:
-        counts = f"{self.count('passed')} passed, {self.count('failed')} failed, {self.count('not_run')} not run"
+        unmeasured = f"{self.count('not_measured')} not measured, " if self.count("not_measured") else ""
+        counts = f"{self.count('passed')} passed, {self.count('failed')} failed, {unmeasured}{self.count('not_run')} not run"
         where = f"profile {self.profile}, lab {self.lab}"
         if self.passed:
             return f"PASS: {counts} ({where})"

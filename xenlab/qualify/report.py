@@ -18,7 +18,7 @@ from .model import CheckOutcome, QualifyReport
 
 JSON_NAME, JUNIT_NAME, HTML_NAME = "qualification.json", "qualification-junit.xml", "qualification.html"
 RESULTS_NAME = "results.json"  # the same run as xenlab.results/2, for `xenlab history add`
-VERDICT_CLASS = {"passed": "passed", "failed": "failed", "not_run": "skipped"}
+VERDICT_CLASS = {"passed": "passed", "failed": "failed", "not_run": "skipped", "not_measured": "not_measured"}
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,15 @@ def write_report(report: QualifyReport, out_dir: Path) -> QualifyFiles:
 
 def render_junit(report: QualifyReport) -> bytes:
     suite = ET.Element("testsuite", name=f"qualify {report.profile} on {report.lab}", tests=str(len(report.checks)),
-                       failures=str(report.count("failed")), skipped=str(report.count("not_run")),
+                       failures=str(report.count("failed")),
+                       skipped=str(report.count("not_run") + report.count("not_measured")),
                        time=f"{report.ended_at - report.started_at:.2f}")
     for check in report.checks:
         case = ET.SubElement(suite, "testcase", classname=f"qualify.{check.check}", name=check.id,
                              time=f"{check.seconds:.2f}")
         if check.verdict == "failed":
             ET.SubElement(case, "failure", message=check.reason[:500]).text = check.reason
-        elif check.verdict == "not_run":
+        elif check.verdict in ("not_run", "not_measured"):  # JUnit has no third outcome: never a pass
             ET.SubElement(case, "skipped", message=check.reason[:500])
         if check.figures:
             ET.SubElement(case, "system-out").text = "\n".join(

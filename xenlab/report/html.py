@@ -24,7 +24,7 @@ h3{font-size:15px;margin:18px 0 6px}.meta{color:#616161}
 table{border-collapse:collapse;margin:6px 0 12px;width:100%}th,td{border:1px solid #e0e0e0;padding:3px 6px;
 text-align:left;vertical-align:top}th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .passed,.pass{color:#2e7d32;font-weight:600}.failed,.fail{color:#c62828;font-weight:600}
-.error{color:#ef6c00;font-weight:600}.skipped{color:#757575}
+.error{color:#ef6c00;font-weight:600}.skipped{color:#757575}.not_measured{color:#6a1b9a;font-weight:600}
 .verdict{font-size:17px;font-weight:700;padding:8px 12px;border-radius:4px;margin:12px 0}
 .verdict.pass{background:#e8f5e9;border:2px solid #2e7d32}.verdict.fail{background:#ffebee;border:2px solid #c62828}
 img.plot{max-width:100%;display:block;margin:6px 0}.silence{color:#c62828}
@@ -98,7 +98,8 @@ def heartbeat_section(step: StepResult) -> str:
 
 
 def outcome(value: str) -> str:
-    return f"<span class=\"{esc(value)}\">{esc(value)}</span>"
+    """An outcome as a coloured word: passed, failed, error, skipped, not measured."""
+    return f"<span class=\"{esc(value)}\">{esc(value.replace('_', ' '))}</span>"
 
 
 def image(uri: str | None, alt: str) -> str:
@@ -245,7 +246,8 @@ def scenario_section(scenario: ScenarioResult) -> str:
             below[len(rows)] = heartbeat_section(step)
         figures = "<br>".join(f"{figure_name(k)}: {esc(figure_text(f))}" for k, f in step.figures.items())
         expectations = "<br>".join(
-            f"{outcome('pass' if e.passed else 'fail')} {esc(e.figure)} {esc(e.expected)}"
+            f"{outcome({'passed': 'pass', 'not_measured': 'not_measured'}.get(e.verdict or '', 'fail'))} "
+            f"{esc(e.figure)} {esc(e.expected)}"
             + (f" <span class=\"small\">{esc(e.message)}</span>" if e.message else "") for e in step.expectations)
         rows.append([esc(step.index), esc(step.name), esc(step.kind),
                      f"{step.started_at - scenario.started_at:.2f}", f"{step.seconds:.2f}", outcome(step.outcome),

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ..results import HeartbeatTimeline
 
-OUTCOME_COLORS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#ef6c00", "skipped": "#9e9e9e"}
+OUTCOME_COLORS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#ef6c00", "skipped": "#9e9e9e",
+                  "not_measured": "#6a1b9a"}
 PHASE_COLORS = ["#1565c0", "#6a1b9a", "#00838f", "#f9a825", "#5d4037"]
 
 

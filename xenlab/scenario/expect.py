@@ -11,6 +11,10 @@ A figure that depends on the accelerator takes one bound per accelerator:
 simulated pool, real hardware). A lab whose accelerator has no bound there is not judged
 on that figure, and the verdict says so: one number cannot be right for both a software
 CPU and a hardware one.
+
+Every verdict is one of three: passed, failed, or not_measured (the figure cannot be
+measured on this lab, or no bound applies to its accelerator). Not measured is never
+counted as passed.
 """
 
 from __future__ import annotations
@@ -85,10 +89,13 @@ class Expectation:
 
         def verdict(passed: bool, message: str) -> ExpectationResult:
             return ExpectationResult(figure=figure_name, expected=self.text, measured=figure, passed=passed,
-                                     message=message)
+                                     message=message, verdict="passed" if passed else "failed")
 
         if figure.value is None and not figure.measurable:
-            return verdict(True, f"{figure_name} is not measurable here" + (f": {figure.note}" if figure.note else ""))
+            return ExpectationResult(figure=figure_name, expected=self.text, measured=figure, passed=False,
+                                     verdict="not_measured",
+                                     message=f"{figure_name} is not measurable here"
+                                             + (f": {figure.note}" if figure.note else ""))
         if figure.value is None:
             return verdict(False, f"{figure_name} was not measured" + (f": {figure.note}" if figure.note else ""))
         problem = self.unit_problem(figure.unit)
@@ -136,7 +143,8 @@ class AccelExpectation:
         chosen = self.bound_for(accel)
         if chosen is None:
             listed = ", ".join(key for key, _ in self.bounds)
-            return ExpectationResult(figure=figure_name, expected=self.text, measured=figure, passed=True,
+            return ExpectationResult(figure=figure_name, expected=self.text, measured=figure, passed=False,
+                                     verdict="not_measured",
                                      message=f"{figure_name} has no bound for accelerator {accel or 'unknown'} "
                                              f"(bounds given for {listed}); not judged")
         key, expectation = chosen

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..errors import WaitTimeout
+from ..waiting import StopWaiting
 from ..lab.contract import FaultInjector, Observer
 from ..metrics import recovery_time
 from ..results import Figure, HeartbeatTimeline
@@ -88,14 +89,20 @@ class FaultSteps:
         if still_lost and condition.vm and fault.loses_hosts and condition.vm in fault.guests:
             self.fail_over(step, fault, fault.guests[condition.vm], figures, details)
         evidence = [""]
+        unmeasurable = [False]
 
         def holds() -> bool:
             ok, evidence[0] = self.holds(condition, figures, details)
+            if ok is None:  # this lab cannot tell: waiting longer would not change that
+                unmeasurable[0] = True
+                raise StopWaiting(evidence[0])
             return ok
 
         try:
             self.wait(holds, condition.describe(), max(1.0, deadline - time.time()))
         except WaitTimeout:
+            if unmeasurable[0]:
+                raise StepFailed(f"not measured: {condition.describe()}: {evidence[0]}", "not_measured") from None
             raise StepFailed(f"{condition.describe()}: not so after {a.timeout:g} s ({evidence[0]})") from None
         met_at = time.time()
         figures["duration"] = Figure(value=round(met_at - started, 3), unit="s")

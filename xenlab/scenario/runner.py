@@ -15,7 +15,10 @@ Only the runner measures: downtime, recovery and integrity come from the observe
 never from a driver's own account.
 
 A step that fails (its action, a condition or an expectation) stops the scenario; the
-later steps are recorded as skipped. Faults still active at the end are always healed.
+later steps are recorded as skipped. A step that did its work but could not measure or
+judge something it was asked to (integrity on a lab that cannot read disks, a bound with
+no value for this accelerator) is `not_measured`: the run goes on, and the scenario ends
+not_measured, never passed. Faults still active at the end are always healed.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ from typing import Any, Protocol
 from ..errors import NotMeasurable, WaitTimeout, XenlabError
 from ..lab.contract import FaultInjector, Observer
 from ..metrics import IntegrityReport, summarize
-from ..results import ExpectationResult, Figure, HeartbeatTimeline, Outcome, ScenarioResult, StepResult
+from ..results import (
+    ExpectationResult,
+    Figure,
+    HeartbeatTimeline,
+    Outcome,
+    ScenarioResult,
+    StepResult,
+    combined_outcome,
+)
 from ..toolstack.base import GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
 from ..waiting import wait_for
 from .failure import StepFailed
@@ -111,7 +122,7 @@ class _ScenarioRun(MigrationSteps, FaultSteps):
             cleanup = self.cleanup(len(steps))
         if cleanup is not None:
             steps.append(cleanup)
-        outcome: Outcome = next((s.outcome for s in steps if s.outcome in ("failed", "error")), "passed")
+        outcome: Outcome = combined_outcome([s.outcome for s in steps if s.outcome != "skipped"] or ["skipped"])
         summary, series = self.summary()
         return ScenarioResult(name=self.scenario.name, file=self.scenario.path,
                               lab=self.lab.name if self.lab is not None else "", toolstack=self.toolstack.kind,
@@ -174,23 +185,27 @@ class _ScenarioRun(MigrationSteps, FaultSteps):
         ended = time.time()
         figures.setdefault("duration", Figure(value=round(ended - started, 3), unit="s"))
         expectations = self.check(step, figures)
-        missed = [e.message for e in expectations if not e.passed]
+        missed = [e.message for e in expectations if e.verdict == "failed"]
+        unmeasured = [e.message for e in expectations if e.verdict == "not_measured"]
         only_missed = False
-        if missed and outcome == "passed":
+        if missed and outcome in ("passed", "not_measured"):
             outcome, message, only_missed = "failed", "; ".join(missed), True
+        elif unmeasured and outcome in ("passed", "not_measured"):
+            outcome = "not_measured"
+            message = "; ".join(([message] if message else []) + [f"not measured: {m}" for m in unmeasured])
         self.on_event(index, title, outcome, message or figures_line(figures))
         result = StepResult(index=index, name=title, kind=step.kind, started_at=started, ended_at=ended,
                             outcome=outcome, figures=figures, expectations=expectations, message=message,
                             details=details, substeps=substeps, timelines=timelines)
-        if only_missed or (substeps and all(id(s) in self._only_missed for s in substeps if s.outcome != "passed")
+        if only_missed or (substeps and all(id(s) in self._only_missed for s in substeps if s.outcome == "failed")
                            and outcome == "failed" and self.keep_going):
             self._only_missed.add(id(result))
         return result
 
     def stops(self, result: StepResult) -> bool:
         """Whether the run ends after this step: it went wrong, or (unless keep_going) missed
-        an expectation."""
-        if result.outcome == "passed":
+        an expectation. A step that could not measure something goes on: what follows may."""
+        if result.outcome in ("passed", "not_measured"):
             return False
         return not (self.keep_going and id(result) in self._only_missed)
 
@@ -308,18 +323,22 @@ class _ScenarioRun(MigrationSteps, FaultSteps):
         return report
 
     def do_assert(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
-        failures = []
+        failures, unmeasured = [], []
         for condition in step.assert_:
             ok, evidence = self.holds(condition, figures, details, grace_s=HEARTBEAT_GRACE_S)
-            if not ok:
+            if ok is None:
+                unmeasured.append(f"{condition.describe()}: {evidence}")
+            elif not ok:
                 failures.append(f"{condition.describe()}: {evidence}")
         if failures:
-            raise StepFailed("; ".join(failures))
+            raise StepFailed("; ".join(failures + [f"not measured: {u}" for u in unmeasured]))
+        if unmeasured:
+            raise StepFailed("; ".join(f"not measured: {u}" for u in unmeasured), "not_measured")
         return "all hold"
 
     def holds(self, condition: Condition, figures: dict[str, Figure], details: dict,
-              grace_s: float = 0.0) -> tuple[bool, str]:
-        """Whether `condition` holds now, and the evidence either way.
+              grace_s: float = 0.0) -> tuple[bool | None, str]:
+        """Whether `condition` holds now (None: this lab cannot tell), and the evidence either way.
 
         `grace_s`: how long a guest may take to be heard after the check begins (an
         assertion's one look; a wait polls anyway)."""
@@ -355,7 +374,7 @@ class _ScenarioRun(MigrationSteps, FaultSteps):
                                 if vm in failover.restarted:
                                     failover.integrity_ok[vm] = report.ok
                     if report is None:
-                        return not one["integrity"].measurable, one["integrity"].note
+                        return (None if not one["integrity"].measurable else False), one["integrity"].note
                     return report.ok, report.reason or f"{report.records} records intact"
         except XenlabError as exc:
             return False, str(exc)
@@ -373,10 +392,14 @@ class _ScenarioRun(MigrationSteps, FaultSteps):
                     if self.stops(result):
                         raise StepFailed(f"round {round_}/{a.times}, {sub.title}: {result.message}", result.outcome)
                 done = round_
-            missed = [s for s in substeps if s.outcome != "passed"]
+            missed = [s for s in substeps if s.outcome == "failed"]
             if missed:  # keep_going: every round ran; the repeat reports its misses
                 raise StepFailed(f"{len(missed)} of {len(substeps)} steps missed an expectation: "
                                  f"{missed[0].name}: {missed[0].message}")
+            unmeasured = [s for s in substeps if s.outcome == "not_measured"]
+            if unmeasured:
+                raise StepFailed(f"{len(unmeasured)} of {len(substeps)} steps could not measure everything: "
+                                 f"{unmeasured[0].name}: {unmeasured[0].message}", "not_measured")
         finally:
             figures["iterations"] = Figure(value=done, unit="count")
             moved = self.migrations[first_migration:]
