@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 from .errors import XenlabError
 from .faults import Faults
-from .lab import Lab
 from .lab.contract import FaultInjector, LabBackend, Observer
-from .lab.sim import SimLab
-from .lab.static import StaticLab, UnobservedGuests
 from .observe import LabObserver
 from .toolstack.base import Toolstack
 from .toolstack.xapi import XapiToolstack
@@ -32,22 +29,28 @@ class Drivers:
 
 
 def drivers_for(lab: LabBackend) -> Drivers:
-    """The drivers of a running lab, as its kind and declared toolstack say."""
-    if isinstance(lab, SimLab):
-        return Drivers(XapiToolstack(lab.xapi_access()), lab.observer(), lab.faults())
-    if isinstance(lab, Lab) and lab.capabilities.toolstack == "xl":
-        return Drivers(XlToolstack(lab), LabObserver(lab), Faults(lab))
-    if isinstance(lab, StaticLab) and lab.capabilities.toolstack == "xl":
-        # the xl driver and the observer speak to a static lab's hosts and services node as
-        # to a QEMU lab's (SSH, addresses on the pool network); faults go through BMCs and dom0 firewalls
-        return Drivers(XlToolstack(lab), LabObserver(lab), lab.faults())  # type: ignore[arg-type]
-    if isinstance(lab, StaticLab) and lab.capabilities.toolstack == "xapi":
-        # XCP-ng hosts: the XAPI driver over their xapi; heartbeats through the services node's
-        # collector when xenlab can log in there; power faults through BMCs
-        observer = LabObserver(lab) if lab.services is not None else UnobservedGuests(lab)  # type: ignore[arg-type]
-        return Drivers(XapiToolstack(lab.xapi_access()), observer, lab.faults())
-    raise XenlabError(f"no drivers for lab {lab.name}: a {type(lab).__name__} with toolstack "
-                      f"{lab.capabilities.toolstack}")
+    """The drivers of a running lab, from what its contract declares, never from its class.
+
+    The toolstack is the one its capabilities name (xapi through the lab's `xapi_access()`,
+    xl over its hosts' shells); a lab that injects its own faults (a simulator, BMCs and dom0
+    firewalls) or observes its guests its own way offers `faults()` / `observer()`, and every
+    other lab gets the shared ones (QMP and vde faults, heartbeats read on its services
+    node). A new backend is one new module: nothing here names it."""
+    kind = lab.capabilities.toolstack
+    if kind == "xapi":
+        access = getattr(lab, "xapi_access", None)
+        if access is None:
+            raise XenlabError(f"lab {lab.name} declares toolstack xapi but offers no xapi access")
+        toolstack: Toolstack = XapiToolstack(access())
+    elif kind == "xl":
+        toolstack = XlToolstack(lab)  # type: ignore[arg-type] - hosts with shells and a services node
+    else:
+        raise XenlabError(f"no toolstack driver {kind!r} for lab {lab.name}")
+    own_observer = getattr(lab, "observer", None)
+    observer = own_observer() if own_observer is not None else None
+    own_faults = getattr(lab, "faults", None)
+    faults = own_faults() if own_faults is not None else Faults(lab)  # type: ignore[arg-type]
+    return Drivers(toolstack, observer if observer is not None else LabObserver(lab), faults)  # type: ignore[arg-type]
 
 
 def toolstack_for(lab: LabBackend) -> Toolstack:

@@ -31,9 +31,10 @@ import pytest
 from .errors import XenlabError
 from .fixtures.artifacts import artifact_dir_name, collect_failure_artifacts
 from .fixtures.recorders import FaultTracker, GuestFactory, MetricsRecorder, PhaseRecord, RecordedTest, raise_problems
-from .fixtures.remote import close_testinfra_host, lab_testinfra_host
+from .fixtures.remote import close_testinfra_host, lab_testinfra_hosts
 from .fixtures.selection import DEFAULT_LAB, LabChoice, requested_ref, resolve_choice, spec_for_worker, worker_lab_name
 from .fixtures.session import LabHandle, LabPolicy, LabProvider, LabRecord
+from .lab.contract import Unsupported
 from .results import RunResults
 
 MARKERS = (
@@ -281,6 +282,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
     report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, Unsupported):
+        # a host asked for what its lab cannot do: skipped, naming the capability (never passed, no traceback)
+        path, line, _ = item.reportinfo()
+        report.outcome = "skipped"
+        report.longrepr = (str(path), (line or 0) + 1, f"Skipped: {call.excinfo.value}")
     xenlab_session(item.config).on_report(item, report)
     return report
 
@@ -380,8 +386,10 @@ def hostB1(lab_spec, request: pytest.FixtureRequest):
 
 @pytest.fixture
 def testinfra_hosts(lab) -> Iterator[dict]:
-    """A testinfra Host per lab machine, by name; new connections for every test."""
-    built = {name: lab_testinfra_host(machine) for name, machine in lab.machines.items()}
+    """A testinfra Host per lab machine with a shell, by name; new connections for every test.
+    On a lab whose hosts have no shell (a simulator, an xapi-only rack) the test is skipped
+    with that reason, never run over an empty dict."""
+    built = lab_testinfra_hosts(lab)
     try:
         yield built
     finally:

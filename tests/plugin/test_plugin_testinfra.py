@@ -11,8 +11,10 @@ from types import SimpleNamespace
 import paramiko
 import pytest
 
-from xenlab.fixtures.remote import close_testinfra_host, lab_testinfra_host
+from xenlab.fixtures.remote import close_testinfra_host, lab_testinfra_host, lab_testinfra_hosts
 from xenlab.images.identity import generate_keypair
+from xenlab.lab.contract import Unsupported
+from xenlab.lab.ssh import RemoteShell, SSHAccess
 
 
 class FakeDom0(paramiko.ServerInterface):
@@ -45,6 +47,20 @@ class FakeDom0(paramiko.ServerInterface):
         return True
 
 
+class ShellMachine(RemoteShell):
+    """A machine with a shell, reached as every lab host is: its own SSHAccess, host key pinned."""
+
+    def __init__(self, name: str, port: int, key: Path, host_public_line: str, address: str = "127.0.0.1"):
+        self.name, self._ssh = name, None
+        self.port, self.key, self.host_public_line, self.address_ = port, key, host_public_line, address
+
+    @property
+    def ssh(self) -> SSHAccess:
+        if self._ssh is None:
+            self._ssh = SSHAccess(self.name, self.port, str(self.key), self.host_public_line, address=self.address_)
+        return self._ssh
+
+
 @pytest.fixture
 def machine(tmp_path):
     """A lab machine's SSH side: keys in <run dir>/keys, a server on a 127.0.0.1 port."""
@@ -70,15 +86,15 @@ def machine(tmp_path):
             transports.append(transport)
 
     threading.Thread(target=serve, daemon=True).start()
-    lab = SimpleNamespace(run=SimpleNamespace(root=tmp_path / "run"))
-    yield SimpleNamespace(name="h1", lab=lab, ssh_port=port, server=server, keys=keys, client=client)
+    shell = ShellMachine("h1", port, keys / "id_ed25519", host_key.public_line)
+    yield SimpleNamespace(shell=shell, name="h1", ssh_port=port, server=server, keys=keys, client=client)
     listener.close()
     for transport in transports:
         transport.close()
 
 
 def test_testinfra_host_runs_commands_with_the_labs_key(machine):
-    host = lab_testinfra_host(machine, timeout=10)
+    host = lab_testinfra_host(machine.shell, timeout=10)
     try:
         assert host.check_output("xl info") == "xen-4.17 says: xl info"
         assert machine.server.commands == ["xl info"]
@@ -89,9 +105,59 @@ def test_testinfra_host_runs_commands_with_the_labs_key(machine):
 
 def test_a_server_with_another_key_is_refused(machine):
     other = generate_keypair(Path(machine.keys) / "other", "impostor")
-    known = machine.keys / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{machine.ssh_port} {' '.join(other.public_line.split()[:2])}\n")
-    host = lab_testinfra_host(machine, timeout=10)
+    impostor = ShellMachine("h1", machine.ssh_port, machine.keys / "id_ed25519", other.public_line)
+    host = lab_testinfra_host(impostor, timeout=10)
     with pytest.raises(paramiko.SSHException):
         host.run("xl info")
     assert machine.server.commands == []
+
+
+def test_lab_testinfra_hosts_a_lab_without_shells_is_refused_naming_the_shell(tmp_path):
+    """issue 26: on a sim lab the fixture was an empty dict, so `for ... in testinfra_hosts` passed over nothing."""
+    from xenlab.lab.sim import SimLab
+    from xenlab.spec import load_lab
+
+    repo = Path(__file__).resolve().parents[2]
+    with SimLab(load_lab(repo / "labs" / "xapi-sim-pool3.yaml")) as lab:
+        lab.up()
+        with pytest.raises(Unsupported, match="h1 of lab xapi-sim-pool3 has no shell: a simulated host"):
+            lab_testinfra_hosts(lab)
+        with pytest.raises(Unsupported, match="no shell"):
+            lab.hosts[0].succeed("xl info")
+        with pytest.raises(Unsupported, match="no console"):
+            lab.hosts[0].serial_tail()
+        assert lab.hosts[0].can("power") and not lab.hosts[0].can("shell")
+
+
+def test_testinfra_reaches_a_static_host_at_its_own_address_with_the_lab_files_key(machine, tmp_path):
+    """issue 26: a static host's testinfra Host pointed at root@127.0.0.1:22 with a key that did not exist."""
+    from xenlab.lab.static import StaticLab
+    from xenlab.spec import load_lab
+
+    known = tmp_path / "known_hosts"
+    known.write_text((machine.keys / "known_hosts").read_text())
+    lab_file = tmp_path / "rack.yaml"
+    lab_file.write_text(f"""name: rack
+backend: static
+toolstack: xl
+known_hosts: {known}
+networks:
+  pool: {{subnet: 192.168.50.0/24}}
+hosts:
+  h1:
+    address: 192.168.50.11
+    ssh: {{host: 127.0.0.1, port: {machine.ssh_port}, user: root, key_file: {machine.keys / "id_ed25519"}}}
+services:
+  ssh: {{host: 127.0.0.1, port: {machine.ssh_port}, key_file: {machine.keys / "id_ed25519"}}}
+  address: 192.168.50.2
+  nfs_export: /srv/xenlab
+""")
+    lab = StaticLab(load_lab(lab_file), str(lab_file))
+    hosts = lab_testinfra_hosts(lab)
+    try:
+        assert sorted(hosts) == ["h1", "services"]
+        assert hosts["h1"].check_output("xl info") == "xen-4.17 says: xl info"
+        assert int(hosts["h1"].backend.host.port) == machine.ssh_port
+    finally:
+        for host in hosts.values():
+            close_testinfra_host(host)

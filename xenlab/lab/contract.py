@@ -111,8 +111,72 @@ class XapiAccess:
     ssl_context: Any = field(default=None, repr=False, compare=False)  # https: the lab's TLS trust
 
 
-class LabHost(Protocol):
+HostCapability = Literal["shell", "power", "console", "link"]
+HOST_CAPABILITIES: tuple[str, ...] = get_args(HostCapability)
+
+
+class Unsupported(XenlabError):
+    """A host was asked for something its lab cannot do; the message names the capability and why.
+
+    The pytest plugin reports a test that meets one as skipped with this message: never a pass
+    over nothing, never a traceback."""
+
+    def __init__(self, host: str, lab: str, capability: str, why: str):
+        super().__init__(f"{host} of lab {lab} has no {capability}: {why}")
+        self.host, self.lab, self.capability, self.why = host, lab, capability, why
+
+
+class LabHost:
+    """One host of any lab, as tests and commands use it: the same verbs on every backend.
+
+    A backend overrides what its hosts can do and lists it in `capabilities`; every other
+    verb raises `Unsupported` naming the capability and why this lab lacks it (a simulated
+    host has no shell, a real server has no cable xenlab can pull). Shell verbs live in
+    `RemoteShell` (lab/ssh.py), which QEMU and static hosts share."""
+
     name: str
+    capabilities: frozenset[str] = frozenset()
+
+    @property
+    def lab_name(self) -> str:
+        return getattr(getattr(self, "lab", None), "name", "?")
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def lacks(self, capability: str) -> str:
+        """Why this host cannot do `capability` (a backend says more where it knows more)."""
+        return {"shell": "xenlab reaches it through its toolstack only (no SSH)",
+                "power": "it has no power control (no BMC or virtual machine monitor)",
+                "console": "its console cannot be read from here",
+                "link": "xenlab controls no switch port of it"}.get(capability, "not offered")
+
+    def unsupported(self, capability: str) -> Unsupported:
+        return Unsupported(self.name, self.lab_name, capability, self.lacks(capability))
+
+    # -- shell (RemoteShell implements them) --------------------------------------------------
+    def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> Any:
+        raise self.unsupported("shell")
+
+    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
+        raise self.unsupported("shell")
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        raise self.unsupported("shell")
+
+    # -- power, console, link -----------------------------------------------------------------
+    def power(self, action: str) -> None:
+        raise self.unsupported("power")
+
+    def serial_tail(self, lines: int = 20) -> str:
+        raise self.unsupported("console")
+
+    def link(self, network: str, up: bool) -> None:
+        raise self.unsupported("link")
+
+    def wait_ready(self, timeout: float = 300, progress: Callable[[str, str], None] = lambda host, stage: None
+                   ) -> dict[str, float]:
+        raise self.unsupported("shell")
 
 
 @runtime_checkable

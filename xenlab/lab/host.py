@@ -47,6 +47,8 @@ BOOT_SETTLED = "timeout 10 systemctl is-system-running --wait >/dev/null 2>&1; "
 class Host(RemoteShell):
     """Run commands, read the console, and control power and links of one machine."""
 
+    capabilities = frozenset({"shell", "power", "console", "link"})
+
     def __init__(self, lab: Lab, plan: MachinePlan):
         self.lab = lab
         self.plan = plan

@@ -27,7 +27,7 @@ from ..recipe_facts import GUEST_TYPES
 from ..results import HostInventory
 from ..spec import SR_PATH, LabSpec, SimSpec
 from ..waiting import Progress, quiet
-from .contract import ActiveFault, Capabilities, XapiAccess
+from .contract import ActiveFault, Capabilities, LabHost, XapiAccess
 from .xapi_login import inventory_of
 
 if TYPE_CHECKING:
@@ -45,13 +45,46 @@ SIM_CAPABILITIES = Capabilities(
 ACCEL = "sim"
 
 
-@dataclass(frozen=True)
-class SimLabHost:
-    """A simulated host as the lab names it: its xapi address and URL."""
+class SimLabHost(LabHost):
+    """A simulated host as the lab names it: its xapi address and URL, and its power
+    (the simulator's: off kills the host and its domains, on boots it back into the pool).
+    It has no shell, console or cable: those verbs say so (`Unsupported`)."""
 
-    name: str
-    address: str
-    url: str
+    capabilities = frozenset({"power"})
+
+    def __init__(self, lab: SimLab, name: str, address: str, url: str):
+        self.lab, self.name, self.address, self.url = lab, name, address, url
+
+    def __repr__(self) -> str:
+        return f"<SimLabHost {self.name} of lab {self.lab.name} at {self.url}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SimLabHost) and (other.lab, other.name) == (self.lab, self.name)
+
+    def __hash__(self) -> int:
+        return hash((id(self.lab), self.name))
+
+    def lacks(self, capability: str) -> str:
+        return {"shell": "a simulated host is an xapi endpoint in this process, with no dom0 to run commands in",
+                "console": "a simulated host has no console",
+                "link": "a simulated host has no NIC to unplug (a `partition` fault isolates it)"
+                }.get(capability, super().lacks(capability))
+
+    def power(self, action: str) -> None:
+        """off (the plug: the host and its domains die, the pool's HA notices), on (it boots
+        back and rejoins), reset (off then on)."""
+        control = self.lab.running.control
+        index = self.lab.index_of(self.name)
+        if action not in ("off", "on", "reset"):
+            raise XenlabError(f"a simulated host powers off, on or reset, not {action!r}")
+        if action in ("off", "reset"):
+            control.kill_host(index)
+        if action in ("on", "reset"):
+            control.heal(index)
+
+    def wait_ready(self, timeout: float = 300, progress=lambda host, stage: None) -> dict[str, float]:
+        """A simulated host is ready once its xapi answers, which it does as soon as it is on."""
+        return {}
 
 
 class SimLab:
@@ -119,7 +152,7 @@ class SimLab:
     def host(self, name: str) -> SimLabHost:
         server = self.running
         simulated = server.deployment.hosts[self.index_of(name)]
-        return SimLabHost(name, simulated.address, server.url_for(simulated.index))
+        return SimLabHost(self, name, simulated.address, server.url_for(simulated.index))
 
     @property
     def hosts(self) -> list[SimLabHost]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import paramiko
 
 from ..errors import CommandFailed, XenlabError
+from .contract import LabHost
 
 # paramiko logs every refused connection attempt with a traceback while a machine boots;
 # our waits report failures themselves, with context.
@@ -68,6 +69,10 @@ class SSHAccess:
         assert transport is not None
         transport.set_keepalive(15)
         return client
+
+    def connect_new(self, timeout: float = 30) -> paramiko.SSHClient:
+        """A new connection of its own (a caller that closes it, such as testinfra), same pins."""
+        return self._connect(timeout)
 
     def client(self, timeout: float = 10) -> paramiko.SSHClient:
         with self._lock:
@@ -129,9 +134,11 @@ class SSHAccess:
         return result
 
 
-class RemoteShell:
+class RemoteShell(LabHost):
     """The verbs of a machine reached over SSH (its `ssh`), for QEMU lab hosts and real
     hosts alike: run, succeed, fail, put, write_file, forget_connections."""
+
+    capabilities = frozenset({"shell"})
 
     name: str
     _ssh: SSHAccess | None

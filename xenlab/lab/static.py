@@ -110,6 +110,35 @@ class StaticHost(RemoteShell):
     def __repr__(self) -> str:
         return f"<StaticHost {self.name} of lab {self.lab.name}>"
 
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        """A shell where the lab file gives `ssh:`, power where it gives `ipmi:`; never a
+        console or a link (xenlab reads no serial-over-LAN and controls no switch)."""
+        return frozenset({"shell"} if self.ssh_spec is not None else set()) | (
+            {"power"} if self.bmc is not None else set())
+
+    def lacks(self, capability: str) -> str:
+        return {"shell": "the lab file gives it no `ssh:` (xenlab reaches it through xapi only)",
+                "power": "the lab file gives it no `ipmi:` BMC",
+                "console": "xenlab does not read a real server's serial-over-LAN console",
+                "link": "xenlab controls no switch port of a real server (a `partition` fault is a dom0 firewall rule)",
+                }.get(capability, super().lacks(capability))
+
+    def run(self, command: str, timeout: float = 60, input: bytes | None = None):
+        if self.ssh_spec is None:
+            raise self.unsupported("shell")
+        return super().run(command, timeout, input)
+
+    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
+        if self.ssh_spec is None:
+            raise self.unsupported("shell")
+        return super().succeed(command, timeout, input)
+
+    def fail(self, command: str, timeout: float = 60) -> str:
+        if self.ssh_spec is None:
+            raise self.unsupported("shell")
+        return super().fail(command, timeout)
+
     # -- SSH -----------------------------------------------------------------------------
     def _require_ssh(self) -> SshSpec:
         if self.ssh_spec is None:
@@ -150,7 +179,7 @@ class StaticHost(RemoteShell):
     # -- power ---------------------------------------------------------------------------
     def _require_bmc(self) -> IpmiPower:
         if self.bmc is None:
-            raise XenlabError(f"{self.name} has no BMC in lab {self.lab.name}: give it `ipmi:` in the lab file")
+            raise self.unsupported("power")
         return self.bmc
 
     def process_alive(self) -> bool:
@@ -397,6 +426,11 @@ class StaticLab:
                           user=self.xapi.spec.user, password=self.xapi.password_source(),
                           nfs_server=services.address, nfs_path=services.nfs_export,
                           ssl_context=self.xapi.ssl_context())
+
+    def observer(self) -> UnobservedGuests | None:
+        """Its own observer where nothing collects heartbeats (no services node xenlab logs in
+        to); None: the shared observer reads them on its services node, as on a QEMU lab."""
+        return UnobservedGuests(self) if self.services is None else None
 
     def faults(self) -> StaticFaults:
         if self._faults is None:
