@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +86,65 @@ def test_spawn_untied_gets_its_own_session(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _doomed(pid: int) -> bool:
+    """`pid` is dead, dying, or has a SIGKILL waiting for it (the kernel queues a parent-death
+    signal while the exiting thread is still being torn down, before its /proc entry goes)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return fields["State"].split()[0] in ("Z", "X") or bool(pending & (1 << (signal.SIGKILL - 1)))
+
+
+def _thread_gone(native_id: int) -> bool:
+    return not Path(f"/proc/self/task/{native_id}").exists()
+
+
+def test_a_tied_process_started_from_a_short_lived_thread_outlives_the_thread(tmp_path):
+    """A healed host is launched from a worker thread (scenario/struck.py): it must stay tied
+    to the process, not to that thread (PR_SET_PDEATHSIG fires when the *forking thread* ends).
+    Deterministic: once the thread's /proc task entry is gone, any parent-death signal has been
+    queued, so the child is checked for a pending SIGKILL as well as for being alive."""
+    started: list = []
+
+    def worker() -> None:
+        started.append(spawn(SLEEPER + [str(tmp_path / "marker")], tmp_path / "log", tied=True))
+        started.append(threading.get_native_id())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    proc, native_id = started
+    try:
+        wait_for(lambda: _thread_gone(native_id), "the worker thread to leave the kernel", 10, 0.01)
+        assert proc.poll() is None and not _doomed(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_tied_process_started_from_a_thread_dies_with_its_owning_process(tmp_path):
+    owner_code = textwrap.dedent(f"""
+        import sys, threading
+        from pathlib import Path
+        from xenlab.lab.processes import spawn
+        tmp = Path({str(tmp_path)!r})
+        out = []
+        t = threading.Thread(target=lambda: out.append(spawn({SLEEPER!r} + [str(tmp / "marker")],
+                                                             tmp / "log", tied=True)))
+        t.start(); t.join()
+        print(out[0].pid, flush=True)
+        sys.stdin.read()  # until the test closes our stdin: then this process exits normally
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    child = int(owner.stdout.readline())
+    marker = str(tmp_path) + "/"
+    assert owned_pids(marker) == [child]
+    owner.stdin.close()
+    assert owner.wait(timeout=30) == 0
+    wait_for(lambda: owned_pids(marker) == [], "the tied process to die with its owning process", 10, 0.05)

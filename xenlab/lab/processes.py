@@ -4,43 +4,97 @@ Every process a lab starts has the lab's run directory in its command line (its 
 and logs live there), which is how `sweep` finds them again after a crash of xenlab,
 even when no pid was recorded. A lab tied to its owner (a pytest session) also sets
 PR_SET_PDEATHSIG so the kernel kills its processes if the owner dies by SIGKILL.
+
+Linux sends that signal when the *thread* that forked the child ends (prctl(2)), not the
+process: a machine healed from a worker thread (a fault struck into a migration) would die
+with that thread. So every lab process is forked by one launcher thread that lives as long
+as this process (`_Launcher`), whichever thread asks: tied processes die with the process,
+never with the thread that wanted them. (Dropping PDEATHSIG for a watchdog would leave a
+SIGKILLed owner's machines running until some later sweep; the launcher keeps the kernel's
+guarantee.)
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def tie() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the owner died between fork and prctl: the signal will never come
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return tie
+
+
+class _Launcher:
+    """The one thread that forks lab processes: it lives until this process exits (a daemon
+    thread waiting on its queue), so a child's parent-death signal means the process died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen], Future]] | None = None
+        os.register_at_fork(after_in_child=self._forget)  # a forked child has no launcher thread
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs = None
+
+    def _serve(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            start, done = jobs.get()
+            if done.set_running_or_notify_cancel():
+                try:
+                    done.set_result(start())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                    done.set_exception(exc)
+
+    def run(self, start: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._jobs,), name="xenlab launcher", daemon=True).start()
+            jobs = self._jobs
+        done: Future = Future()
+        jobs.put((start, done))
+        return done.result()
+
+
+_LAUNCHER = _Launcher()
 
 
 def spawn(argv: Sequence[str], log: Path, tied: bool, stdin_pipe: bool = False) -> subprocess.Popen:
-    """Start a lab process with output to `log`.
+    """Start a lab process with output to `log`, from the launcher thread (see the module's doc).
 
-    tied: dies with this process (PDEATHSIG), for labs owned by a test session. The kernel
-    sends the signal when the *thread* that started it ends: start tied processes from the
-    thread that owns the lab, never from a pool thread.
-    Otherwise it gets its own session so it outlives the CLI command that started it.
+    tied: dies with this process (PDEATHSIG), for labs owned by a test session; any thread
+    may start it. Otherwise it gets its own session so it outlives the CLI command that started it.
     """
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if tied else None,  # noqa: PLW1509 - one prctl call, no locks taken
-            start_new_session=not tied,
-            close_fds=True,
-        )
+
+    def start() -> subprocess.Popen:
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(os.getpid()) if tied else None,  # noqa: PLW1509 - one prctl call, no locks taken
+                start_new_session=not tied,
+                close_fds=True,
+            )
+
+    return _LAUNCHER.run(start)
 
 
 def cmdline(pid: int) -> str | None:
