@@ -16,6 +16,8 @@ Prints, per round and as medians:
 - checkpoint save and restore on the warm lab (restore until every machine answers SSH);
 - the ratios cold/raw and cold/warm.
 Targets on a 2-core TCG machine: warm <= 5 s, cold/warm >= 10, cold/raw <= 1.1.
+It runs its labs in a run base of its own (a temporary directory, removed at the end),
+whatever XENLAB_RUN_DIR says: a user's labs are neither seen nor removed.
 """
 
 from __future__ import annotations
@@ -139,9 +141,18 @@ def main() -> None:
     parser.add_argument("--lab", default="labs/xen-pool2.yaml")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("XENLAB_RUN_DIR", tempfile.mkdtemp(prefix="xenlab-bench-"))
-    # A private warm cache beside the run directories: the rounds neither use nor touch the user's.
-    os.environ["XENLAB_LAB_CACHE"] = os.path.join(os.environ["XENLAB_RUN_DIR"], "warm-cache")
+    # Its own run base and warm cache, always (a XENLAB_RUN_DIR of the user's is neither used nor
+    # removed): the rounds neither see nor touch the user's labs, and only this directory is deleted.
+    own_runs = tempfile.mkdtemp(prefix="xenlab-bench-")
+    os.environ["XENLAB_RUN_DIR"] = own_runs
+    os.environ["XENLAB_LAB_CACHE"] = os.path.join(own_runs, "warm-cache")
+    try:
+        measure(args)
+    finally:
+        shutil.rmtree(own_runs, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace) -> None:
     found = resolve_lab(args.lab, attach="never")
     spec = load_lab(found.path)
     cache = ImageCache()
@@ -172,7 +183,6 @@ def main() -> None:
     print(f"  ratio cold / raw                        {med['cold'] / raw:7.2f}     target <= 1.1")
     print(f"    cold SSH login / raw SSH banner       {med['cold_ssh'] / raw:7.2f}     (the same boot, a stricter signal)")
     print(f"  ratio cold / warm                       {med['cold'] / med['warm']:7.1f}     target >= 10")
-    shutil.rmtree(os.environ["XENLAB_RUN_DIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":
