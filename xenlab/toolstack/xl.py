@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import XenlabError
 from ..lab.contract import Observer
-from ..observe.collector import HEARTBEAT_PORT, start_collector
+from ..observe.collector import HEARTBEAT_PORT, heartbeat_key, start_collector, stop_collector
 from ..spec import SR_PATH
 from ..waiting import wait_for
 from .base import (
@@ -43,6 +43,7 @@ XEN_OUI = "00:16:3e"
 TRAFFIC_PORT = 5001  # the guest agent's TCP sink (xenlab/images/files/traffic.c)
 CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled --log=guest (the debian-xen image sets it)
 MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
+UNIT_STOPPER = "heartbeat collector"  # what a static lab stops on its services node when it goes down
 
 
 # -- pure parts (unit-tested) -----------------------------------------------------------
@@ -98,17 +99,20 @@ def guest_mac(lab_number: int, index: int) -> str:
 
 
 def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None,
-                 traffic_to: str | None = None) -> str:
+                 heartbeat_key: str | None = None, traffic_to: str | None = None) -> str:
     """The xl config of a guest whose kernel, initramfs and disk are on the shared SR.
 
     Every type boots the same kernel and initramfs directly (no bootloader) and uses the
     PV front-ends for its NIC and disk: a PV guest natively, a PVH guest in its HVM
     container without a device model, an HVM guest through the Xen platform device of its
     device model (qemu-system-xen in dom0), whose emulated disk and NIC Linux unplugs.
+    A guest sends heartbeats only with both the collector's address and the lab's heartbeat
+    key (the collector drops datagrams without its MAC): the config holds the key, so it is
+    written 0600.
     """
     extra = [f"xenlab.ip={address}", f"xenlab.hostname={guest.name}"]
-    if guest.heartbeat and heartbeat_to:
-        extra.append(f"xenlab.hb={heartbeat_to}")
+    if guest.heartbeat and heartbeat_to and heartbeat_key:
+        extra += [f"xenlab.hb={heartbeat_to}", f"xenlab.hbkey={heartbeat_key}"]
     if guest.writer:
         extra.append("xenlab.writer=1")
     if guest.traffic_sink:
@@ -250,7 +254,14 @@ class XlToolstack(Toolstack):
 
     # heartbeats ------------------------------------------------------------------------
     def ensure_collector(self) -> None:
-        start_collector(self._services())
+        """The collector on the services node, on its lab-network address, with the lab's key.
+        A lab whose services node outlives it (a static lab: `on_down`) stops it when it goes
+        down; a QEMU lab's goes with its services machine."""
+        services = self._services()
+        start_collector(services, services.address(self.network), heartbeat_key(self.lab.run.root))
+        on_down = getattr(self.lab, "on_down", None)
+        if on_down is not None:
+            on_down(UNIT_STOPPER, lambda: stop_collector(services))
 
     def heartbeat_target(self) -> str:
         return f"{self._services().address(self.network)}:{HEARTBEAT_PORT}"
@@ -286,6 +297,8 @@ class XlToolstack(Toolstack):
         directory = self._guest_dir(guest.name)
         if services.run(f"test -e {directory}/{guest.name}.cfg").ok:
             raise XenlabError(f"a guest named {guest.name!r} already exists in the pool")
+        if guest.heartbeat:
+            self.ensure_collector()  # a restored lab may run none, or one with another key
         traffic_to = None
         if guest.traffic_to:
             peer = services.run(f"cat {self._guest_dir(guest.traffic_to)}/index").stdout.strip()
@@ -296,10 +309,10 @@ class XlToolstack(Toolstack):
         index = self._guest_index(guest.name)
         config = guest_config(guest, sr=self.sr, address=self.guest_address(index),
                               mac=guest_mac(self.lab.plan.number, index), heartbeat_to=self.heartbeat_target(),
-                              traffic_to=traffic_to)
+                              heartbeat_key=heartbeat_key(self.lab.run.root), traffic_to=traffic_to)
         services.succeed(f"mkdir -p {directory} && echo {index} > {directory}/index && "
                          f"truncate -s {guest.disk_mib}M {directory}/disk.img")
-        services.write_file(f"{directory}/{guest.name}.cfg", config)
+        services.write_file(f"{directory}/{guest.name}.cfg", config, 0o600)  # it holds the heartbeat key
         return self.start_vm(guest.name, host)
 
     def start_vm(self, vm: str, host: str) -> VMInfo:
