@@ -43,6 +43,10 @@ XEN_OUI = "00:16:3e"
 TRAFFIC_PORT = 5001  # the guest agent's TCP sink (xenlab/images/files/traffic.c)
 CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled --log=guest (the debian-xen image sets it)
 MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
+# dom0-to-dom0 trust for `xl migrate`: xenlab's own key and known hosts, beside root's own
+# (~/.ssh/id_ed25519 and known_hosts on a real host are someone's: never touched).
+POOL_KEY = "/root/.ssh/xenlab_pool_ed25519"
+POOL_KNOWN_HOSTS = "/root/.ssh/xenlab_pool_known_hosts"
 UNIT_STOPPER = "heartbeat collector"  # what a static lab stops on its services node when it goes down
 
 
@@ -90,6 +94,14 @@ def check_homogeneous(master: HostFacts, candidate: HostFacts, bridge: str = GUE
     if bridge not in candidate.bridges:
         problems.append(f"no guest bridge {bridge} (bridges: {', '.join(candidate.bridges) or 'none'})")
     return problems
+
+
+def migrate_command(vm: str, destination: str) -> str:
+    """`xl migrate` over SSH with the pool's own key and pinned host keys only (xl passes
+    `-s` to sh, then appends the destination and `xl migrate-receive`)."""
+    ssh = (f"ssh -i {POOL_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile={POOL_KNOWN_HOSTS} "
+           "-o StrictHostKeyChecking=yes -o BatchMode=yes")
+    return f"xl migrate -s {shlex.quote(ssh)} {shlex.quote(vm)} {shlex.quote(destination)}"
 
 
 def guest_mac(lab_number: int, index: int) -> str:
@@ -247,8 +259,9 @@ class XlToolstack(Toolstack):
             f"{self._xen_host(m).address(self.network)} {' '.join((keys / f'host-{m}.pub').read_text().split()[:2])}\n"
             for m in members
         )
-        host.write_file("/root/.ssh/id_ed25519", Path(pool_key.private_path).read_text(), 0o600)
-        host.write_file("/root/.ssh/known_hosts", known, 0o644)
+        host.succeed("mkdir -p /root/.ssh && chmod 700 /root/.ssh")
+        host.write_file(POOL_KEY, Path(pool_key.private_path).read_text(), 0o600)
+        host.write_file(POOL_KNOWN_HOSTS, known, 0o644)
         host.succeed(f"grep -qxF {shlex.quote(pool_key.public_line)} /root/.ssh/authorized_keys || "
                      f"echo {shlex.quote(pool_key.public_line)} >> /root/.ssh/authorized_keys")
 
@@ -406,7 +419,7 @@ class XlToolstack(Toolstack):
         started_at, started = time.time(), time.monotonic()
         if on_start is not None:
             on_start()
-        result = self._xen_host(source).run(f"xl migrate {vm} {dest_address}", timeout=600)
+        result = self._xen_host(source).run(migrate_command(vm, dest_address), timeout=600)
         duration = time.monotonic() - started
         record = MigrationResult(vm, source, destination, started_at, duration, ok=result.ok)
         if result.ok:
