@@ -1,9 +1,12 @@
 """Processes owned by a run directory: started, recorded, and always stoppable.
 
-Every process a lab starts has the lab's run directory in its command line (its sockets
-and logs live there), which is how `sweep` finds them again after a crash of xenlab,
-even when no pid was recorded. A lab tied to its owner (a pytest session) also sets
-PR_SET_PDEATHSIG so the kernel kills its processes if the owner dies by SIGKILL.
+Every process a lab starts is recorded in its run directory (`procs/PID-START`, START
+being the process's start time in clock ticks, /proc/PID/stat field 22), the moment it
+is started, by `spawn` itself. `sweep` stops exactly those: a record whose pid now
+belongs to another process (its start time differs) is dropped, never killed, and a
+process that merely mentions the run directory (a user's `tail -f .../serial.log`) is not
+xenlab's. A lab tied to its owner (a pytest session) also sets PR_SET_PDEATHSIG so the
+kernel kills its processes if the owner dies by SIGKILL.
 
 Linux sends that signal when the *thread* that forked the child ends (prctl(2)), not the
 process: a machine healed from a worker thread (a fault struck into a migration) would die
@@ -76,8 +79,9 @@ class _Launcher:
 _LAUNCHER = _Launcher()
 
 
-def spawn(argv: Sequence[str], log: Path, tied: bool, stdin_pipe: bool = False) -> subprocess.Popen:
-    """Start a lab process with output to `log`, from the launcher thread (see the module's doc).
+def spawn(argv: Sequence[str], log: Path, tied: bool, *, record_in: Path, stdin_pipe: bool = False) -> subprocess.Popen:
+    """Start a lab process with output to `log`, from the launcher thread (see the module's
+    doc), recorded in run directory `record_in` for `sweep`.
 
     tied: dies with this process (PDEATHSIG), for labs owned by a test session; any thread
     may start it. Otherwise it gets its own session so it outlives the CLI command that started it.
@@ -94,7 +98,45 @@ def spawn(argv: Sequence[str], log: Path, tied: bool, stdin_pipe: bool = False) 
                 close_fds=True,
             )
 
-    return _LAUNCHER.run(start)
+    proc = _LAUNCHER.run(start)
+    record(record_in, proc.pid)
+    return proc
+
+
+# -- what xenlab started, by pid and start time ----------------------------------------------
+PROCESSES_DIR = "procs"
+
+
+def record(run_root: Path | str, pid: int) -> None:
+    """Note in `run_root` that xenlab started `pid` (as the process that has it now)."""
+    started = process_start(pid)
+    if started is None:
+        return  # gone already: nothing to stop later
+    directory = Path(run_root) / PROCESSES_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (directory / f"{pid}-{started}").touch(mode=0o600)
+
+
+def recorded(path: Path | str) -> list[tuple[int, int, Path]]:
+    """(pid, start time, record) of every process recorded in run directory `path`, or in
+    the run directories right under it (a run base: every lab of it)."""
+    root = Path(path)
+    found = []
+    for entry in [*root.glob(f"{PROCESSES_DIR}/*"), *root.glob(f"*/{PROCESSES_DIR}/*")]:
+        pid, _, started = entry.name.partition("-")
+        if pid.isdigit() and started.isdigit():
+            found.append((int(pid), int(started), entry))
+    return sorted(found)
+
+
+def ours(pid: int, started: int) -> bool:
+    """Is the process with `pid` still the one that started at `started` (and not a zombie)?"""
+    return process_start(pid) == started and not is_zombie(pid)
+
+
+def owned_pids(path: Path | str) -> list[int]:
+    """The live processes recorded in `path` (see `recorded`)."""
+    return sorted({pid for pid, started, _ in recorded(path) if ours(pid, started)})
 
 
 def cmdline(pid: int) -> str | None:
@@ -127,22 +169,10 @@ def alive(pid: int | None, marker: str) -> bool:
     return line is not None and marker in line and not is_zombie(pid)
 
 
-def owned_pids(marker: str) -> list[int]:
-    """All live processes whose command line mentions `marker` (a run directory path)."""
-    pids = []
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != me:
-            line = cmdline(int(entry.name))
-            if line and marker in line and not is_zombie(int(entry.name)):
-                pids.append(int(entry.name))
-    return sorted(pids)
-
-
-def terminate(pids: list[int], marker: str, grace: float = 5.0) -> list[int]:
-    """SIGTERM, then SIGKILL after `grace` seconds, the pids that are still ours."""
-    targets = [p for p in pids if alive(p, marker)]
-    for pid in targets:
+def terminate(targets: list[tuple[int, int]], grace: float = 5.0) -> list[int]:
+    """SIGTERM, then SIGKILL after `grace` seconds, the (pid, start time) still running as such."""
+    targets = [(pid, started) for pid, started in targets if ours(pid, started)]
+    for pid, _ in targets:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -150,20 +180,26 @@ def terminate(pids: list[int], marker: str, grace: float = 5.0) -> list[int]:
     deadline = time.monotonic() + grace
     remaining = targets
     while remaining and time.monotonic() < deadline:
-        remaining = [p for p in remaining if alive(p, marker)]
+        remaining = [t for t in remaining if ours(*t)]
         if remaining:
             time.sleep(0.05)  # polling process exit: there is no portable wait on non-children
-    for pid in remaining:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for pid, started in remaining:
+        if ours(pid, started):  # checked again just before: its pid may have been reused meanwhile
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + 5
-    while any(alive(p, marker) for p in remaining) and time.monotonic() < deadline:
+    while any(ours(*t) for t in remaining) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return targets
+    return [pid for pid, _ in targets]
 
 
-def sweep(marker: str) -> list[int]:
-    """Stop every process that belongs to `marker`, recorded or not."""
-    return terminate(owned_pids(marker), marker)
+def sweep(path: Path | str) -> list[int]:
+    """Stop every process recorded in run directory `path` (or the run directories under it)
+    that still is the process recorded; drop every record. Nothing else is touched."""
+    records = recorded(path)
+    stopped = terminate(sorted({(pid, started) for pid, started, _ in records}))
+    for _, _, entry in records:
+        entry.unlink(missing_ok=True)
+    return stopped
