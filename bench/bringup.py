@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xenlab.images import ImageCache
 from xenlab.images.identity import generate_keypair, write_seed_disk
 from xenlab.lab import make_lab, resolve_lab
-from xenlab.lab.lab import free_port
+from xenlab.lab.ports import reserve_port
 from xenlab.lab.qemu import dom0_cmdline, linux_cmdline, xen_cmdline
 from xenlab.plan import plan_lab
 from xenlab.spec import load_lab
@@ -57,6 +57,7 @@ def raw_boot(spec, images: dict, work: Path) -> float:
     """Start every machine of the lab by hand; seconds until all sshd banners answer."""
     plan = plan_lab(spec)
     client = generate_keypair(work / "id", "bench")
+    (work / "raw").mkdir(exist_ok=True)  # the raw lab's "run directory": its port claims hold while it exists
     switch_dir = work / "lab.vde"
     switch = subprocess.Popen(["vde_switch", "--hub", "--sock", str(switch_dir)], stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,7 +74,7 @@ def raw_boot(spec, images: dict, work: Path) -> float:
                             str(image / "disk.qcow2"), str(overlay)], check=True)
             write_seed_disk(seed, plan, m, generate_keypair(work / f"host-{m.name}", m.name), client,
                             spec.services.nfs_export if m.role == "services" else None)
-            ports[m.name] = port = free_port()
+            ports[m.name] = port = reserve_port(work / "raw")  # claims under work/ports
             argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "qemu64",
                     "-smp", str(m.vcpus), "-m", str(m.memory_mib), "-nodefaults", "-display", "none",
                     "-serial", f"file:{work / m.name}.log"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,6 +32,7 @@ from .host import Host
 from .machine_hardware import boot_config, ensure_variants, prepare_firmware
 from .network import WireFilter, start_switch, start_wirefilter
 from .parallel import in_parallel
+from .ports import release_ports, reserve_port
 from .processes import alive, sweep
 from .resources import check_fits, needed_mib, process_rss_mib
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
@@ -43,12 +43,6 @@ REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-uti
                   "wirefilter": "vde2", "mkfs.ext4": "e2fsprogs"}
 QEMU_CAPABILITIES = Capabilities(toolstack="xl", fault_kinds=FAULT_KINDS, checkpoints=True,
                                  integrity_measurable=True, services_faults=True, poll_s=1.0)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Lab(Checkpoints):
@@ -228,7 +222,7 @@ class Lab(Checkpoints):
             os.chmod(keys / item.name, 0o600)
         known_hosts = []
         for host in self.machines.values():
-            port = free_port()
+            port = reserve_port(self.run.root)
             self._state.machines[host.name] = MachineState(
                 ssh_port=port, image_dir=str(built[host.plan.image].directory),
                 virt_caps=list(entry.machine(host.name).get("virt_caps", [])), variant_dir=self._variant_dir(host))
@@ -307,7 +301,7 @@ class Lab(Checkpoints):
         known_hosts = []
         for host in self.machines.values():
             host_key = generate_keypair(keys / f"host-{host.name}", f"root@{host.name}")
-            port = free_port()
+            port = reserve_port(self.run.root)
             image = built[host.plan.image]
             variant = self.variants.get(host.name)
             self._state.machines[host.name] = MachineState(ssh_port=port, image_dir=str(image.directory),
@@ -403,6 +397,7 @@ class Lab(Checkpoints):
             if handle.stdin:
                 handle.stdin.close()
         stopped = sweep(self.run.root)  # every process it started, recorded by pid and start time
+        release_ports(self.run.root)
         for handle in self._switch_handles:
             try:
                 handle.wait(timeout=5)
