@@ -16,6 +16,8 @@ Prints, per round and as medians:
 - checkpoint save and restore on the warm lab (restore until every machine answers SSH);
 - the ratios cold/raw and cold/warm.
 Targets on a 2-core TCG machine: warm <= 5 s, cold/warm >= 10, cold/raw <= 1.1.
+It runs its labs in a run base of its own (a temporary directory, removed at the end),
+whatever XENLAB_RUN_DIR says: a user's labs are neither seen nor removed.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xenlab.images import ImageCache
 from xenlab.images.identity import generate_keypair, write_seed_disk
 from xenlab.lab import make_lab, resolve_lab
-from xenlab.lab.lab import free_port
+from xenlab.lab.ports import reserve_port
 from xenlab.lab.qemu import dom0_cmdline, linux_cmdline, xen_cmdline
 from xenlab.plan import plan_lab
 from xenlab.spec import load_lab
@@ -55,6 +57,7 @@ def raw_boot(spec, images: dict, work: Path) -> float:
     """Start every machine of the lab by hand; seconds until all sshd banners answer."""
     plan = plan_lab(spec)
     client = generate_keypair(work / "id", "bench")
+    (work / "raw").mkdir(exist_ok=True)  # the raw lab's "run directory": its port claims hold while it exists
     switch_dir = work / "lab.vde"
     switch = subprocess.Popen(["vde_switch", "--hub", "--sock", str(switch_dir)], stdin=subprocess.PIPE,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -71,7 +74,7 @@ def raw_boot(spec, images: dict, work: Path) -> float:
                             str(image / "disk.qcow2"), str(overlay)], check=True)
             write_seed_disk(seed, plan, m, generate_keypair(work / f"host-{m.name}", m.name), client,
                             spec.services.nfs_export if m.role == "services" else None)
-            ports[m.name] = port = free_port()
+            ports[m.name] = port = reserve_port(work / "raw")  # claims under work/ports
             argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "qemu64",
                     "-smp", str(m.vcpus), "-m", str(m.memory_mib), "-nodefaults", "-display", "none",
                     "-serial", f"file:{work / m.name}.log"]
@@ -139,9 +142,18 @@ def main() -> None:
     parser.add_argument("--lab", default="labs/xen-pool2.yaml")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("XENLAB_RUN_DIR", tempfile.mkdtemp(prefix="xenlab-bench-"))
-    # A private warm cache beside the run directories: the rounds neither use nor touch the user's.
-    os.environ["XENLAB_LAB_CACHE"] = os.path.join(os.environ["XENLAB_RUN_DIR"], "warm-cache")
+    # Its own run base and warm cache, always (a XENLAB_RUN_DIR of the user's is neither used nor
+    # removed): the rounds neither see nor touch the user's labs, and only this directory is deleted.
+    own_runs = tempfile.mkdtemp(prefix="xenlab-bench-")
+    os.environ["XENLAB_RUN_DIR"] = own_runs
+    os.environ["XENLAB_LAB_CACHE"] = os.path.join(own_runs, "warm-cache")
+    try:
+        measure(args)
+    finally:
+        shutil.rmtree(own_runs, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace) -> None:
     found = resolve_lab(args.lab, attach="never")
     spec = load_lab(found.path)
     cache = ImageCache()
@@ -172,7 +184,6 @@ def main() -> None:
     print(f"  ratio cold / raw                        {med['cold'] / raw:7.2f}     target <= 1.1")
     print(f"    cold SSH login / raw SSH banner       {med['cold_ssh'] / raw:7.2f}     (the same boot, a stricter signal)")
     print(f"  ratio cold / warm                       {med['cold'] / med['warm']:7.1f}     target >= 10")
-    shutil.rmtree(os.environ["XENLAB_RUN_DIR"], ignore_errors=True)
 
 
 if __name__ == "__main__":

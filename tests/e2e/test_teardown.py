@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from xenlab.lab.processes import owned_pids
+from xenlab.lab.processes import ours, owned_pids, recorded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab_teardown]
 
@@ -12,9 +12,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.lab_teardown]
 def test_down_leaves_nothing_running(pool2):
     marker = pool2.run.marker
     # 3 QEMU, per network a core switch, and per machine an access switch and a wirefilter
-    assert len(owned_pids(marker)) == 3 + 1 + 3 * 2
+    assert len(owned_pids(pool2.run.root)) == 3 + 1 + 3 * 2
+    started = [(pid, start) for pid, start, _ in recorded(pool2.run.root)]
     pool2.down()
-    assert owned_pids(marker) == []
+    assert [pid for pid, start in started if ours(pid, start)] == []  # its records went with the run directory
     leftovers = subprocess.run(["pgrep", "-af", "qemu-system|vde_switch|wirefilter"], capture_output=True,
                                text=True, check=False).stdout
     assert marker not in leftovers

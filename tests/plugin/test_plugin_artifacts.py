@@ -44,9 +44,7 @@ def fake_run(tmp_path):
 
 def test_artifacts_of_every_machine_tolerate_unreachable_and_off_hosts(fake_run, tmp_path):
     dest = tmp_path / "report" / "artifacts" / artifact_dir_name("tests/test_pool.py::test_join[xen-pool2]")
-    started = time.monotonic()
     index = collect_failure_artifacts(fake_run.machines.values(), dest, ssh_timeout=3)
-    assert time.monotonic() - started < 20
     assert dest.name == "tests_test_pool.py_test_join_xen-pool2"
     h1 = (dest / "h1" / "serial-tail.log").read_text().splitlines()
     assert h1[-1] == "h1 console line 499" and len(h1) == 300

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from sim_helpers import GiB, connect, failure, make_vm
 
+from xenlab.waiting import wait_for
+
+
+def waiting_in_event_from(sim) -> bool:
+    """A client's event.from is blocked on the deployment's condition (nothing else waits on
+    it; a notify removes a waiter at once, so a waiter seen after `advance` waits again)."""
+    return bool(sim.deployment.cond._waiters)  # the one observable sign of a waiting call
 
 def event_from(x, classes, token, timeout):
     return getattr(x.event, "from")(classes, token, timeout)
@@ -56,10 +62,10 @@ def test_event_from_blocks_until_change(sim):
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.3)
+    wait_for(lambda: waiting_in_event_from(sim), "the client's event.from to wait", 10, 0.01)
     assert t.is_alive()
     sim.control.advance(10)  # virtual time passes but less than the timeout
-    time.sleep(0.2)
+    wait_for(lambda: waiting_in_event_from(sim), "the client's event.from to wait on", 10, 0.01)
     assert t.is_alive()
     x.VM.set_name_description(vm, "poke")
     t.join(5)
@@ -78,7 +84,7 @@ def test_event_from_timeout_on_virtual_clock(sim):
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.3)
+    wait_for(lambda: waiting_in_event_from(sim), "the client's event.from to wait", 10, 0.01)
     assert t.is_alive()
     sim.control.advance(31)
     t.join(5)

@@ -21,9 +21,11 @@ OWNER = textwrap.dedent("""
     rundir.default_runs_base = lambda: Path(sys.argv[1])
     base = Path(sys.argv[2])
     rundir.claim_run_base(base)
-    # a machine started untied (as a CLI command does), its run directory in its command line
+    # a machine started untied (as a CLI command does)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(base / "lab" / "qemu")],
                              start_new_session=True)
+    from xenlab.lab.processes import record
+    record(base / "lab", child.pid)  # recorded in its lab's run directory, as spawn does
     print(child.pid, flush=True)
     if sys.argv[3] == "stay":
         sys.stdin.read()

@@ -139,7 +139,7 @@ def _run(case: Case, base: Path, good: Path) -> Outcome:
     home = base / case.name.replace("/", "--")
     work, run_dir, data = home / "work", home / "run", home / "data"
     for directory in (work, run_dir, data):
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, mode=0o700)  # a run base must be 0700, or xenlab refuses it
     file = work / Path(case.name).name
     file.write_bytes(case.content)
     values = {"file": file, "good": good, "sim_lab": SIM_LAB, "out": work / "out",

@@ -33,7 +33,7 @@ def no_labs_up(tmp_path, monkeypatch):
 
 def config(guest_type: str) -> dict[str, str]:
     text = guest_config(GuestSpec("g1", type=guest_type), sr="/srv/xenlab", address="10.1.2.101/24",
-                        mac="00:16:3e:00:00:01", heartbeat_to="10.1.2.2:9999")
+                        mac="00:16:3e:00:00:01", heartbeat_to="10.1.2.2:9999", heartbeat_key="k" * 64)
     return {k.strip(): v.strip() for k, v in (line.split("=", 1) for line in text.splitlines())}
 
 

@@ -4,7 +4,6 @@ is tests/unit/test_bad_inputs.py.)"""
 
 import json
 import sqlite3
-import time
 
 import pytest
 
@@ -148,13 +147,11 @@ def nested(depth: int, times: int) -> str:
     return text + f"{indent}- wait: {{seconds: 1}}\n"
 
 
-def test_repeats_nest_up_to_the_limit_and_validation_stays_fast():
-    started = time.monotonic()
+def test_repeats_nest_up_to_the_limit():
     assert parse_scenario(nested(MAX_REPEAT_DEPTH, 2)).planned_steps() == 1 + 2 ** MAX_REPEAT_DEPTH
     with pytest.raises(SpecError) as info:
         parse_scenario(nested(MAX_REPEAT_DEPTH + 1, 2))
     assert f"repeats nest more than {MAX_REPEAT_DEPTH} deep" in str(info.value)
-    assert time.monotonic() - started < 2
 
 
 def test_too_many_planned_steps():

@@ -76,8 +76,9 @@ def test_a_combination_whose_lab_is_up_already_is_left_alone(tmp_path, monkeypat
     runs = tmp_path / "runs"
     monkeypatch.setenv("XENLAB_RUN_DIR", str(runs))
     plan = load_matrix(MATRIX, available_mib=64 * 1024)
+    runs.mkdir(mode=0o700)  # a run base as xenlab makes it (it refuses one open to others)
     for combination in plan.combinations:
-        (runs / combination.name).mkdir(parents=True)
+        (runs / combination.name).mkdir(mode=0o700)
         (runs / combination.name / "state.json").write_text("{}")
     report = run_matrix(str(PROFILE), plan, str(MATRIX), tmp_path / "out")
     assert [r.verdict for r in report.rows] == ["not_run"] * 6

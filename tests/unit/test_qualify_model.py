@@ -181,3 +181,17 @@ def test_the_run_as_results_goes_into_the_history(tmp_path):
     with History(tmp_path / "h.sqlite") as db:
         _, added = db.add(results, source=str(files.results))
     assert added
+
+
+def test_an_unknown_accelerator_is_refused_with_its_line():
+    """`hosts: {accel: [warp]}` was taken, and the run reported `FAIL: h1 accel` instead."""
+    with pytest.raises(SpecError) as err:
+        parse_profile("name: p\nhosts:\n  min_cpus: 1\n  accel: [kvm, warp]\n", "p.yaml")
+    assert "p.yaml:4" in str(err.value) and "warp" in str(err.value) and "kvm" in str(err.value)
+
+
+def test_every_accelerator_a_lab_reports_may_be_asked_for():
+    from xenlab.lab import sim, static
+
+    accels = ["kvm", "tcg", static.ACCEL, sim.ACCEL]
+    assert parse_profile(f"name: p\nhosts: {{accel: [{', '.join(accels)}]}}\n").hosts.accel == accels

@@ -329,3 +329,19 @@ def test_a_static_labs_run_directory_is_not_a_stray_of_down_all(tmp_path, monkey
     assert stray_lab_dirs() == [tmp_path / "runs" / "crashed"]
     lab.down()  # nothing inflicted: it only forgets its keys
     assert not lab.run.root.exists()
+
+
+def test_a_static_lab_stops_what_its_drivers_started_when_it_goes_down(tmp_path, monkeypatch):
+    """The heartbeat collector on a static lab's services node (a real machine on a real
+    network) must not outlive the run: the xl driver registers its stop with `on_down`."""
+    monkeypatch.setenv("XENLAB_RUN_DIR", str(tmp_path / "runs"))
+    lab = make_lab(load_lab(write_lab(tmp_path, "")), str(tmp_path / "rack.yaml"))
+    lab.run.create()
+    stopped: list[str] = []
+    lab.on_down("heartbeat collector", lambda: stopped.append("first"))
+    lab.on_down("heartbeat collector", lambda: stopped.append("collector"))  # once per kind: the last
+    lab.down()
+    assert stopped == ["collector"]
+    lab.run.create()
+    lab.down()  # a second run of the lab: nothing left to stop
+    assert stopped == ["collector"]

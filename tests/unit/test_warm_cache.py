@@ -13,6 +13,7 @@ from xenlab.errors import XenlabError
 from xenlab.images.cache import BuiltImage
 from xenlab.lab.accel import AccelChoice
 from xenlab.lab.lab import Lab
+from xenlab.lab.rundir import runs_base
 from xenlab.lab.warm import WARM_FORMAT, WarmCache, cache_limit_bytes, warm_enabled, warm_key
 from xenlab.spec import load_lab
 
@@ -120,8 +121,8 @@ def test_prune_keeps_the_recently_used_within_the_limit_and_drops_the_broken(tmp
 def test_an_entry_a_running_lab_rests_on_is_never_pruned_or_forgotten(tmp_path):
     cache = WarmCache(tmp_path / "labs")
     used = make_entry(cache.root, "wk", "5" * 64, age_s=5000)
-    run = Path(os.environ["XENLAB_RUN_DIR"]) / "wk"
-    run.mkdir(parents=True)
+    run = runs_base() / "wk"  # the run base as xenlab makes it (0700: it refuses any other)
+    run.mkdir(mode=0o700)
     state = {"lab": "wk", "spec_path": "", "spec": {}, "accel": "tcg", "cpu": "qemu64", "accel_reason": "",
              "created_at": 0.0, "tied_to_pid": None,
              "layers": [{"id": "warm", "dir": str(used), "parent": None, "created_at": 0.0, "cached": True}]}

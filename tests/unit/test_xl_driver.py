@@ -77,16 +77,19 @@ def test_guest_macs_are_xen_oui_and_unique():
 
 def test_guest_config_points_everything_at_the_shared_sr():
     config = guest_config(GuestSpec("vm1", memory_mib=256), sr="/srv/xenlab", address="10.1.2.101/24",
-                          mac="00:16:3e:00:00:01", heartbeat_to="10.1.2.2:9999")
+                          mac="00:16:3e:00:00:01", heartbeat_to="10.1.2.2:9999", heartbeat_key="k" * 64)
     assert 'name = "vm1"' in config and "memory = 256" in config
     assert 'kernel = "/srv/xenlab/images/pv-guest/vmlinuz"' in config
     assert "target=/srv/xenlab/guests/vm1/disk.img" in config and "script=block" in config
     assert 'vif = ["bridge=xenbr0,mac=00:16:3e:00:00:01"]' in config
     assert "xenlab.ip=10.1.2.101/24" in config and "xenlab.hb=10.1.2.2:9999" in config
+    assert f"xenlab.hbkey={'k' * 64}" in config  # the guest's heartbeats carry the lab's MAC
     assert "xenlab.writer=1" in config
     quiet = guest_config(GuestSpec("vm2", heartbeat=False, writer=False), sr="/s", address="a", mac="m",
                          heartbeat_to="x:1")
     assert "xenlab.hb" not in quiet and "xenlab.writer" not in quiet
+    keyless = guest_config(GuestSpec("vm3"), sr="/s", address="a", mac="m", heartbeat_to="x:1")
+    assert "xenlab.hb" not in keyless  # no key, no heartbeats: the collector would drop them
 
 
 def test_guest_config_starts_the_traffic_agent_as_sink_or_sender():

@@ -115,20 +115,25 @@ class PowerTarget(Protocol):
 
 
 class CommandPower:
-    """A command as the machine: on starts it (in its own session), off kills it, reset restarts it."""
+    """A command as the machine: on starts it (in its own session, recorded in the run
+    directory for the sweep), off kills it, reset restarts it."""
 
-    def __init__(self, argv: list[str], log: Path):
+    def __init__(self, argv: list[str], log: Path, run_root: Path):
         self.argv = argv
         self.log = log
+        self.run_root = run_root
         self.process: subprocess.Popen | None = None
 
     def is_on(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def on(self) -> None:
+        from .processes import record
+
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
+        record(self.run_root, self.process.pid)
 
     def off(self) -> None:
         if self.process is not None:
@@ -400,7 +405,7 @@ def start_bmc(run_root: Path, host: str, tied: bool, command: list[str] | None =
     logs.mkdir(mode=0o700, exist_ok=True)
     log = logs / f"bmc-{host}.log"
     env_path = os.environ.get("PYTHONPATH")
-    handle = spawn(bmc_argv(run_root, host, command, sim_control), log, tied)
+    handle = spawn(bmc_argv(run_root, host, command, sim_control), log, tied, record_in=run_root)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = read_endpoint(run_root, host)
@@ -469,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `down`: exit (a command machine goes with it)
     try:
         if args.command:
-            machine = CommandPower(args.command, run_root / "logs" / f"machine-{args.host}.log")
+            machine = CommandPower(args.command, run_root / "logs" / f"machine-{args.host}.log", run_root)
             machine.on()
             try:
                 serve(run_root, args.host, machine, args.port)

@@ -94,8 +94,8 @@ class Checkpoints:
 
     def _start_from(self, directory: Path) -> dict[str, float]:
         """Every machine from the checkpoint in `directory`, loaded and paused; seconds per
-        machine. QEMUs are launched from this thread: a tied machine dies with the thread
-        that started it (PR_SET_PDEATHSIG), and pool threads end."""
+        machine. QEMUs are launched one by one (any thread may: `processes.spawn` forks them
+        from its launcher thread, so a tied machine dies with the process, not a pool thread)."""
         started = time.monotonic()
         incoming = dict(in_parallel(self.machines.values(), lambda h: (h.name, layers.prepare_start(h, directory))))
         for host in self.machines.values():

@@ -13,6 +13,7 @@ from ..plan import MachinePlan
 from ..waiting import StopWaiting, wait_for
 from .accel import AccelChoice
 from .contract import AWAITING
+from .ports import hostfwd_refused, reserve_port
 from .qemu import MachineFiles, Monitor, QemuProcess, qemu_argv
 from .ssh import RemoteShell, SSHAccess
 
@@ -26,6 +27,7 @@ TOOLSTACK_NOT_READY, NETWORK_NOT_READY = 3, 4
 BOOT_MARKERS = {"xen": "Xen version", "services": "Welcome to"}
 FATAL_MARKERS = ("Panic on CPU", "Kernel panic", "Hardware Dom0 crashed", "FATAL TRAP")
 POWER_ACTIONS = ("off", "on", "reset", "freeze", "thaw")
+PORT_ATTEMPTS = 5  # QEMU started again on another SSH port when its own was taken meanwhile
 
 
 def parse_virt_caps(xl_info: str) -> list[str]:
@@ -139,8 +141,29 @@ class Host(RemoteShell):
             # die when that process exits. Untied, `down` and the sweep still find it.
             tied = lab_state.tied_to_pid == os.getpid()
         self.forget_connections()
-        pid = self.process.launch(argv, tied)
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                pid = self.process.launch(argv, tied)
+                break
+            except XenlabError as exc:
+                if attempt + 1 == PORT_ATTEMPTS or not hostfwd_refused(str(exc), state.ssh_port):
+                    raise
+            # something took the SSH port since it was chosen: another port, pinned anew
+            self._move_ssh_port(reserve_port(self.lab.run.root))
+            argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm,
+                             incoming=incoming)
         state.pid, state.started_at, state.argv, state.powered = pid, time.time(), argv, True
+        self.lab.save_state()
+
+    def _move_ssh_port(self, port: int) -> None:
+        """Forward SSH from `port` from now on: the state and the lab's known_hosts follow."""
+        known = self.lab.run.root / "keys" / "known_hosts"
+        old = f"[127.0.0.1]:{self.state.ssh_port} "
+        lines = known.read_text().splitlines() if known.exists() else []
+        public = " ".join((self.lab.run.root / "keys" / f"host-{self.name}.pub").read_text().split()[:2])
+        lines = [line for line in lines if not line.startswith(old)] + [f"[127.0.0.1]:{port} {public}"]
+        known.write_text("\n".join(lines) + "\n")
+        self.state.ssh_port = port
         self.lab.save_state()
 
     def power_off(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,7 +32,8 @@ from .host import Host
 from .machine_hardware import boot_config, ensure_variants, prepare_firmware
 from .network import WireFilter, start_switch, start_wirefilter
 from .parallel import in_parallel
-from .processes import alive, sweep, terminate
+from .ports import release_ports, reserve_port
+from .processes import alive, sweep
 from .resources import check_fits, needed_mib, process_rss_mib
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
 from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
@@ -43,12 +43,6 @@ REQUIRED_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-uti
                   "wirefilter": "vde2", "mkfs.ext4": "e2fsprogs"}
 QEMU_CAPABILITIES = Capabilities(toolstack="xl", fault_kinds=FAULT_KINDS, checkpoints=True,
                                  integrity_measurable=True, services_faults=True, poll_s=1.0)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Lab(Checkpoints):
@@ -228,7 +222,7 @@ class Lab(Checkpoints):
             os.chmod(keys / item.name, 0o600)
         known_hosts = []
         for host in self.machines.values():
-            port = free_port()
+            port = reserve_port(self.run.root)
             self._state.machines[host.name] = MachineState(
                 ssh_port=port, image_dir=str(built[host.plan.image].directory),
                 virt_caps=list(entry.machine(host.name).get("virt_caps", [])), variant_dir=self._variant_dir(host))
@@ -287,7 +281,7 @@ class Lab(Checkpoints):
                 raise XenlabError(f"lab {self.name} is already up ({', '.join(live)} running); "
                                   f"`xenlab down {self.name}` first")
         # Anything left from a crashed run (recorded or not) goes before we start anew.
-        sweep(self.run.marker)
+        sweep(self.run.root)
         if self.run.root.exists():
             shutil.rmtree(self.run.root)
         for other in running_labs():
@@ -307,7 +301,7 @@ class Lab(Checkpoints):
         known_hosts = []
         for host in self.machines.values():
             host_key = generate_keypair(keys / f"host-{host.name}", f"root@{host.name}")
-            port = free_port()
+            port = reserve_port(self.run.root)
             image = built[host.plan.image]
             variant = self.variants.get(host.name)
             self._state.machines[host.name] = MachineState(ssh_port=port, image_dir=str(image.directory),
@@ -356,15 +350,16 @@ class Lab(Checkpoints):
             # Core switch of the network; each machine NIC has its own access switch joined
             # to it through a wirefilter, where impairments and partitions are applied.
             self._track(network.name, start_switch(self.run.network_socket(network.name),
-                                                   logs / f"switch-{network.name}.log", tied))
+                                                   logs / f"switch-{network.name}.log", tied, record_in=self.run.root))
             for host in self.machines.values():
                 if network.name not in [n.network for n in host.plan.nics]:
                     continue
                 access = self.run.access_socket(network.name, host.name)
-                self._track(f"{network.name}/{host.name}", start_switch(access, logs / f"switch-{network.name}-{host.name}.log", tied))
+                self._track(f"{network.name}/{host.name}", start_switch(
+                    access, logs / f"switch-{network.name}-{host.name}.log", tied, record_in=self.run.root))
                 self._track(f"{network.name}/{host.name}/filter", start_wirefilter(
                     access, self.run.network_socket(network.name), self.run.filter_socket(network.name, host.name),
-                    logs / f"filter-{network.name}-{host.name}.log", tied))
+                    logs / f"filter-{network.name}-{host.name}.log", tied, record_in=self.run.root))
 
     def _track(self, name: str, started: tuple[int, subprocess.Popen | None]) -> None:
         pid, handle = started
@@ -398,18 +393,11 @@ class Lab(Checkpoints):
         """Stop every process of this lab and remove its run directory."""
         for host in self.machines.values():
             host.close()
-        stopped: list[int] = []
-        if self.run.state_path.exists():
-            try:
-                state = self.run.read_state()
-                recorded = [m.pid for m in state.machines.values() if m.pid] + list(state.switches.values())
-                stopped += terminate(recorded, self.run.marker)
-            except XenlabError:
-                pass
         for handle in self._switch_handles:
             if handle.stdin:
                 handle.stdin.close()
-        stopped += sweep(self.run.marker)
+        stopped = sweep(self.run.root)  # every process it started, recorded by pid and start time
+        release_ports(self.run.root)
         for handle in self._switch_handles:
             try:
                 handle.wait(timeout=5)

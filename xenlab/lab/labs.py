@@ -172,7 +172,7 @@ def down_lab(name: str) -> list[int]:
     try:
         return attach_lab(name).down()
     except XenlabError:
-        stopped = sweep(run.marker)  # damaged state: still stop what belongs to it
+        stopped = sweep(run.root)  # damaged state: still stop what belongs to it
         shutil.rmtree(run.root, ignore_errors=True)
         return stopped
 
@@ -191,9 +191,9 @@ def down_all() -> DownAll:
     for name in running_labs():
         done.labs[name] = len(down_lab(name))
     for stray in stray_lab_dirs():
-        done.strays[str(stray)] = len(sweep(str(stray) + "/"))
+        done.strays[str(stray)] = len(sweep(stray))
         shutil.rmtree(stray, ignore_errors=True)
-    done.leftover = len(sweep(str(runs_base()) + "/"))
+    done.leftover = len(sweep(runs_base()))
     done.abandoned = sweep_abandoned_run_bases()
     return done
 
@@ -204,6 +204,6 @@ def sweep_abandoned_run_bases() -> dict[str, int]:
     files stay: they are the owner's (pytest removes its old temporary directories)."""
     stopped = {}
     for base in abandoned_run_bases():
-        stopped[str(base)] = len(sweep(str(base) + "/"))
+        stopped[str(base)] = len(sweep(base))
         release_run_base(base)
     return stopped

@@ -109,9 +109,8 @@ def save_state(host: Host, path: Path, timeout: float = 300) -> int:
 
 def prepare_start(host: Host, directory: Path) -> Path:
     """Power the machine off and give it new empty tops over the checkpoint's layers; the
-    path of the saved state to launch it with (`Host.launch(paused=True, incoming=...)`,
-    from the thread that owns the lab: a test session's machines die with the thread that
-    started them), then `wait_loaded`."""
+    path of the saved state to launch it with (`Host.launch(paused=True, incoming=...)`),
+    then `wait_loaded`."""
     host.power_off()
     stamp = f"{int(time.time() * 1000):x}"
     for drive in drives(host):

@@ -12,47 +12,52 @@ from pathlib import Path
 
 from ..errors import XenlabError
 from ..waiting import wait_for
-from .processes import spawn
+from .processes import record, spawn
 
 
 def _start_vde_tool(argv: list[str], ready: Path, pidfile: Path, log: Path, tied: bool,
-                    label: str) -> tuple[int, subprocess.Popen | None]:
+                    label: str, record_in: Path) -> tuple[int, subprocess.Popen | None]:
     """Start a vde2 tool (vde_switch, wirefilter); return (pid, handle-to-keep).
 
     tied: it runs in the foreground reading a pipe from us; when we die the pipe closes
     and the tool exits by itself (plus PDEATHSIG). Otherwise it daemonizes with a pid file.
+    Either way it is recorded in `record_in` (the run directory) for the sweep: the daemon by
+    the pid in its pid file.
     """
     if not shutil.which(argv[0]):
         raise XenlabError(f"{argv[0]} is not installed (Debian package vde2); run `xenlab doctor`")
     if tied:
-        proc = spawn(argv, log, tied=True, stdin_pipe=True)
+        proc = spawn(argv, log, tied=True, stdin_pipe=True, record_in=record_in)
         pid, handle = proc.pid, proc
     else:
-        proc = spawn(argv + ["--daemon", "--pidfile", str(pidfile)], log, tied=False)
+        proc = spawn(argv + ["--daemon", "--pidfile", str(pidfile)], log, tied=False, record_in=record_in)
         if proc.wait(timeout=10) != 0:
             raise XenlabError(f"{label} failed to start; see {log}")
         pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), f"pid file of {label}", 10, 0.05))
+        record(record_in, pid)
         handle = None
     wait_for(ready.exists, f"{label}: socket {ready}", 10, 0.05,
              evidence=lambda: log.read_text(errors="replace")[-500:] if log.exists() else "")
     return pid, handle
 
 
-def start_switch(socket_dir: Path, log: Path, tied: bool) -> tuple[int, subprocess.Popen | None]:
+def start_switch(socket_dir: Path, log: Path, tied: bool, *, record_in: Path) -> tuple[int, subprocess.Popen | None]:
     """A vde_switch hub on a unix socket directory (private to the run directory)."""
     argv = ["vde_switch", "--hub", "--sock", str(socket_dir), "--dirmode", "0700", "--mode", "0600"]
     return _start_vde_tool(argv, socket_dir / "ctl", socket_dir.with_name(socket_dir.name + ".pid"), log, tied,
-                           f"vde_switch {socket_dir.name}")
+                           f"vde_switch {socket_dir.name}", record_in)
 
 
-def start_wirefilter(access: Path, core: Path, mgmt: Path, log: Path, tied: bool) -> tuple[int, subprocess.Popen | None]:
+def start_wirefilter(access: Path, core: Path, mgmt: Path, log: Path, tied: bool,
+                     *, record_in: Path) -> tuple[int, subprocess.Popen | None]:
     """Join a machine's access switch to the network's core switch through a wirefilter.
 
     The filter starts transparent; `WireFilter` later sets loss, delay and bandwidth on it
     (a partition is 100% loss: packets vanish but the machine's carrier stays up).
     """
     argv = ["wirefilter", "-v", f"{access}:{core}", "-M", str(mgmt), "--mgmtmode", "0600"]
-    return _start_vde_tool(argv, mgmt, mgmt.with_name(mgmt.name + ".pid"), log, tied, f"wirefilter {mgmt.name}")
+    return _start_vde_tool(argv, mgmt, mgmt.with_name(mgmt.name + ".pid"), log, tied, f"wirefilter {mgmt.name}",
+                           record_in)
 
 
 class WireFilter:

@@ -277,7 +277,7 @@ class QemuProcess:
         self.reap()
         self.files.qmp_socket.unlink(missing_ok=True)
         self.files.pidfile.unlink(missing_ok=True)
-        proc = spawn(argv, self.log, tied=tied)
+        proc = spawn(argv, self.log, tied=tied, record_in=Path(self.marker))
         self._popen, self.pid = proc, proc.pid
 
         def monitor_ready() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +24,36 @@ def default_runs_base() -> Path:
 
 def runs_base() -> Path:
     env = os.environ.get("XENLAB_RUN_DIR")
-    base = Path(env) if env else default_runs_base()
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(base, 0o700)
-    return base
+    return private_dir(Path(env) if env else default_runs_base())
+
+
+def private_dir(path: Path) -> Path:
+    """`path`, made 0700 if it is new; an existing one is used only if it is a real directory
+    (not followed if a symlink: lstat), owned by this user and of mode 0700. A run directory
+    holds a lab's keys, QMP sockets and state: one made in advance by another local user in
+    the shared /tmp (or opened to others) could hand them over, so it is refused, not repaired."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+        os.chmod(path, 0o700)  # the umask may have narrowed it
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    me = os.getuid()
+    own = "set XENLAB_RUN_DIR to a directory of your own (it is made 0700 if it does not exist)"
+    if stat.S_ISLNK(st.st_mode):
+        raise XenlabError(f"run directory {path} is a symbolic link: xenlab keeps keys and sockets there and "
+                          f"does not follow links; remove it or {own}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise XenlabError(f"run directory {path} is not a directory; remove it or {own}")
+    if st.st_uid != me:
+        raise XenlabError(f"run directory {path} belongs to uid {st.st_uid}, not to you (uid {me}): another user "
+                          f"may have made it to reach your labs' keys and sockets; have it removed (by its owner "
+                          f"or root) or {own}")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != 0o700:
+        raise XenlabError(f"run directory {path} has mode {mode:04o}, not 0700: others may have put files in it; "
+                          f"if you trust what it holds, `chmod 700 {path}`, otherwise remove it or {own}")
+    return path
 
 
 # -- run bases elsewhere (a test session's own), and who owns them ------------------------
@@ -42,11 +69,12 @@ def listing_entry(base: Path) -> Path:
 def claim_run_base(base: Path) -> None:
     """Make this process the owner of run base `base` (a test session's private one) and
     list it where `xenlab down --all` and later sessions look for what a dead owner left."""
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(base)
     owner = {"pid": os.getpid(), "started": process_start(os.getpid())}
     (base / OWNER_FILE).write_text(json.dumps(owner) + "\n")
     entry = listing_entry(base)
-    entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(entry.parent.parent)
+    private_dir(entry.parent)
     entry.write_text(str(base.resolve()) + "\n")
 
 
@@ -55,6 +83,9 @@ def abandoned_run_bases() -> list[Path]:
     Listings of run bases that no longer exist are dropped on the way."""
     listing = default_runs_base() / ELSEWHERE
     abandoned = []
+    if listing.is_dir():
+        private_dir(default_runs_base())
+        private_dir(listing)  # its entries name directories whose processes get stopped
     for entry in sorted(listing.iterdir()) if listing.is_dir() else ():
         base = Path(entry.read_text().strip())
         try:
@@ -152,8 +183,8 @@ class RunDir:
         return cls((base or runs_base()) / lab)
 
     def create(self) -> None:
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        private_dir(self.root.parent)
+        private_dir(self.root)
         for sub in ("keys", "net", "machines", "logs", "layers"):
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
 

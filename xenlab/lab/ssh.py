@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import shlex
 import threading
 import time
 from dataclasses import dataclass
@@ -170,7 +171,14 @@ class RemoteShell(LabHost):
             sftp.close()
 
     def write_file(self, remote: str, content: str, mode: int = 0o644) -> None:
-        self.succeed(f"cat > {remote} && chmod {mode:o} {remote}", input=content.encode())
+        """Write `remote` with `mode` from its first byte: the content goes into a new file
+        that only its owner can read (umask 077, mktemp beside it), which gets its final
+        mode and is then renamed over `remote`. A private key is never readable by others,
+        not even while it is written, and an existing file's wider mode is not inherited."""
+        target = shlex.quote(remote)
+        self.succeed(f"umask 077 && tmp=$(mktemp {shlex.quote(remote + '.xenlab-')}XXXXXX) && "
+                     f"{{ cat > \"$tmp\" && chmod {mode:o} \"$tmp\" && mv -f \"$tmp\" {target} || "
+                     f"{{ rm -f \"$tmp\"; exit 1; }}; }}", input=content.encode())
 
     def forget_connections(self) -> None:
         """Drop SSH connections (after reset, power cycle or checkpoint restore)."""

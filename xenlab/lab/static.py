@@ -305,6 +305,7 @@ class StaticLab:
                                                       services.address, None)
         self.bringup_stages: dict[str, dict[str, float]] = {}
         self._faults: StaticFaults | None = None
+        self._at_down: dict[str, Callable[[], None]] = {}
 
     # -- what it is ------------------------------------------------------------------------
     @property
@@ -370,9 +371,22 @@ class StaticLab:
                 firewall.clear_all(host)
         return self.bringup_stages
 
+    def on_down(self, what: str, stop: Callable[[], None]) -> None:
+        """Something a driver started on these hosts that must not outlive the run (the
+        heartbeat collector on the services node, a listener on a real network): `down`
+        stops it, once per `what`."""
+        self._at_down[what] = stop
+
     def down(self) -> list[int]:
-        """Heal what is still inflicted, leave the hosts as they are, forget the run's keys."""
+        """Heal what is still inflicted, stop what drivers started here (`on_down`), leave the
+        hosts as they are, forget the run's keys."""
         errors = self.faults().heal_all() if self._faults is not None else []
+        for what, stop in list(self._at_down.items()):
+            try:
+                stop()
+                del self._at_down[what]
+            except XenlabError as exc:
+                errors.append(f"stopping the {what}: {exc}")
         for host in self.machines.values():
             host.close()
         shutil.rmtree(self.run.root, ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -48,6 +48,11 @@ ThresholdText = Annotated[str, AfterValidator(_threshold)]
 VersionText = Annotated[str, AfterValidator(_version_requirement)]
 
 
+# What a lab's hosts run on, as their inventory reports it: QEMU's KVM or TCG, real hosts
+# (a static lab), the XAPI simulator. A profile asking for anything else is refused.
+Accelerator = Literal["kvm", "tcg", "static", "sim"]
+
+
 class HostChecks(StrictModel):
     """Judged on every host's inventory; a check left out is not judged."""
 
@@ -59,7 +64,7 @@ class HostChecks(StrictModel):
     min_nics: int | None = Field(None, ge=0)
     min_disks: int | None = Field(None, ge=0)
     bare_metal_only: bool = False
-    accel: list[str] | None = Field(None, description="accelerators allowed, e.g. [kvm]")
+    accel: list[Accelerator] | None = Field(None, description="accelerators allowed, e.g. [kvm]")
 
 
 class QualificationProfile(StrictModel):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import XenlabError
 from ..lab.contract import Observer
-from ..observe.collector import HEARTBEAT_PORT, start_collector
+from ..observe.collector import HEARTBEAT_PORT, heartbeat_key, start_collector, stop_collector
 from ..spec import SR_PATH
 from ..waiting import wait_for
 from .base import (
@@ -43,6 +43,11 @@ XEN_OUI = "00:16:3e"
 TRAFFIC_PORT = 5001  # the guest agent's TCP sink (xenlab/images/files/traffic.c)
 CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled --log=guest (the debian-xen image sets it)
 MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
+# dom0-to-dom0 trust for `xl migrate`: xenlab's own key and known hosts, beside root's own
+# (~/.ssh/id_ed25519 and known_hosts on a real host are someone's: never touched).
+POOL_KEY = "/root/.ssh/xenlab_pool_ed25519"
+POOL_KNOWN_HOSTS = "/root/.ssh/xenlab_pool_known_hosts"
+UNIT_STOPPER = "heartbeat collector"  # what a static lab stops on its services node when it goes down
 
 
 # -- pure parts (unit-tested) -----------------------------------------------------------
@@ -91,6 +96,14 @@ def check_homogeneous(master: HostFacts, candidate: HostFacts, bridge: str = GUE
     return problems
 
 
+def migrate_command(vm: str, destination: str) -> str:
+    """`xl migrate` over SSH with the pool's own key and pinned host keys only (xl passes
+    `-s` to sh, then appends the destination and `xl migrate-receive`)."""
+    ssh = (f"ssh -i {POOL_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile={POOL_KNOWN_HOSTS} "
+           "-o StrictHostKeyChecking=yes -o BatchMode=yes")
+    return f"xl migrate -s {shlex.quote(ssh)} {shlex.quote(vm)} {shlex.quote(destination)}"
+
+
 def guest_mac(lab_number: int, index: int) -> str:
     """Xen's OUI, then the lab number (12 bits) and the guest index (12 bits)."""
     value = (lab_number << 12) | (index & 0xFFF)
@@ -98,17 +111,20 @@ def guest_mac(lab_number: int, index: int) -> str:
 
 
 def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None,
-                 traffic_to: str | None = None) -> str:
+                 heartbeat_key: str | None = None, traffic_to: str | None = None) -> str:
     """The xl config of a guest whose kernel, initramfs and disk are on the shared SR.
 
     Every type boots the same kernel and initramfs directly (no bootloader) and uses the
     PV front-ends for its NIC and disk: a PV guest natively, a PVH guest in its HVM
     container without a device model, an HVM guest through the Xen platform device of its
     device model (qemu-system-xen in dom0), whose emulated disk and NIC Linux unplugs.
+    A guest sends heartbeats only with both the collector's address and the lab's heartbeat
+    key (the collector drops datagrams without its MAC): the config holds the key, so it is
+    written 0600.
     """
     extra = [f"xenlab.ip={address}", f"xenlab.hostname={guest.name}"]
-    if guest.heartbeat and heartbeat_to:
-        extra.append(f"xenlab.hb={heartbeat_to}")
+    if guest.heartbeat and heartbeat_to and heartbeat_key:
+        extra += [f"xenlab.hb={heartbeat_to}", f"xenlab.hbkey={heartbeat_key}"]
     if guest.writer:
         extra.append("xenlab.writer=1")
     if guest.traffic_sink:
@@ -243,14 +259,22 @@ class XlToolstack(Toolstack):
             f"{self._xen_host(m).address(self.network)} {' '.join((keys / f'host-{m}.pub').read_text().split()[:2])}\n"
             for m in members
         )
-        host.write_file("/root/.ssh/id_ed25519", Path(pool_key.private_path).read_text(), 0o600)
-        host.write_file("/root/.ssh/known_hosts", known, 0o644)
+        host.succeed("mkdir -p /root/.ssh && chmod 700 /root/.ssh")
+        host.write_file(POOL_KEY, Path(pool_key.private_path).read_text(), 0o600)
+        host.write_file(POOL_KNOWN_HOSTS, known, 0o644)
         host.succeed(f"grep -qxF {shlex.quote(pool_key.public_line)} /root/.ssh/authorized_keys || "
                      f"echo {shlex.quote(pool_key.public_line)} >> /root/.ssh/authorized_keys")
 
     # heartbeats ------------------------------------------------------------------------
     def ensure_collector(self) -> None:
-        start_collector(self._services())
+        """The collector on the services node, on its lab-network address, with the lab's key.
+        A lab whose services node outlives it (a static lab: `on_down`) stops it when it goes
+        down; a QEMU lab's goes with its services machine."""
+        services = self._services()
+        start_collector(services, services.address(self.network), heartbeat_key(self.lab.run.root))
+        on_down = getattr(self.lab, "on_down", None)
+        if on_down is not None:
+            on_down(UNIT_STOPPER, lambda: stop_collector(services))
 
     def heartbeat_target(self) -> str:
         return f"{self._services().address(self.network)}:{HEARTBEAT_PORT}"
@@ -286,6 +310,8 @@ class XlToolstack(Toolstack):
         directory = self._guest_dir(guest.name)
         if services.run(f"test -e {directory}/{guest.name}.cfg").ok:
             raise XenlabError(f"a guest named {guest.name!r} already exists in the pool")
+        if guest.heartbeat:
+            self.ensure_collector()  # a restored lab may run none, or one with another key
         traffic_to = None
         if guest.traffic_to:
             peer = services.run(f"cat {self._guest_dir(guest.traffic_to)}/index").stdout.strip()
@@ -296,10 +322,10 @@ class XlToolstack(Toolstack):
         index = self._guest_index(guest.name)
         config = guest_config(guest, sr=self.sr, address=self.guest_address(index),
                               mac=guest_mac(self.lab.plan.number, index), heartbeat_to=self.heartbeat_target(),
-                              traffic_to=traffic_to)
+                              heartbeat_key=heartbeat_key(self.lab.run.root), traffic_to=traffic_to)
         services.succeed(f"mkdir -p {directory} && echo {index} > {directory}/index && "
                          f"truncate -s {guest.disk_mib}M {directory}/disk.img")
-        services.write_file(f"{directory}/{guest.name}.cfg", config)
+        services.write_file(f"{directory}/{guest.name}.cfg", config, 0o600)  # it holds the heartbeat key
         return self.start_vm(guest.name, host)
 
     def start_vm(self, vm: str, host: str) -> VMInfo:
@@ -393,7 +419,7 @@ class XlToolstack(Toolstack):
         started_at, started = time.time(), time.monotonic()
         if on_start is not None:
             on_start()
-        result = self._xen_host(source).run(f"xl migrate {vm} {dest_address}", timeout=600)
+        result = self._xen_host(source).run(migrate_command(vm, dest_address), timeout=600)
         duration = time.monotonic() - started
         record = MigrationResult(vm, source, destination, started_at, duration, ok=result.ok)
         if result.ok:

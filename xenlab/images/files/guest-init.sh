@@ -5,6 +5,7 @@
 #   xenlab.ip=A/N        address of eth0
 #   xenlab.hostname=N    guest name (sent in every heartbeat)
 #   xenlab.hb=IP:PORT    heartbeat collector (services node); one datagram every 10 ms
+#   xenlab.hbkey=KEY     the lab's heartbeat key: each datagram carries an HMAC made with it
 #   xenlab.writer=1      write verifiable records to /dev/xvda (see xenlab/metrics.py)
 #   xenlab.sink=PORT     receive TCP streams on PORT, print each one's bytes and seconds
 #   xenlab.send=IP:PORT:SECONDS  send one TCP stream to a sink (guest-to-guest throughput)
@@ -19,19 +20,20 @@ appear() { i=0; while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)
 appear /sys/class/net/eth0
 ip link set lo up
 ip link set eth0 up
-name=guest hb= writer= sink= send=
+name=guest hb= hbkey= writer= sink= send=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         xenlab.ip=*) ip addr add "${arg#xenlab.ip=}" dev eth0 ;;
         xenlab.hostname=*) name="${arg#xenlab.hostname=}"; hostname "$name" ;;
         xenlab.hb=*) hb="${arg#xenlab.hb=}" ;;
+        xenlab.hbkey=*) hbkey="${arg#xenlab.hbkey=}" ;;
         xenlab.writer=*) writer="${arg#xenlab.writer=}" ;;
         xenlab.sink=*) sink="${arg#xenlab.sink=}" ;;
         xenlab.send=*) send="${arg#xenlab.send=}" ;;
     esac
 done
-if [ -n "$hb" ]; then
-    /bin/xenlab-heartbeat "${hb%:*}" "${hb#*:}" "$name" 10 &
+if [ -n "$hb" ] && [ -n "$hbkey" ]; then
+    /bin/xenlab-heartbeat "${hb%:*}" "${hb#*:}" "$name" "$hbkey" 10 &
 fi
 [ "$writer" = 1 ] && appear /dev/xvda
 if [ "$writer" = 1 ] && [ -b /dev/xvda ]; then
