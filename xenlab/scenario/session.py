@@ -23,6 +23,7 @@ from ..lab.contract import LabBackend, restore_ready, save_ready
 from ..lab.labs import only_running_lab, open_lab, resolve_lab
 from ..results import HostInventory, RunResults, ScenarioResult
 from ..waiting import Progress, quiet
+from .command_steps import shell_of
 from .model import Scenario, check_against_lab, load_scenario, resolve_scenario_path
 from .runner import EventCallback, run_scenario
 
@@ -94,6 +95,13 @@ def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
                           (f"guest {guest.name} sends heartbeats, but nothing collects them on {kind} lab "
                            f"{spec.name} (give its services node `ssh:` so xenlab runs its collector there, or "
                            "create the guest with `heartbeat: false`)")))
+    machines = set(spec.hosts) | ({spec.services.name} if spec.services is not None else set())
+    for loc, host in scenario.shell_uses():  # an unknown host is check_against_lab's to name
+        if host in machines and shell_of(lab, host) is None:
+            found.append((scenario.line_of(loc), (f"this step runs a command on {host}, but {kind} lab "
+                                                  f"{spec.name} has no shell there (capability: shell; "
+                                                  + ("a sim lab's hosts are xapi endpoints)" if kind == "sim" else
+                                                     "give the host `ssh:` in the lab file)"))))
     return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
 
 
