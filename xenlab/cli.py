@@ -361,23 +361,34 @@ def checkpoint_delete(lab_name: str | None, tag: str) -> None:
     console.print(f"checkpoint {tag} deleted")
 
 
-# -- schema ---------------------------------------------------------------------------
+# -- schema and validate ----------------------------------------------------------------
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of lab files."""
-    from .spec import lab_json_schema
+@click.option("--kind", type=click.Choice(["lab", "scenario", "profile", "matrix", "results"]), default="lab",
+              show_default=True, help="which kind of xenlab file")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="write every kind's schema into this directory as KIND.schema.json (docs/schema in the repository)")
+def schema(kind: str, out_dir: str | None) -> None:
+    """Print the JSON Schema of a kind of xenlab file (editors check and complete files with it)."""
+    from .files import FILE_KINDS, json_schema_text, schema_file_name
 
-    out.print(lab_json_schema(), markup=False, highlight=False)
+    if out_dir is None:
+        out.print(json_schema_text(kind), markup=False, highlight=False, end="")
+        return
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for each in FILE_KINDS:
+        (Path(out_dir) / schema_file_name(each)).write_text(json_schema_text(each))
+    console.print(f"wrote {', '.join(schema_file_name(k) for k in FILE_KINDS)} into {out_dir}", markup=False)
 
 
 @main.command()
-@click.argument("lab_file")
-def validate(lab_file: str) -> None:
-    """Check a lab file without starting anything."""
-    from .spec import load_lab, resolve_lab_path
+@click.argument("files", nargs=-1, required=True)
+def validate(files: tuple[str, ...]) -> None:
+    """Check xenlab files (lab, scenario, qualification profile, matrix, results) as their own
+    commands would, without starting anything; stops at the first bad one (exit 2)."""
+    from .files import validate_file
 
-    spec = load_lab(resolve_lab_path(lab_file))
-    console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)", markup=False)
+    for name in files:
+        console.print(validate_file(name).line, markup=False)
 
 
 @main.command()
