@@ -478,13 +478,23 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
 @click.option("--results", "results_path", type=click.Path(dir_okay=False),
               help="where to write the results JSON (default: results/<scenario>-<timestamp>.json)")
 @click.option("--as-is", "as_is", is_flag=True, help="run on the lab as it is, not from its `ready` checkpoint")
-def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None, as_is: bool) -> None:
+@click.option("--dry-run", "dry", is_flag=True,
+              help="show the plan on the lab (steps, hosts, guests, faults, bounds, what it cannot measure); "
+                   "start and change nothing")
+@click.option("--keep-going", is_flag=True, help="run past a missed expectation and report every miss")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]),
+              help="a lab that is not up: the accelerator to bring it up with (or, with --dry-run, to plan for)")
+def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None, as_is: bool, dry: bool,
+        keep_going: bool, accel: str | None) -> None:
     """Run a scenario on a lab (started if it is not up) and check its expectations.
 
     A running lab is first restored to its `ready` checkpoint (if it has one), so every
     scenario starts from the same fresh lab."""
     from .scenario.session import default_results_path, execute, finish, plan_run, start
 
+    if dry:
+        _print_dry_run(scenario_file, lab_ref, accel, as_json)
+        return
     plan = plan_run(scenario_file, lab_ref)
     steps = len(plan.scenario.steps)
     console.print(f"scenario [bold]{plan.scenario.name}[/bold] ({steps} steps) on lab [bold]{plan.lab_name}[/bold]")
@@ -513,8 +523,8 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
         console.print(f"{stamp()} {escape(f'[{where}]')} {escape(name)} [{colour}]{phase}[/{colour}]{text}")
 
     try:
-        start(plan, progress, as_is=as_is)
-        results = execute(plan, on_event, progress)
+        start(plan, progress, as_is=as_is, accel=accel)
+        results = execute(plan, on_event, progress, keep_going=keep_going)
     finally:
         finish(plan)
     outcome = results.scenarios[0]
@@ -526,11 +536,59 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
             if figure.value is not None:
                 out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
         out.print(meanings_text(outcome))
+        if keep_going:
+            for step in walk_missed(outcome.steps):
+                out.print(f"  missed: {step.name}: {step.message}", markup=False)
     colour = "green" if outcome.outcome == "passed" else "red"
     console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome}[/{colour}] in "
                   f"{outcome.ended_at - outcome.started_at:.1f}s; results in {escape(str(path))}")
     if outcome.outcome != "passed":
         sys.exit(1)
+
+
+def walk_missed(steps):
+    """Steps that did not pass (a repeat's rounds rather than the repeat), for --keep-going's list."""
+    for step in steps:
+        if step.outcome in ("passed", "skipped"):
+            continue
+        if step.substeps:
+            yield from walk_missed(step.substeps)
+        else:
+            yield step
+
+
+def _print_dry_run(scenario_file: str, lab_ref: str | None, accel: str | None, as_json: bool) -> None:
+    """`xenlab run --dry-run`: the plan (scenario.dryrun) in words; exit 2 if the lab would refuse it."""
+    from .errors import SpecError
+    from .scenario.dryrun import dry_run
+
+    plan = dry_run(scenario_file, lab_ref, accel)
+    if as_json:
+        out.print_json(json.dumps(plan.to_json()))
+    else:
+        state = "up" if plan.running else "not up"
+        out.print(f"scenario {plan.scenario} on lab {plan.lab} ({plan.backend}, {state}): a dry run, nothing is "
+                  "started or changed", markup=False)
+        out.print(f"accelerator {plan.accel} ({plan.accel_reason}); toolstack {plan.toolstack}", markup=False)
+
+        def show(steps, indent: str) -> None:
+            for step in steps:
+                where = f" (line {step.line})" if step.line else ""
+                rounds = f", {step.times} rounds" if step.times else ""
+                out.print(f"{indent}{step.number}. {step.title} [{step.kind}{rounds}]{where}", markup=False)
+                for label, items in (("acts on", step.acts_on), ("measures", [", ".join(step.measures)]),
+                                     ("expects", step.bounds), ("not measured here", step.not_measured)):
+                    for item in items:
+                        out.print(f"{indent}     {label}: {item}", markup=False)
+                show(step.substeps, indent + "    ")
+
+        show(plan.steps, "  ")
+        if plan.cannot:
+            out.print("what this lab cannot do:", markup=False)
+            for item in plan.cannot:
+                out.print(f"  - {item}", markup=False)
+    if plan.refused:
+        raise SpecError(plan.file, plan.refused)
 
 
 def meanings_text(scenario) -> str:

@@ -47,6 +47,17 @@ class Plan:
 def plan_run(scenario_file: str, lab_ref: str | None = None, base_dirs: Sequence[Path] | None = None) -> Plan:
     """Validate everything and choose the lab; raises SpecError / XenlabError, starts nothing."""
     scenario = load_scenario(resolve_scenario_path(scenario_file))
+    lab, running = choose_lab(scenario, lab_ref, base_dirs)
+    problems = fit(scenario, lab)
+    if problems:
+        raise SpecError(scenario.path, problems)
+    return Plan(scenario, lab, running=running)
+
+
+def choose_lab(scenario: Scenario, lab_ref: str | None = None,
+               base_dirs: Sequence[Path] | None = None) -> tuple[LabBackend, bool]:
+    """The lab a run of `scenario` uses (`lab_ref`, else the scenario's, else the only one up),
+    attached if it is up, else built from its file (not started); and whether it is up."""
     ref = lab_ref or scenario.lab
     if ref is None:
         try:
@@ -54,11 +65,7 @@ def plan_run(scenario_file: str, lab_ref: str | None = None, base_dirs: Sequence
         except XenlabError as exc:
             raise XenlabError(f"{scenario.path} names no lab: choose one with --lab ({exc})") from None
     found = resolve_lab(ref, base_dirs, attach="first")
-    lab = open_lab(found)
-    problems = fit(scenario, lab)
-    if problems:
-        raise SpecError(scenario.path, problems)
-    return Plan(scenario, lab, running=found.running)
+    return open_lab(found), found.running
 
 
 def fit(scenario: Scenario, lab: LabBackend) -> list[Problem]:
