@@ -125,8 +125,9 @@ class _Planner:
         self.silent_disk: set[str] = set()  # guests that write no records
 
     def step(self, number: str, loc: tuple, step: Step) -> PlannedStep:
+        timed_only = step.wait is not None and step.wait.for_ is None  # a pause, or a shell fact: its duration
         planned = PlannedStep(number, self.scenario.line_of(loc), step.title, step.kind,
-                              measures=list(FIGURES[step.kind]))
+                              measures=["duration"] if timed_only else list(FIGURES[step.kind]))
         if step.repeat is not None:
             planned.times = step.repeat.times
             rounds: list[list[PlannedStep]] = []
