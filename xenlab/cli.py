@@ -363,23 +363,34 @@ def checkpoint_delete(lab_name: str | None, tag: str) -> None:
     console.print(f"checkpoint {tag} deleted")
 
 
-# -- schema ---------------------------------------------------------------------------
+# -- schema and validate ----------------------------------------------------------------
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of lab files."""
-    from .spec import lab_json_schema
+@click.option("--kind", type=click.Choice(["lab", "scenario", "profile", "matrix", "results"]), default="lab",
+              show_default=True, help="which kind of xenlab file")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="write every kind's schema into this directory as KIND.schema.json (docs/schema in the repository)")
+def schema(kind: str, out_dir: str | None) -> None:
+    """Print the JSON Schema of a kind of xenlab file (editors check and complete files with it)."""
+    from .files import FILE_KINDS, json_schema_text, schema_file_name
 
-    out.print(lab_json_schema(), markup=False, highlight=False)
+    if out_dir is None:
+        out.print(json_schema_text(kind), markup=False, highlight=False, end="")
+        return
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for each in FILE_KINDS:
+        (Path(out_dir) / schema_file_name(each)).write_text(json_schema_text(each))
+    console.print(f"wrote {', '.join(schema_file_name(k) for k in FILE_KINDS)} into {out_dir}", markup=False)
 
 
 @main.command()
-@click.argument("lab_file")
-def validate(lab_file: str) -> None:
-    """Check a lab file without starting anything."""
-    from .spec import load_lab, resolve_lab_path
+@click.argument("files", nargs=-1, required=True)
+def validate(files: tuple[str, ...]) -> None:
+    """Check xenlab files (lab, scenario, qualification profile, matrix, results) as their own
+    commands would, without starting anything; stops at the first bad one (exit 2)."""
+    from .files import validate_file
 
-    spec = load_lab(resolve_lab_path(lab_file))
-    console.print(f"{lab_file}: valid lab {spec.name} ({len(spec.hosts)} hosts)", markup=False)
+    for name in files:
+        console.print(validate_file(name).line, markup=False)
 
 
 @main.command()
@@ -472,8 +483,14 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
 @click.option("--allow-unmeasured", is_flag=True,
               help="exit 0 when the only shortfall is something this lab cannot measure (still reported as "
                    "not measured, never as passed)")
+@click.option("--dry-run", "dry", is_flag=True,
+              help="show the plan on the lab (steps, hosts, guests, faults, bounds, what it cannot measure); "
+                   "start and change nothing")
+@click.option("--keep-going", is_flag=True, help="run past a missed expectation and report every miss")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]),
+              help="a lab that is not up: the accelerator to bring it up with (or, with --dry-run, to plan for)")
 def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: str | None, as_is: bool,
-        allow_unmeasured: bool) -> None:
+        allow_unmeasured: bool, dry: bool, keep_going: bool, accel: str | None) -> None:
     """Run a scenario on a lab (started if it is not up) and check its expectations.
 
     A running lab is first restored to its `ready` checkpoint (if it has one), so every
@@ -481,6 +498,9 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
     (everything measured passed, but something asked for could not be measured here)."""
     from .scenario.session import default_results_path, execute, finish, plan_run, start
 
+    if dry:
+        _print_dry_run(scenario_file, lab_ref, accel, as_json)
+        return
     plan = plan_run(scenario_file, lab_ref)
     steps = len(plan.scenario.steps)
     console.print(f"scenario [bold]{plan.scenario.name}[/bold] ({steps} steps) on lab [bold]{plan.lab_name}[/bold]")
@@ -510,8 +530,8 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
         console.print(f"{stamp()} {escape(f'[{where}]')} {escape(name)} [{colour}]{shown}[/{colour}]{text}")
 
     try:
-        start(plan, progress, as_is=as_is)
-        results = execute(plan, on_event, progress)
+        start(plan, progress, as_is=as_is, accel=accel)
+        results = execute(plan, on_event, progress, keep_going=keep_going)
     finally:
         finish(plan)
     outcome = results.scenarios[0]
@@ -523,6 +543,9 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
             if figure.value is not None:
                 out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
         out.print(meanings_text(outcome))
+        if keep_going:
+            for step in walk_missed(outcome.steps):
+                out.print(f"  missed: {step.name}: {step.message}", markup=False)
     colour = colours.get(outcome.outcome, "red")
     console.print(f"scenario {plan.scenario.name} [{colour}]{outcome.outcome.replace('_', ' ')}[/{colour}] in "
                   f"{outcome.ended_at - outcome.started_at:.1f}s; results in {escape(str(path))}")
@@ -550,6 +573,51 @@ def unmeasured_lines(scenario) -> list[str]:
 
     walk(scenario.steps)
     return lines
+
+
+def walk_missed(steps):
+    """Steps that did not pass (a repeat's rounds rather than the repeat), for --keep-going's list."""
+    for step in steps:
+        if step.outcome in ("passed", "skipped", "not_measured"):
+            continue
+        if step.substeps:
+            yield from walk_missed(step.substeps)
+        else:
+            yield step
+
+
+def _print_dry_run(scenario_file: str, lab_ref: str | None, accel: str | None, as_json: bool) -> None:
+    """`xenlab run --dry-run`: the plan (scenario.dryrun) in words; exit 2 if the lab would refuse it."""
+    from .errors import SpecError
+    from .scenario.dryrun import dry_run
+
+    plan = dry_run(scenario_file, lab_ref, accel)
+    if as_json:
+        out.print_json(json.dumps(plan.to_json()))
+    else:
+        state = "up" if plan.running else "not up"
+        out.print(f"scenario {plan.scenario} on lab {plan.lab} ({plan.backend}, {state}): a dry run, nothing is "
+                  "started or changed", markup=False)
+        out.print(f"accelerator {plan.accel} ({plan.accel_reason}); toolstack {plan.toolstack}", markup=False)
+
+        def show(steps, indent: str) -> None:
+            for step in steps:
+                where = f" (line {step.line})" if step.line else ""
+                rounds = f", {step.times} rounds" if step.times else ""
+                out.print(f"{indent}{step.number}. {step.title} [{step.kind}{rounds}]{where}", markup=False)
+                for label, items in (("acts on", step.acts_on), ("measures", [", ".join(step.measures)]),
+                                     ("expects", step.bounds), ("not measured here", step.not_measured)):
+                    for item in items:
+                        out.print(f"{indent}     {label}: {item}", markup=False)
+                show(step.substeps, indent + "    ")
+
+        show(plan.steps, "  ")
+        if plan.cannot:
+            out.print("what this lab cannot do:", markup=False)
+            for item in plan.cannot:
+                out.print(f"  - {item}", markup=False)
+    if plan.refused:
+        raise SpecError(plan.file, plan.refused)
 
 
 def meanings_text(scenario) -> str:

@@ -273,6 +273,13 @@ class SimSpec(StrictModel):
     switchover_pause_s: float = Field(0.2, ge=0, le=60, description="a live-migrated guest is paused this long")
 
 
+def _empty_means_default(schema: dict[str, Any]) -> None:
+    """`h1:` with nothing under it is a host with all defaults: the JSON Schema says so too."""
+    schema["patternProperties"] = {pattern: {"anyOf": [value, {"type": "null"}]}
+                                   for pattern, value in schema["patternProperties"].items()}
+    schema["additionalProperties"] = False  # a key that is not a name is refused, as the model refuses it
+
+
 class LabSpec(StrictModel):
     """A whole lab: validated as a unit so cross-references (nics -> networks) are checked."""
 
@@ -296,8 +303,9 @@ class LabSpec(StrictModel):
         description="guest types the lab runs; pvh or hvm boot the hosts with nested SVM under TCG "
                     "(measured much slower there: see labs/xen-pool2-guests.yaml), and every host image "
                     "must declare them")
-    networks: dict[Name, NetworkSpec] = Field(default_factory=lambda: {"lab": NetworkSpec()}, min_length=1)
-    hosts: dict[Name, HostSpec] = Field(min_length=1, max_length=32)
+    networks: dict[Name, NetworkSpec] = Field(default_factory=lambda: {"lab": NetworkSpec()}, min_length=1,
+                                              json_schema_extra=_empty_means_default)
+    hosts: dict[Name, HostSpec] = Field(min_length=1, max_length=32, json_schema_extra=_empty_means_default)
     services: ServicesSpec | None = Field(default_factory=ServicesSpec)
 
     @field_validator("hosts", mode="before")

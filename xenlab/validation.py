@@ -111,11 +111,16 @@ def _clean_loc(loc: tuple[Any, ...], doc: LocatedDocument) -> tuple[tuple[Any, .
     return tuple(cleaned), about_key
 
 
-def validate_document(model: type[StrictModel], doc: LocatedDocument) -> Any:
-    """Validate located YAML data against a model; all problems reported with lines."""
+def require_mapping(doc: LocatedDocument) -> None:
+    """Every xenlab file is a mapping of keys at its top level; SpecError otherwise."""
     if not isinstance(doc.data, dict):
         raise SpecError(doc.path, [(doc.line_of(()), (f"the top level is {_kind_of(doc.data)}, not a mapping of keys: "
                                                        "write the file's keys (such as `name:`) at the top level"))])
+
+
+def validate_document(model: type[StrictModel], doc: LocatedDocument) -> Any:
+    """Validate located YAML data against a model; all problems reported with lines."""
+    require_mapping(doc)
     try:
         spec = model.model_validate(doc.data)
     except ValidationError as exc:

@@ -19,7 +19,7 @@ FLOORS = {
     "xenlab.lab": 3, "xenlab.matrix": 3,
     "xenlab.toolstack": 4, "xenlab.faults": 4, "xenlab.observe": 4,
     "xenlab.drivers": 5,
-    "xenlab.scenario": 6, "xenlab.qualify": 6,
+    "xenlab.scenario": 6, "xenlab.qualify": 6, "xenlab.files": 6,
     "xenlab.fixtures": 7, "xenlab.pytest_plugin": 7, "xenlab.cli": 7, "xenlab.cli_cache": 7, "xenlab.cli_qualify": 7, "xenlab.cli_output": 7, "xenlab.cli_report": 7,
 }
 

@@ -30,6 +30,7 @@ text-align:left;vertical-align:top}th{background:#f5f5f5}td.num{text-align:right
 img.plot{max-width:100%;display:block;margin:6px 0}.silence{color:#c62828}
 span.figure{border-bottom:1px dotted #9e9e9e}svg.timeline{display:block;margin:6px 0}
 .small{font-size:12px;color:#616161}code{font-size:12px}
+pre{font-size:12px;background:#fafafa;border:1px solid #e0e0e0;padding:4px 6px;margin:2px 0 6px;white-space:pre-wrap}
 section{page-break-inside:avoid}
 @media print{body{margin:0;max-width:none;font-size:11px}h2{page-break-after:avoid}
 .verdict{border-width:1px}section,table,img,svg{page-break-inside:avoid}a{color:inherit;text-decoration:none}}
@@ -95,6 +96,24 @@ def heartbeat_section(step: StepResult) -> str:
         parts.append(f"<div class=\"heartbeats\">{image(uri, f'heartbeats around {event}')}"
                      f"<ul class=\"small\">{words}</ul></div>")
     return "".join(parts)
+
+
+def command_section(step: StepResult) -> str:
+    """What a `run` or `wait: until` step's command did: exit status, checks, its output's tail."""
+    c = step.details.get("command")
+    if not isinstance(c, dict):
+        return ""
+    exit_ = c.get("exit")
+    said = f"exit {esc(exit_)}" if exit_ is not None else esc(c.get("error") or "no exit status")
+    tries = f", {esc(c['attempts'])} tries" if c.get("attempts", 1) != 1 else ""
+    checks = "".join(f"<li>{outcome('pass' if k.get('passed') else 'fail')} {esc(k.get('check', ''))}: "
+                     f"{esc(k.get('message', ''))}</li>" for k in c.get("checks") or [])
+    streams = "".join(f"<div class=\"small\">{name} (last lines)</div><pre>{esc(c[key])}</pre>"
+                      for name, key in (("stdout", "stdout_tail"), ("stderr", "stderr_tail")) if c.get(key))
+    return (f"<div class=\"command\"><code>{esc(c.get('host', ''))}$ {esc(c.get('command', ''))}</code> "
+            f"<span class=\"small\">{said}, {esc(c.get('seconds', '?'))} s{tries}"
+            + (f"; {esc(c['error'])}" if c.get("error") and exit_ is not None else "") + "</span>"
+            + (f"<ul class=\"small\">{checks}</ul>" if checks else "") + streams + "</div>")
 
 
 def outcome(value: str) -> str:
@@ -242,8 +261,9 @@ def scenario_section(scenario: ScenarioResult) -> str:
     rows: list[list[str]] = []
     below: dict[int, str] = {}
     for step in walk_steps(scenario.steps):
-        if step.timelines:
-            below[len(rows)] = heartbeat_section(step)
+        extra = heartbeat_section(step) + command_section(step)
+        if extra:
+            below[len(rows)] = extra
         figures = "<br>".join(f"{figure_name(k)}: {esc(figure_text(f))}" for k, f in step.figures.items())
         expectations = "<br>".join(
             f"{outcome({'passed': 'pass', 'not_measured': 'not_measured'}.get(e.verdict or '', 'fail'))} "

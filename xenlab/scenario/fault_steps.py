@@ -41,6 +41,7 @@ class FaultSteps:
     holds: Callable[[Condition, dict[str, Figure], dict], tuple[bool, str]]
     series_after: Callable[..., tuple[list[tuple[int, float]], float]]
     wait: Callable[[Callable[[], Any], str, float], Any]
+    wait_until: Callable[[Step, dict, dict], str]
 
     def do_fault(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
         fault = self.inject(step.fault, details)
@@ -78,6 +79,8 @@ class FaultSteps:
 
     def do_wait(self, step: Step, figures: dict, details: dict, substeps: list) -> str:
         a = step.wait
+        if a.until is not None:  # a fact about a machine, through its shell (command_steps)
+            return self.wait_until(step, figures, details)
         if a.for_ is None:
             self.sleep(a.seconds)
             return f"waited {a.seconds:g} s"

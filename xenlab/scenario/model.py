@@ -1,7 +1,7 @@
 """Scenario files (`scenarios/*.yaml`) as validated, typed models.
 
 A scenario is a list of steps, each one kind of action (form a pool, create or destroy a
-guest, migrate, inject or heal a fault, wait, assert, repeat, checkpoint) with optional
+guest, migrate, inject or heal a fault, wait, assert, repeat, checkpoint, run a command) with optional
 expectations on the figures that step measures. Everything that can be checked before a
 lab is touched is checked here, with the file and line: unknown keys, unreadable
 expectations, figures a step does not measure, guests used before they are created,
@@ -22,6 +22,7 @@ from ..results import RENAMED_FIGURES, figure_meaning
 from ..spec import LabSpec, Name
 from ..validation import StrictModel, validate_document
 from ..yamlfile import LocatedDocument, load_located, parse_located
+from .commands import RunCommand, Until, short
 from .expect import AccelExpectation, Expectation, parse_expectation
 from .replay import OTHER, Loc, Problem, Replay
 
@@ -47,6 +48,7 @@ FIGURES: dict[str, dict[str, str]] = {
     "repeat": {"duration": "s", "iterations": "count", "migrations": "count", "downtime_p50": "s",
                "downtime_p90": "s", "downtime_max": "s", "downtime_mean": "s", "heartbeats_lost": "count"},
     "checkpoint": {"duration": "s"},
+    "run": {"duration": "s"},
 }
 KINDS = tuple(FIGURES)
 
@@ -207,13 +209,15 @@ class Condition(StrictModel):
 
 class Wait(StrictModel):
     for_: Condition | None = Field(None, alias="for")
+    until: Until | None = Field(None, description="a fact checked through a machine's shell until it holds")
     seconds: float | None = Field(None, gt=0, le=3600, description="a plain pause")
     timeout: float = Field(120.0, gt=0, le=3600, description="how long the condition may take")
 
     @model_validator(mode="after")
     def _condition_or_seconds(self) -> Wait:
-        if (self.for_ is None) == (self.seconds is None):
-            raise ValueError("a wait has either `for: CONDITION` (with an optional timeout) or `seconds: N`")
+        if sum(x is not None for x in (self.for_, self.until, self.seconds)) != 1:
+            raise ValueError("a wait has either `for: CONDITION` or `until: SHELL_CONDITION` (each with an optional "
+                             "timeout), or `seconds: N`")
         return self
 
 
@@ -249,6 +253,8 @@ class Step(StrictModel):
     assert_: list[Condition] | None = Field(None, alias="assert", min_length=1)
     repeat: Repeat | None = None
     checkpoint: Checkpoint | None = None
+    run: RunCommand | None = Field(None, description="a command on a machine's shell, its exit status and output "
+                                                     "judged")
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
@@ -291,11 +297,15 @@ class Step(StrictModel):
             case "heal":
                 return f"heal {a}"
             case "wait":
+                if a.until is not None:
+                    return f"wait until {a.until.describe()}"
                 return f"wait for {a.for_.describe()}" if a.for_ else f"wait {a.seconds:g}s"
             case "assert":
                 return "assert " + ", ".join(c.describe() for c in a)
             case "repeat":
                 return f"repeat {a.times} times"
+            case "run":
+                return f"run on {a.host}: {short(a.command)}"
             case _:
                 return f"checkpoint {'save ' + a.save if a.save else 'restore ' + a.restore}"
 
@@ -333,6 +343,15 @@ class Scenario(StrictModel):
                 yield loc + ("fault",), step.fault
             elif step.migrate is not None and step.migrate.during is not None:
                 yield loc + ("migrate", "during", "fault"), step.migrate.during.fault
+
+    def shell_uses(self) -> Iterator[tuple[Loc, str]]:
+        """Every step that needs a machine's shell (`run`, `wait: until`), with the YAML path of
+        its host and the host's name."""
+        for loc, step in self.walk():
+            if step.run is not None:
+                yield loc + ("run", "host"), step.run.host
+            elif step.wait is not None and step.wait.until is not None:
+                yield loc + ("wait", "until", step.wait.until.kind, "host"), step.wait.until.host
 
     def protected_guests(self) -> tuple[str, ...]:
         """pool.protected, then guests created with `protected: true`, in order of appearance."""
@@ -495,6 +514,8 @@ def check_against_lab(scenario: Scenario, lab_spec: LabSpec) -> list[tuple[int |
             case "assert":
                 for i, condition in enumerate(a):
                     host(condition.host, loc + ("assert", i))
+    for loc, name in scenario.shell_uses():
+        host(name, loc, allow_services=True)
     for loc, fault in scenario.faults():
         for i, target in enumerate(fault.targets):
             host(target, loc + ("target",) + ((i,) if isinstance(fault.target, list) else ()), allow_services=True)

@@ -9,7 +9,8 @@ it holds no lab topology and can be run against fakes:
 - `observer` (`xenlab.lab.contract.Observer`): the guests' heartbeats and disk records,
   with receive times on this process's clock;
 - `faults` (`FaultInjector`): injects a fault and returns a handle that heals it;
-- `lab` (`CheckpointingLab`, may be None): its name, and checkpoint steps.
+- `lab` (`CheckpointingLab`, may be None): its name, checkpoint steps, and its machines'
+  shells for `run` and `wait: until` steps (`command_steps.shell_of`).
 
 Only the runner measures: downtime, recovery and integrity come from the observer,
 never from a driver's own account.
@@ -42,6 +43,7 @@ from ..results import (
 )
 from ..toolstack.base import GuestSpec, MigrationResult, PoolRefused, PoolSettings, Toolstack
 from ..waiting import wait_for
+from .command_steps import CommandSteps
 from .failure import StepFailed
 from .fault_steps import FaultSteps
 from .measure import (
@@ -85,7 +87,7 @@ def run_scenario(scenario: Scenario, lab: CheckpointingLab | None, toolstack: To
                         keep_going).run()
 
 
-class _ScenarioRun(MigrationSteps, FaultSteps):
+class _ScenarioRun(MigrationSteps, FaultSteps, CommandSteps):
     def __init__(self, scenario: Scenario, lab: CheckpointingLab | None, toolstack: Toolstack, observer: Observer,
                  faults: FaultInjector, on_event: EventCallback | None, poll_s: float, shared_sr: str | None,
                  sleep: Callable[[float], None], accel: str = "", keep_going: bool = False):

@@ -23,6 +23,7 @@ from ..lab.contract import LabBackend, restore_ready, save_ready
 from ..lab.labs import only_running_lab, open_lab, resolve_lab
 from ..results import HostInventory, RunResults, ScenarioResult
 from ..waiting import Progress, quiet
+from .command_steps import shell_of
 from .model import Scenario, check_against_lab, load_scenario, resolve_scenario_path
 from .runner import EventCallback, run_scenario
 
@@ -46,6 +47,17 @@ class Plan:
 def plan_run(scenario_file: str, lab_ref: str | None = None, base_dirs: Sequence[Path] | None = None) -> Plan:
     """Validate everything and choose the lab; raises SpecError / XenlabError, starts nothing."""
     scenario = load_scenario(resolve_scenario_path(scenario_file))
+    lab, running = choose_lab(scenario, lab_ref, base_dirs)
+    problems = fit(scenario, lab)
+    if problems:
+        raise SpecError(scenario.path, problems)
+    return Plan(scenario, lab, running=running)
+
+
+def choose_lab(scenario: Scenario, lab_ref: str | None = None,
+               base_dirs: Sequence[Path] | None = None) -> tuple[LabBackend, bool]:
+    """The lab a run of `scenario` uses (`lab_ref`, else the scenario's, else the only one up),
+    attached if it is up, else built from its file (not started); and whether it is up."""
     ref = lab_ref or scenario.lab
     if ref is None:
         try:
@@ -53,11 +65,7 @@ def plan_run(scenario_file: str, lab_ref: str | None = None, base_dirs: Sequence
         except XenlabError as exc:
             raise XenlabError(f"{scenario.path} names no lab: choose one with --lab ({exc})") from None
     found = resolve_lab(ref, base_dirs, attach="first")
-    lab = open_lab(found)
-    problems = fit(scenario, lab)
-    if problems:
-        raise SpecError(scenario.path, problems)
-    return Plan(scenario, lab, running=found.running)
+    return open_lab(found), found.running
 
 
 def fit(scenario: Scenario, lab: LabBackend) -> list[Problem]:
@@ -94,6 +102,13 @@ def capability_problems(scenario: Scenario, lab: LabBackend) -> list[Problem]:
                           (f"guest {guest.name} sends heartbeats, but nothing collects them on {kind} lab "
                            f"{spec.name} (give its services node `ssh:` so xenlab runs its collector there, or "
                            "create the guest with `heartbeat: false`)")))
+    machines = set(spec.hosts) | ({spec.services.name} if spec.services is not None else set())
+    for loc, host in scenario.shell_uses():  # an unknown host is check_against_lab's to name
+        if host in machines and shell_of(lab, host) is None:
+            found.append((scenario.line_of(loc), (f"this step runs a command on {host}, but {kind} lab "
+                                                  f"{spec.name} has no shell there (capability: shell; "
+                                                  + ("a sim lab's hosts are xapi endpoints)" if kind == "sim" else
+                                                     "give the host `ssh:` in the lab file)"))))
     return sorted(found, key=lambda problem: (problem[0] is None, problem[0] or 0))  # in file order
 
 
