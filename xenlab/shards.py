@@ -99,8 +99,8 @@ class Shard:
 
     def describe(self) -> list[str]:
         """What the shard holds and its expected time, as the faces print it."""
-        lines = [f"shard {self.ref}: {len(self.groups)} group(s), {len(self.items)} item(s), "
-                 f"expected {format_seconds(self.seconds)}"]
+        lines = [(f"shard {self.ref}: {len(self.groups)} group(s), {len(self.items)} item(s), "
+                  f"expected {format_seconds(self.seconds)}")]
         for group in self.groups:
             sources = sorted({i.source for i in group.items})
             lines.append(f"  {group.name}: {len(group.items)} item(s), {format_seconds(group.seconds)} "

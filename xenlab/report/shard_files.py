@@ -87,11 +87,11 @@ def read_manifest(directory: Path) -> ShardManifest:
     path = Path(directory) / MANIFEST_NAME
     where = str(path)
     if not Path(directory).is_dir():
-        raise SpecError(str(directory), [(None, "is not a directory: give the directory a shard wrote its reports "
-                                                "into (pytest --xenlab-report DIR, xenlab qualify --out DIR)")])
+        raise SpecError(str(directory), [(None, ("is not a directory: give the directory a shard wrote its reports "
+                                                 "into (pytest --xenlab-report DIR, xenlab qualify --out DIR)"))])
     if not path.is_file():
-        raise SpecError(where, [(None, "no shard manifest: this directory was not written by a shard "
-                                       "(pytest --xenlab-shard K/N --xenlab-report DIR, or xenlab qualify --shard K/N)")])
+        raise SpecError(where, [(None, ("no shard manifest: this directory was not written by a shard (pytest "
+                                        "--xenlab-shard K/N --xenlab-report DIR, or xenlab qualify --shard K/N)"))])
     raw = path.read_bytes()[: MAX_MANIFEST_BYTES + 1]
     if len(raw) > MAX_MANIFEST_BYTES:
         raise SpecError(where, [(None, f"larger than {MAX_MANIFEST_BYTES // 2**20} MiB: not a shard manifest")])
