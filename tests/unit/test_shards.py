@@ -202,3 +202,37 @@ def test_a_merged_run_of_several_labs_stores_each_labs_figures_under_its_lab():
     assert {r[0] for r in rows if r[1] == "other"} == {"xen-pool2-uefi-e1000"}
     assert ("xen-pool2", "(bring-up)", "ready", "s", 52.3) in rows
     assert all(r[0] for r in rows)  # no figure under a lab of no name
+
+
+def matrix_shard(tmp_path, index: int, rows: list[tuple[str, str]], count: int = 2, order=("c1", "c2", "c3")):
+    from xenlab.qualify.matrix_run import MatrixReport, MatrixRow, write_matrix_report
+
+    directory = tmp_path / f"matrix{index}"
+    report = MatrixReport(profile="quick", matrix="m", axes={"nic": ["virtio"]}, started_at=T0, ended_at=T0 + 60,
+                          rows=[MatrixRow(name=n, hardware={"nic": "virtio"}, verdict=v, seconds=480.0)
+                                for n, v in rows])
+    write_matrix_report(report, directory)
+    (directory / rows[0][0]).mkdir(exist_ok=True)
+    (directory / rows[0][0] / "qualification.html").write_text("<html></html>")
+    manifest = ShardManifest(kind="matrix", run_id="m-1", index=index, count=count, machine=f"box{index}",
+                             items=[n for n, _ in rows], plan_order=list(order))
+    finish_manifest(manifest, directory, 0, dict(rows))
+    return directory
+
+
+def test_a_matrix_merge_puts_every_combination_in_one_table_naming_where_it_ran(tmp_path):
+    one = matrix_shard(tmp_path, 1, [("c1", "passed"), ("c3", "failed")])
+    two = matrix_shard(tmp_path, 2, [("c2", "passed")])
+    out = tmp_path / "merged"
+    done = CliRunner().invoke(main, ["report", "merge", str(one), str(two), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    merged = json.loads((out / "matrix.json").read_text())
+    assert [(r["name"], r["verdict"], r["shard"], r["machine"]) for r in merged["rows"]] == [
+        ("c1", "passed", "1/2", "box1"), ("c2", "passed", "2/2", "box2"), ("c3", "failed", "1/2", "box1")]
+    assert (out / "c1" / "qualification.html").is_file()  # each combination's own report beside the table
+    assert "box2" in (out / "matrix.html").read_text() and (out / "junit.xml").is_file()
+    # a shard that never came: its combinations are rows that say so, and the merge exits 1
+    alone = CliRunner().invoke(main, ["report", "merge", str(one), "--out", str(tmp_path / "alone")])
+    assert alone.exit_code == 1
+    rows = json.loads((tmp_path / "alone" / "matrix.json").read_text())["rows"]
+    assert [(r["name"], r["verdict"]) for r in rows] == [("c1", "passed"), ("c2", "not_run"), ("c3", "failed")]
