@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def identity(run_id: str | None, machine: str | None, fallback_run_id: str) -> t
     """(run id, machine): given, else $XENLAB_RUN_ID / $XENLAB_MACHINE, else the plan's digest
     and this machine's host name."""
     run = run_id or os.environ.get(RUN_ID_ENV) or fallback_run_id
-    host = machine or os.environ.get(MACHINE_ENV) or socket.gethostname().split(".")[0] or "localhost"
+    own = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")[:128]
+    host = machine or os.environ.get(MACHINE_ENV) or own or "localhost"
     return check_run_id(run), check_machine(host)
 
 
