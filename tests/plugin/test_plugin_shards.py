@@ -88,7 +88,7 @@ def test_two_shards_merged_equal_the_whole_run(tmp_path):
     history = str(tmp_path / "no-history.sqlite")  # the plan from declared and default times, as on a first night
     for k in (1, 2):
         shard = child(project, tmp_path, "-m", "pytest", "-p", "no:cacheprovider", "--xenlab-shard", f"{k}/2",
-                      "--xenlab-run-id", "night-1", "--xenlab-machine", f"runner{k}", "--xenlab-history", history,
+                      "--xenlab-run-id", "night-1", "--xenlab-machine", f"runner{k}", f"--xenlab-history={history}",
                       "--xenlab-report", f"shard{k}")
         assert shard.returncode in (0, 1), shard.stdout + shard.stderr
         assert f"shard {k}/2:" in shard.stdout and "expected" in shard.stdout
@@ -120,6 +120,16 @@ def test_two_shards_merged_equal_the_whole_run(tmp_path):
                 assert ran_on[name] == (f"{m['index']}/2", m["machine"])
     html = (out / "report.html").read_text()
     assert "Shards (run night-1)" in html and "runner2" in html
+
+    # the merged whole goes into the history once, and the next night's plan takes its times from there
+    db = str(tmp_path / "history.sqlite")
+    added = child(project, tmp_path, "-m", "xenlab.cli", "history", "add", "merged/results.json", "--db", db)
+    assert added.returncode == 0 and "stored run" in added.stdout, added.stdout + added.stderr
+    next_night = child(project, tmp_path, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                       "--xenlab-shard", "1/1", f"--xenlab-history={db}")
+    assert next_night.returncode == 0, next_night.stdout + next_night.stderr
+    lab_lines = [line for line in next_night.stdout.splitlines() if line.startswith("  lab ")]
+    assert len(lab_lines) == 2 and all(line.endswith("(history)") for line in lab_lines), next_night.stdout
 
     again = child(project, tmp_path, "-m", "xenlab.cli", "report", "merge", "shard1", "shard2", "shard1",
                   "--out", "twice")
