@@ -632,12 +632,12 @@ from .cli_cache import cache as _cache
 from .cli_cache import images as _images
 from .cli_qualify import qualify as _qualify  # added here so `python -m xenlab.cli qualify` has it too
 from .cli_report import history as _history
-from .cli_report import report_command as _report_command
+from .cli_shard import report_group as _report_group  # `report RESULTS` and `report merge`
 
 main.add_command(_qualify)
 main.add_command(_images)
 main.add_command(_cache)
-main.add_command(_report_command)
+main.add_command(_report_group)
 main.add_command(_history)
 
 if __name__ == "__main__":

@@ -130,3 +130,31 @@ def cache_prune(max_gb: float | None, lab_name: str | None) -> None:
     removed += states.prune(None if max_gb is None else int(max_gb * (1 << 30)))
     removed += ImageCache().prune()
     console.print(f"removed {len(removed)} cache entries" + "".join(f"\n  {escape(str(p))}" for p in removed))
+
+
+@cache.command("key")
+@click.argument("what", type=click.Choice(["images", "labs"]))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--matrix", "matrices", multiple=True, type=click.Path(dir_okay=False),
+              help="with `labs`: every combination of this hardware matrix file too")
+def cache_key(what: str, files: tuple[str, ...], matrices: tuple[str, ...]) -> None:
+    """The key a CI cache keeps xenlab's caches under (docs/ci.md): `images` (the golden images,
+    $XENLAB_CACHE), `labs LAB_FILE... [--matrix F]` (those labs' warm states, $XENLAB_LAB_CACHE)."""
+    from .errors import InvalidInput
+    from .images import ImageCache
+
+    images_key = ImageCache().key()
+    if what == "images":
+        if files or matrices:
+            raise InvalidInput("`xenlab cache key images` takes no files: the images' key is every recipe's")
+        out.print(images_key, markup=False)
+        return
+    from .lab.warm import archive_key
+    from .matrix import load_matrix
+    from .spec import load_lab
+
+    if not files and not matrices:
+        raise InvalidInput("`xenlab cache key labs` needs the lab files (or --matrix files) whose states to keep")
+    specs = [load_lab(f) for f in files]
+    specs += [c.spec for m in matrices for c in load_matrix(m).combinations]
+    out.print(archive_key(specs, images_key), markup=False)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from .errors import SpecError
 from .hardware import CPU_MODEL_PATTERN, DiskBus, Firmware, Hardware, NicModel
 from .lab.resources import HOST_RESERVE_MIB, needed_mib, needed_vcpus
 from .plan import plan_lab
+from .shards import PlanItem
 from .spec import NAME_PATTERN, LabSpec, Name, check_lab_document, resolve_path
 from .validation import StrictModel, validate_document
 from .yamlfile import LocatedDocument, load_located, parse_located
@@ -69,6 +71,8 @@ class MatrixSpec(StrictModel):
     lab: str = Field(min_length=1, max_length=400, description="the base lab file (relative to this file)")
     prefix: Name | None = Field(None, description="combination names start with this (default: the lab's name)")
     axes: MatrixAxes
+    estimate_minutes: float | None = Field(None, gt=0, le=10000, description=(
+        "expected minutes per combination, for `xenlab qualify --shard` while the history has none"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class MatrixPlan:
     too_big: tuple[str, ...]  # labs that do not fit even alone
     available_mib: int | None
     cores: int | None = None
+    estimate_s: float | None = None  # the file's declared time per combination (estimate_minutes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -202,8 +207,34 @@ def _plan(doc: LocatedDocument, available_mib: int | None, cores: int | None = N
     order = [a for a in (doc.data.get("axes") or {}) if a in AXES]
     combos = expand(matrix, order, base, doc)
     grouped, too_big = waves(combos, available_mib, cores)
+    estimate = matrix.estimate_minutes * 60 if matrix.estimate_minutes is not None else None
     return MatrixPlan(matrix.name, {a: list(getattr(matrix.axes, a)) for a in order}, tuple(combos),
-                      tuple(tuple(w) for w in grouped), tuple(too_big), available_mib, cores)
+                      tuple(tuple(w) for w in grouped), tuple(too_big), available_mib, cores, estimate)
+
+
+DEFAULT_COMBINATION_S = 600.0  # a combination's qualification when neither history nor the file says
+
+
+def plan_items(plan: MatrixPlan, seen: Callable[[str], float | None]) -> list[PlanItem]:
+    """The matrix's combinations as shard plan items, each its own group (a lab of its own):
+    `seen(name)` is its earlier runs' time (history), else the file's estimate, else a default."""
+    items = []
+    for combination in plan.combinations:
+        earlier = seen(combination.name)
+        if earlier is not None:
+            items.append(PlanItem(combination.name, combination.name, earlier, "history"))
+        elif plan.estimate_s is not None:
+            items.append(PlanItem(combination.name, combination.name, plan.estimate_s, "declared"))
+        else:
+            items.append(PlanItem(combination.name, combination.name, DEFAULT_COMBINATION_S, "default"))
+    return items
+
+
+def restrict(plan: MatrixPlan, names: list[str]) -> MatrixPlan:
+    """The plan of only these combinations (a shard's), in waves for this machine again."""
+    chosen = [c for c in plan.combinations if c.name in set(names)]
+    grouped, too_big = waves(chosen, plan.available_mib, plan.cores)
+    return replace(plan, combinations=tuple(chosen), waves=tuple(tuple(w) for w in grouped), too_big=tuple(too_big))
 
 
 def load_matrix(path: str | Path, available_mib: int | None = None, cores: int | None = None) -> MatrixPlan:

@@ -40,6 +40,7 @@ from .results import RunResults
 MARKERS = (
     "lab(name_or_file): run this test on that lab (a name under labs/ or a lab file); wins over --lab",
     "isolated: restore the lab's `ready` checkpoint (saved right after bring-up) before this test",
+    "estimate(seconds): this test's expected time, for --xenlab-shard when the history has none",
 )
 
 
@@ -59,6 +60,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--xenlab-allow-unmeasured", dest="xenlab_allow_unmeasured", action="store_true",
                     help="a scenario that could not measure something this lab cannot measure is skipped with the "
                          "reason, not failed (it is never passed either way)")
+    group.addoption("--xenlab-shard", dest="xenlab_shard", metavar="K/N",
+                    help="run shard K of N: whole labs per shard, balanced by earlier runs' durations (docs/ci.md)")
+    group.addoption("--xenlab-run-id", dest="xenlab_run_id", metavar="ID",
+                    help="the id the shards of one run share (default: $XENLAB_RUN_ID, else the plan's digest)")
+    group.addoption("--xenlab-machine", dest="xenlab_machine", metavar="NAME",
+                    help="this machine's name in the merged report (default: $XENLAB_MACHINE, else the host name)")
+    group.addoption("--xenlab-history", dest="xenlab_history", metavar="DB",
+                    help="history database whose durations balance the shards (default: xenlab history's)")
+    parser.addini("xenlab_lab_fixtures", "fixtures holding a lab their tests share (--xenlab-shard keeps those "
+                  "tests on one shard)", type="linelist", default=[])
     parser.addini("xenlab_default_lab", "lab for tests that neither are marked nor get --lab", default=DEFAULT_LAB)
     parser.addini("xenlab_up_timeout", "seconds a lab may take to come up", default="900")
 
@@ -86,6 +97,7 @@ class XenlabSession:
         self.written: list[Path] = []
         self.artifacts_collected: set[str] = set()
         self.started = time.monotonic()
+        self.shard = None  # this machine's part of a sharded run (fixtures/sharding.ShardRun)
 
     # -- lab choice --------------------------------------------------------------------
     def choice_for(self, marker_args: tuple | None) -> LabChoice:
@@ -203,6 +215,7 @@ class XenlabSession:
         produced = self.results()
         for name, results in produced:
             stem = "" if (len(produced) == 1 and self.worker is None) else f"-{name or 'no-lab'}"
+            results = self.shard.stamp(results) if self.shard is not None else results
             self.written.append(results.write(self.report_dir / f"results{stem}.json"))
             try:
                 self.written.append(write_reports(results, self.report_dir, stem=f"report{stem}").html)
@@ -238,6 +251,8 @@ def pytest_configure(config: pytest.Config) -> None:
         session.report_dir.mkdir(parents=True, exist_ok=True)
         if not config.option.xmlpath and session.worker is None:
             config.option.xmlpath = str(session.report_dir / "junit.xml")
+    if config.option.xenlab_shard and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("--xenlab-shard gives this machine its part of the run: do not combine it with -n")
     if config.option.xenlab_lab:
         try:  # a bad --lab is a usage error, reported before anything is collected
             session.choice_for(None)
@@ -270,13 +285,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests by lab (stable within a lab) so each lab boots once, then goes."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests by lab (stable within a lab) so each lab boots once, then goes; with
+    --xenlab-shard keep this machine's shard (fixtures/sharding.py)."""
     order: dict[LabChoice | None, int] = {}
     for item in items:
         order.setdefault(lab_choice_of(item), len(order))
     if len([c for c in order if c is not None]) > 1:
         items.sort(key=lambda item: order[lab_choice_of(item)])
+    if config.option.xenlab_shard:
+        from .fixtures.sharding import select_shard
+
+        state = xenlab_session(config)
+        state.shard = select_shard(config, items, lab_choice_of, state.report_dir)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -287,7 +308,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         path, line, _ = item.reportinfo()
         report.outcome = "skipped"
         report.longrepr = (str(path), (line or 0) + 1, f"Skipped: {call.excinfo.value}")
-    xenlab_session(item.config).on_report(item, report)
+    state = xenlab_session(item.config)
+    state.on_report(item, report)
+    if state.shard is not None:
+        state.shard.on_report(report)
     return report
 
 
@@ -299,6 +323,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for choice in list(state.handles):  # labs whose fixture teardown never ran (interrupted)
         state.close_lab(choice)
     state.write_results()
+    if state.shard is not None:
+        state.shard.finish(int(session.exitstatus))
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

@@ -150,6 +150,9 @@ class ScenarioResult(ResultModel):
     steps: list[StepResult] = Field(default_factory=list)
     summary: dict[str, Figure] = Field(default_factory=dict)  # e.g. downtime_p50, downtime_max
     series: dict[str, list[float]] = Field(default_factory=dict)  # e.g. all downtimes, for plots
+    # A sharded run (xenlab/shards.py): the machine and the shard ("2/3") this scenario ran on.
+    machine: str = Field("", max_length=128)
+    shard: str = Field("", max_length=16)
 
     def figure_names(self) -> list[str]:
         """Every figure name in the scenario (its steps, their substeps, its summary), once, in order."""
@@ -190,6 +193,16 @@ class HostInventory(ResultModel):
     hardware: dict[str, str | None] = Field(default_factory=dict)
 
 
+class ShardRecord(ResultModel):
+    """One shard of a sharded run, as it wrote itself down or as `xenlab report merge` found it."""
+
+    shard: str = Field(max_length=16)  # "2/3"
+    machine: str = Field("", max_length=128)
+    status: Literal["reported", "missing", "failed"] = "reported"  # failed: it broke off or lost items
+    reason: str = ""
+    items: int = 0  # the items the shard's plan gave it
+
+
 class RunResults(ResultModel):
     schema_: str = Field(SCHEMA, alias="schema")
     xenlab_version: str = __version__
@@ -199,6 +212,11 @@ class RunResults(ResultModel):
     scenarios: list[ScenarioResult] = Field(default_factory=list)
     inventory: list[HostInventory] = Field(default_factory=list)
     bringup: dict[str, dict[str, float]] = Field(default_factory=dict)  # host -> stage -> seconds
+    # A sharded run: the id its shards share, and its shards (a shard's own results: itself;
+    # merged results: every shard, those missing or broken off too). Several labs merged:
+    # `bringup` and `inventory` name hosts LAB/HOST.
+    run_id: str = Field("", max_length=128)
+    shards: list[ShardRecord] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -21,7 +21,8 @@ from xenlab.results import RunResults
 # bring-up); the three at once failed twice that day (dom0 starved: see the scenario file).
 # PV guests run in every other e2e test on every CI run.
 pytestmark = [pytest.mark.e2e, pytest.mark.nightly(
-    reason="PV, HVM and PVH guests one after another on nested TCG hosts: 13-15 min, passed twice (2026-12-04)")]
+    reason="PV, HVM and PVH guests one after another on nested TCG hosts: 13-15 min, passed twice (2026-12-04)"),
+    pytest.mark.estimate(14 * 60)]  # for --xenlab-shard while the history has none
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -20,7 +20,8 @@ from xenlab.qualify.model import QualifyReport
 # (a real power cycle 163 s, PV lifecycle 264 s, one live migration 292 s, storage 115 s) and
 # passed; with it every CI run went past the 90-minute limit, so it runs nightly.
 pytestmark = [pytest.mark.e2e, pytest.mark.nightly(
-    reason="the quick qualification suite takes about 16 minutes under TCG (passed in CI 2026-12-02)")]
+    reason="the quick qualification suite takes about 16 minutes under TCG (passed in CI 2026-12-02)"),
+    pytest.mark.estimate(16 * 60)]  # for --xenlab-shard while the history has none
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_CHECKS = {"inventory", "boot", "network", "storage", "lifecycle", "migration", "failover", "stability"}
 

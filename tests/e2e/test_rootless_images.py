@@ -255,6 +255,7 @@ def test_root_builds_the_same_image_on_the_same_road(tmp_path):
 
 
 @pytest.mark.nightly(reason="builds the full debian-xen image without root: about 5 minutes on 2 cores")
+@pytest.mark.estimate(5 * 60)
 def test_an_ordinary_user_builds_the_xen_host_image(throwaway_users, private_cache, tmp_path):
     directory, said = _build(throwaway_users["builder"], "debian-xen", private_cache)
     check_progress(said)

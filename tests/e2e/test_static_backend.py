@@ -108,6 +108,7 @@ def test_pool_formation_through_the_static_backend(pool2, static_file, tmp_path)
 
 @pytest.mark.nightly(reason="host-failover through the static backend takes about 6 minutes (348 s in CI); "
                             "pool formation, the firewall partition and the BMC power cut run on every CI run")
+@pytest.mark.estimate(348)
 def test_host_failover_with_the_power_cut_over_ipmi(pool2, bmcs, static_file, tmp_path):
     log = pool2.run.root / "logs" / "bmc-h1.log"
     before = log.read_text()

@@ -15,12 +15,14 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xenlab"
 FLOORS = {
     "xenlab": 0, "xenlab.errors": 0, "xenlab.waiting": 0, "xenlab.yamlfile": 0, "xenlab.validation": 0,
     "xenlab.spec": 1, "xenlab.hardware": 1, "xenlab.results": 1, "xenlab.plan": 1, "xenlab.metrics": 1, "xenlab.sim": 1,
+    "xenlab.shards": 1,
     "xenlab.images": 2, "xenlab.report": 2,
     "xenlab.lab": 3, "xenlab.matrix": 3,
     "xenlab.toolstack": 4, "xenlab.faults": 4, "xenlab.observe": 4,
     "xenlab.drivers": 5,
     "xenlab.scenario": 6, "xenlab.qualify": 6, "xenlab.files": 6,
     "xenlab.fixtures": 7, "xenlab.pytest_plugin": 7, "xenlab.cli": 7, "xenlab.cli_cache": 7, "xenlab.cli_qualify": 7, "xenlab.cli_output": 7, "xenlab.cli_report": 7,
+    "xenlab.cli_shard": 7,
 }
 
 

@@ -149,6 +149,14 @@ class ImageCache:
         not listed here but by `stale_entries` (the cache is keyed by the current digest)."""
         return [(name, self.digest(name), self.lookup(name)) for name in sorted(self.recipes)]
 
+    def key(self) -> str:
+        """The key of this cache's contents as CI caches it (`xenlab cache key images`): every
+        recipe's digest, which names its cached image; a changed recipe is a new key."""
+        import hashlib
+
+        material = "\n".join(f"{name} {digest}" for name, digest, _ in self.list())
+        return "xenlab-images-" + hashlib.sha256(material.encode()).hexdigest()[:20]
+
     def stale_entries(self) -> list[Path]:
         """Cached images whose recipe changed or vanished (prune candidates)."""
         if not self.cache_dir.exists():

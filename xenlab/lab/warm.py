@@ -98,6 +98,18 @@ def warm_key(lab: Lab, choice: AccelChoice, built: dict[str, BuiltImage],
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def archive_key(specs: list, images_key: str) -> str:
+    """The key under which CI keeps the warm-state cache of these labs (`xenlab cache key labs`):
+    the images it rests on (their key), the lab specs, QEMU's version and the xenlab sources
+    `warm_key` reads. Coarser than `warm_key` (which also needs the built images' times, known
+    only once they exist): it picks which archive to restore; `Lab.up` still checks each
+    state's own key, so a state that no longer fits is booted anew, never served."""
+    sources = {name: hashlib.sha256((PACKAGE / name).read_bytes()).hexdigest() for name in BOOT_SOURCES}
+    material = {"format": WARM_FORMAT, "images": images_key, "qemu": qemu_version(), "sources": sources,
+                "labs": sorted((spec.model_dump(mode="json") for spec in specs), key=lambda d: d["name"])}
+    return "xenlab-labs-" + hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
+
+
 @dataclass(frozen=True)
 class WarmEntry:
     """One lab state in the cache."""

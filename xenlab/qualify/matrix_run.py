@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..errors import XenlabError
+from ..errors import SpecError, XenlabError
 from ..lab import Lab, running_labs
 from ..matrix import Combination, MatrixPlan
 from ..report.html import esc, outcome, page, table, when
@@ -43,6 +43,8 @@ class MatrixRow(QModel):
     key_figures: dict[str, str] = Field(default_factory=dict)  # "network throughput" -> "212 Mbit/s"
     report: str = ""  # the combination's own HTML report, relative to the matrix report
     seconds: float = 0.0
+    machine: str = ""  # a sharded run (`xenlab report merge`): the machine and shard ("2/3") it ran on
+    shard: str = ""
 
 
 class MatrixReport(QModel):
@@ -178,13 +180,16 @@ def render_matrix_html(report: MatrixReport) -> str:
     axes = list(report.axes)
     kinds = sorted({k for r in report.rows for k in r.checks}, key=lambda k: PHASE_ORDER.get(k, 99))
     figures = [f"{kind} {name}" for kind, name, _ in KEY_FIGURES]
+    sharded = any(r.shard for r in report.rows)
     headers = ["combination", *axes, "verdict", *kinds, *figures, "minutes", "report"]
+    headers += ["shard", "machine"] if sharded else []
     rows = []
     for r in report.rows:
         link = f'<a href="{esc(r.report)}">report</a>' if r.report else esc(r.reason)
         rows.append([esc(r.name), *(esc(r.hardware.get(a, "")) for a in axes), outcome(r.verdict),
                      *(outcome(r.checks[k]) if k in r.checks else "-" for k in kinds),
-                     *(esc(r.key_figures.get(f, "-")) for f in figures), f"{r.seconds / 60:.1f}", link])
+                     *(esc(r.key_figures.get(f, "-")) for f in figures), f"{r.seconds / 60:.1f}", link]
+                    + ([esc(r.shard), esc(r.machine)] if sharded else []))
     body = [
         f"<h1>Qualification over a hardware matrix: {esc(report.matrix)}</h1>",
         (f"<p>{esc(report.verdict)}. Profile {esc(report.profile)}; "
@@ -199,6 +204,42 @@ def render_matrix_html(report: MatrixReport) -> str:
     if reasons:
         body += ["<h2>Why a combination failed or did not run</h2>", "<ul>", *reasons, "</ul>"]
     return page(f"xenlab qualify matrix {report.matrix}", body)
+
+
+def merge_matrix_reports(shards: list[tuple[Path, str, str]], plan_order: list[str], out_dir: Path
+                         ) -> MatrixReport:
+    """The matrix report of a sharded run: each shard's (directory, "K/N", machine) rows, naming
+    where they ran, in the matrix's order; each combination's own report copied beside it; a
+    combination no shard reported is a `not_run` row saying so. Written to out_dir."""
+    import shutil
+
+    found: dict[str, MatrixRow] = {}
+    reports: list[MatrixReport] = []
+    for directory, label, machine in shards:
+        path = directory / "matrix.json"
+        if not path.is_file():
+            continue  # the merge names this shard as failed
+        try:
+            report = load_matrix_report(path)
+        except ValueError as exc:
+            raise SpecError(str(path), [(None, f"not a matrix report: {str(exc).splitlines()[0]}")]) from None
+        reports.append(report)
+        for row in report.rows:
+            found[row.name] = row.model_copy(update={"machine": machine, "shard": label})
+            own = directory / row.name
+            if own.is_dir() and (out_dir / row.name).resolve() != own.resolve():
+                shutil.copytree(own, out_dir / row.name, dirs_exist_ok=True)
+    rows = [found.get(name) or MatrixRow(name=name, hardware={}, verdict="not_run",
+                                         reason="no shard reported this combination (see the shards above)")
+            for name in plan_order]
+    rows += [row for name, row in found.items() if name not in plan_order]
+    first = reports[0] if reports else None
+    merged = MatrixReport(profile=first.profile if first else "?", matrix=first.matrix if first else "?",
+                          axes=first.axes if first else {},
+                          started_at=min((r.started_at for r in reports), default=time.time()),
+                          ended_at=max((r.ended_at for r in reports), default=time.time()), rows=rows)
+    write_matrix_report(merged, out_dir)
+    return merged
 
 
 def load_matrix_report(path: Path) -> MatrixReport:

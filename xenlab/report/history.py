@@ -107,6 +107,29 @@ class Trend:
         return bool(self.points) and self.latest.regression
 
 
+def lab_figures_of(results: RunResults) -> list[tuple[str, str, str, str, float]]:
+    """(lab, scenario, figure, unit, value) as stored: a scenario's figures under its own lab, so
+    a merged run of several labs (`xenlab report merge`) keeps each lab's metrics apart; its
+    hosts' bring-up stages come as LAB/HOST and go under that lab too."""
+    labs = {s.name: s.lab for s in results.scenarios}
+    merged = any("/" in host for host in results.bringup)
+    rows = []
+    for scenario, figure, unit, value in figures_of(results):
+        lab = labs.get(scenario) or results.lab
+        if scenario == BRINGUP and merged:
+            if "/" not in figure.split(".")[0]:
+                continue  # the whole run's "ready" mixes labs: each lab's own follows
+            lab, _, figure = figure.partition("/")
+        rows.append((lab, scenario, figure, unit, value))
+    if merged:
+        ready: dict[str, float] = {}
+        for host, stages in results.bringup.items():
+            lab = host.partition("/")[0] if "/" in host else results.lab
+            ready[lab] = max(ready.get(lab, 0.0), max(stages.values(), default=0.0))
+        rows += [(lab, BRINGUP, "ready", "s", value) for lab, value in ready.items() if math.isfinite(value)]
+    return rows
+
+
 def figures_of(results: RunResults) -> list[tuple[str, str, str, float]]:
     """(scenario, figure, unit, value) for every measured (finite) summary figure and bring-up stage."""
     rows = [(s.name, name, f.unit, float(f.value)) for s in results.scenarios for name, f in s.summary.items()
@@ -136,6 +159,21 @@ def judge(values: list[float], direction: Direction, window: int, threshold_pct:
         worse = change if direction == "lower" else -change
         judged.append((baseline, change, worse > threshold_pct))
     return judged
+
+
+@dataclass
+class Durations:
+    """Earlier runs' times: (lab, scenario or test name) -> seconds, and lab -> bring-up seconds."""
+
+    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    bringup: dict[str, float] = field(default_factory=dict)
+
+    def span_of(self, lab: str) -> float | None:
+        """A whole lab's run (its scenarios and bring-up), e.g. a matrix combination's qualification."""
+        mine = [v for (name, _), v in self.seconds.items() if name == lab]
+        if not mine and lab not in self.bringup:
+            return None
+        return sum(mine) + self.bringup.get(lab, 0.0)
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -226,13 +264,40 @@ class History:
             run_id = cursor.lastrowid
             self.db.executemany(
                 "INSERT INTO figures (run_id, lab, scenario, figure, unit, value) VALUES (?, ?, ?, ?, ?, ?)",
-                [(run_id, results.lab, *row) for row in figures_of(results)])
+                [(run_id, *row) for row in lab_figures_of(results)])
         return run_id, True
 
     def run_count(self) -> int:
         if self._db is None:
             return 0  # no history yet
         return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def durations(self, runs: int = 20) -> Durations:
+        """How long each scenario (or test) and each lab's bring-up took in the newest `runs`
+        runs: the median, for planning shards (`xenlab.shards`)."""
+        found = Durations()
+        if self._db is None:
+            return found  # no history yet
+        rows = self._db.execute("SELECT results FROM runs ORDER BY created_at DESC, id DESC LIMIT ?", (runs,))
+        seconds: dict[tuple[str, str], list[float]] = {}
+        bringups: dict[str, list[float]] = {}
+        for (text,) in rows:
+            try:
+                results = RunResults.model_validate_json(text)
+            except ValueError:
+                continue  # written by another version of xenlab: not a duration this one can read
+            for scenario in results.scenarios:
+                key = (scenario.lab or results.lab, scenario.name)
+                seconds.setdefault(key, []).append(max(0.0, scenario.ended_at - scenario.started_at))
+            ready: dict[str, float] = {}
+            for host, stages in results.bringup.items():
+                lab = host.partition("/")[0] if "/" in host else results.lab
+                ready[lab] = max(ready.get(lab, 0.0), max(stages.values(), default=0.0))
+            for lab, value in ready.items():
+                bringups.setdefault(lab, []).append(value)
+        found.seconds = {k: statistics.median(v) for k, v in seconds.items()}
+        found.bringup = {k: statistics.median(v) for k, v in bringups.items()}
+        return found
 
     def trends(self, window: int = 7, threshold_pct: float = 20.0) -> list[Trend]:
         """Every metric over its runs in time order, each value judged against its rolling baseline."""

@@ -253,7 +253,9 @@ def qualification_section(report: QualificationReport) -> str:
 def scenario_section(scenario: ScenarioResult) -> str:
     parts = [f"<section><h3>{esc(scenario.name)} {outcome(scenario.outcome)}</h3>",
              (f"<p class=\"small\">{esc(scenario.file)} · lab {esc(scenario.lab or '?')} · toolstack "
-              f"{esc(scenario.toolstack or '-')} · {scenario.ended_at - scenario.started_at:.1f} s</p>"),
+              f"{esc(scenario.toolstack or '-')} · {scenario.ended_at - scenario.started_at:.1f} s"
+              + (f" · shard {esc(scenario.shard)} on {esc(scenario.machine or '?')}" if scenario.shard else "")
+              + "</p>"),
              timeline_svg(scenario)]
     if scenario.summary:
         parts.append(table(["figure", "value"],
@@ -280,6 +282,18 @@ def scenario_section(scenario: ScenarioResult) -> str:
     return "".join(parts)
 
 
+def shards_section(results: RunResults) -> str:
+    """A sharded run's machines: which shard ran where, and every shard that is missing or broke off."""
+    broken = [r for r in results.shards if r.status != "reported"]
+    verdict = (f"<div class=\"verdict fail\">{len(broken)} of {len(results.shards)} shards missing or broken off: "
+               + esc(", ".join(f"{r.shard} ({r.status})" for r in broken)) + "</div>") if broken else ""
+    rows = [[esc(r.shard), esc(r.machine or "-"),
+             f"<span class=\"{'passed' if r.status == 'reported' else 'failed'}\">{esc(r.status)}</span>",
+             esc(r.items), esc(r.reason)] for r in results.shards]
+    return (f"<section><h2>Shards (run {esc(results.run_id or '?')})</h2>{verdict}"
+            + table(["shard", "machine", "status", "items", "why"], rows, {3}) + "</section>")
+
+
 def render_run_html(results: RunResults, qualification: QualificationReport | None = None) -> str:
     """The whole run on one page: verdict, bring-up, plots, scenario timelines, inventory."""
     title = f"xenlab run: lab {results.lab or '?'}"
@@ -293,6 +307,8 @@ def render_run_html(results: RunResults, qualification: QualificationReport | No
     if qualification is not None:
         status = "pass" if qualification.passed else "fail"
         body.append(f"<div class=\"verdict {status}\">{esc(qualification.verdict)}</div>")
+    if results.shards:
+        body.append(shards_section(results))
     body.append("<section><h2>Bring-up</h2>" + image(plots.bringup_plot(results.bringup), "bring-up stages per host"))
     if results.bringup:
         stages = sorted({st for v in results.bringup.values() for st in v}, key=lambda st: max(
@@ -308,9 +324,11 @@ def render_run_html(results: RunResults, qualification: QualificationReport | No
                 + "</section>")
     if results.scenarios:
         body.append("<h2>Scenarios</h2>")
-        body.append(table(["scenario", "outcome", "steps", "took (s)"],
+        sharded = any(s.shard for s in results.scenarios)
+        body.append(table(["scenario", "outcome", "steps", "took (s)"] + (["shard", "machine"] if sharded else []),
                           [[esc(s.name), outcome(s.outcome), esc(len(s.steps)), f"{s.ended_at - s.started_at:.1f}"]
-                           for s in results.scenarios], numeric={2, 3}))
+                           + ([esc(s.shard), esc(s.machine)] if sharded else []) for s in results.scenarios],
+                          numeric={2, 3}))
         body += [scenario_section(s) for s in results.scenarios]
     body.append(inventory_section(results.inventory))
     if qualification is not None:
