@@ -16,7 +16,6 @@ its disk, so its integrity is never measured (NotMeasurable, not a made-up "ok")
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import XenAPI

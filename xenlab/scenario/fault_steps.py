@@ -14,11 +14,11 @@ from dataclasses import asdict
 from typing import Any
 
 from ..errors import WaitTimeout
-from ..waiting import StopWaiting
 from ..lab.contract import FaultInjector, Observer
 from ..metrics import recovery_time
 from ..results import Figure, HeartbeatTimeline
 from ..toolstack.base import GuestSpec, Toolstack
+from ..waiting import StopWaiting
 from .failure import StepFailed
 from .measure import HISTORY_S, failover_figures, heartbeat_timeline, recovery_words, round_or_none
 from .model import HOST_LOSS_FAULTS, Condition, FaultStep, Step
