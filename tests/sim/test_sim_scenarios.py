@@ -60,22 +60,31 @@ def test_every_step_passes_but_what_a_simulator_cannot_measure(runs, name):
     assert failed == [], [result.steps[i].message for i in failed]
 
 
+SIMULATOR_CANNOT = ("has no bound for accelerator sim", "not measured on sim lab", "not measurable here")
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_the_scenario_passes(runs, name):
+def test_the_scenario_is_not_measured_only_where_a_simulator_cannot_measure(runs, name):
+    """A simulator has no tcg/kvm bound and reads no guest disk: those (and only those) are not
+    measured, and the scenario is reported so, never as passed (issue 26)."""
     result = runs(name)
-    assert result.outcome == "passed", [(s.name, s.message) for s in result.steps if s.outcome != "passed"]
+    unmeasured = [s for s in result.steps if s.outcome == "not_measured"]
+    assert result.outcome == ("not_measured" if unmeasured else "passed")
+    for step in unmeasured:
+        reasons = [part for part in step.message.split("; ") if part.startswith("not measured")]
+        assert reasons and all(any(why in r for why in SIMULATOR_CANNOT) for r in reasons), step.message
 
 
 def figures_of(result: ScenarioResult, title: str) -> dict[str, Figure]:
     (step,) = [s for s in result.steps if s.name == title]
-    assert step.outcome == "passed", step.message
+    assert step.outcome in ("passed", "not_measured"), step.message
     return step.figures
 
 
 def test_live_migration_downtime_is_the_modelled_switch_over(runs):
     result = runs("live-migration")
     (ping_pong,) = [s for s in result.steps if s.name == "ping-pong"]
-    assert ping_pong.outcome == "passed" and len(ping_pong.substeps) == 5
+    assert ping_pong.outcome in ("passed", "not_measured") and len(ping_pong.substeps) == 5
     for move in ping_pong.substeps:
         assert 0.2 <= move.figures["downtime"].value <= 0.3  # switchover_pause_s 0.2 plus heartbeat spacing
         assert move.figures["heartbeats_lost"].value == 0  # a paused guest misses beats, it loses none
@@ -85,7 +94,7 @@ def test_live_migration_downtime_is_the_modelled_switch_over(runs):
 def test_guest_types_reach_xapi_as_their_domain_types_and_pvh_fails_over(runs):
     result = runs("guest-types")
     created = {s.name: s for s in result.steps if s.kind == "create_vm"}
-    assert len(created) == 3 and all(s.outcome == "passed" for s in created.values())
+    assert len(created) == 3 and all(s.outcome in ("passed", "not_measured") for s in created.values())
     restart = figures_of(result, "the pool restarts vm-pvh on h1")
     assert 29 <= restart["detection"].value <= 31
     assert result.summary["migrations"].value == 3

@@ -196,7 +196,8 @@ def test_qualify_on_an_xcp_ng_rack_measures_what_xapi_and_the_bmcs_allow(served,
     for check in ("migration", "failover"):
         assert checks[check]["verdict"] == "not_run"
         assert "sends heartbeats, but nothing collects them" in checks[check]["reason"]
-    assert checks["lifecycle/pv"]["verdict"] == "passed"
+    # pause and save are not offered through this driver: not measured, never passed (issue 26)
+    assert checks["lifecycle/pv"]["verdict"] == "not_measured" and "pause" in checks["lifecycle/pv"]["reason"]
     inventory = json.loads((out / "qualification.json").read_text())["inventory"]
     assert inventory[0]["virt_caps"] == ["pv", "hvm"] and "hvm-3.0-x86_64" in inventory[0]["xen_caps"]
     for secret in secrets_of(served):
