@@ -30,11 +30,20 @@ import pytest
 
 from .errors import XenlabError
 from .fixtures.artifacts import artifact_dir_name, collect_failure_artifacts
-from .fixtures.recorders import FaultTracker, GuestFactory, MetricsRecorder, PhaseRecord, RecordedTest, raise_problems
+from .fixtures.recorders import (
+    FaultTracker,
+    GuestFactory,
+    MetricsRecorder,
+    PhaseRecord,
+    RecordedTest,
+    junit_line,
+    raise_problems,
+)
 from .fixtures.remote import close_testinfra_host, lab_testinfra_hosts
 from .fixtures.selection import DEFAULT_LAB, LabChoice, requested_ref, resolve_choice, spec_for_worker, worker_lab_name
 from .fixtures.session import LabHandle, LabPolicy, LabProvider, LabRecord
 from .lab.contract import Unsupported
+from .lab.verbs import HostStep, listening
 from .results import RunResults
 
 MARKERS = (
@@ -298,6 +307,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
         state = xenlab_session(config)
         state.shard = select_shard(config, items, lab_choice_of, state.report_dir)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Record every host verb the test calls (succeed, wait_for_unit, copy_to_host, ...) as a
+    nested step of the test: JUnit properties `host_step.N`, and substeps in results and HTML."""
+    if lab_choice_of(item) is None:
+        return (yield)
+    record = xenlab_session(item.config).record_of(item)
+
+    def on_step(step: HostStep) -> None:
+        record.host_steps.append(step)
+        item.user_properties.append((f"host_step.{len(record.host_steps)}", junit_line(step)))
+
+    with listening(on_step):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

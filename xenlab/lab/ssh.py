@@ -19,6 +19,7 @@ import paramiko
 
 from ..errors import CommandFailed, XenlabError
 from .contract import LabHost
+from .verbs import HostVerbs
 
 # paramiko logs every refused connection attempt with a traceback while a machine boots;
 # our waits report failures themselves, with context.
@@ -135,9 +136,10 @@ class SSHAccess:
         return result
 
 
-class RemoteShell(LabHost):
+class RemoteShell(HostVerbs, LabHost):
     """The verbs of a machine reached over SSH (its `ssh`), for QEMU lab hosts and real
-    hosts alike: run, succeed, fail, put, write_file, forget_connections."""
+    hosts alike: run, put, write_file, forget_connections, and the test verbs of
+    `HostVerbs` (succeed, fail, wait_until_succeeds, wait_for_unit, copy_to_host, ...)."""
 
     capabilities = frozenset({"shell"})
 
@@ -150,17 +152,6 @@ class RemoteShell(LabHost):
 
     def run(self, command: str, timeout: float = 60, input: bytes | None = None) -> CommandResult:
         return self.ssh.run(command, timeout=timeout, input=input)
-
-    def succeed(self, command: str, timeout: float = 60, input: bytes | None = None) -> str:
-        """Run `command` and return its stdout; raise CommandFailed (with output) otherwise."""
-        return self.ssh.run(command, timeout=timeout, check=True, input=input).stdout
-
-    def fail(self, command: str, timeout: float = 60) -> str:
-        """Run `command` expecting a non-zero exit; return its output."""
-        result = self.ssh.run(command, timeout=timeout)
-        if result.ok:
-            raise CommandFailed(self.name, command, 0, result.stdout, "expected a failure but it succeeded")
-        return result.stdout + result.stderr
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a local file to the machine (SFTP over the same SSH connection)."""

@@ -15,11 +15,11 @@ step is refused with its file and line; host names are checked against the lab
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema, field_validator, model_validator
 
+from ..lab.verbs import port_open_command, unit_active_command
 from ..spec import Name
 from ..validation import StrictModel
 from .expect import TIME_UNITS
@@ -178,10 +178,8 @@ class Until(StrictModel):
         if isinstance(t, CommandOn):
             return t.command
         if isinstance(t, UnitOn):
-            return f"systemctl is-active --quiet {shlex.quote(t.unit)}"
-        # a listening TCP socket (state 0A) on the port, IPv4 or IPv6: /proc needs no nc or ss
-        return (f"grep -qE '^ *[0-9]+: [0-9A-Fa-f]+:{t.port:04X} [0-9A-Fa-f]+:[0-9A-Fa-f]+ 0A ' "
-                "/proc/net/tcp /proc/net/tcp6 2>/dev/null")
+            return unit_active_command(t.unit)
+        return port_open_command(t.port)  # the same checks as the hosts' wait_for_unit / wait_for_open_port
 
     def describe(self) -> str:
         t = self.target
