@@ -64,6 +64,12 @@ def _pick_lab(ref: str | None) -> Lab:
     return running_lab(ref)
 
 
+def _acting_lab(ref: str | None):
+    from .lab.labs import acting_lab
+
+    return acting_lab(ref)
+
+
 lab_option = click.option("--lab", "lab_name", help="lab name (default: the only lab that is up)")
 
 
@@ -255,8 +261,9 @@ def remote_command(words: tuple[str, ...]) -> str:
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def ssh(lab_name: str | None, timeout: float, host: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND on HOST (an interactive shell without one); `xenlab ssh h1 -- CMD` works too."""
-    lab = _pick_lab(lab_name)
+    """Run COMMAND on HOST (an interactive shell without one); `xenlab ssh h1 -- CMD` works too.
+    A static lab's hosts (--lab FILE) are reached as its `ssh:` says."""
+    lab = _acting_lab(lab_name)
     machine = lab.host(host)
     if not command or command == ("--",):
         os.execvp("ssh", machine.ssh_argv())
@@ -273,8 +280,10 @@ def ssh(lab_name: str | None, timeout: float, host: str, command: tuple[str, ...
 @click.option("--lines", "-n", default=50, show_default=True, help="how many last lines")
 def console_(lab_name: str | None, host: str, follow: bool, lines: int) -> None:
     """The host's serial log: Xen and dom0 (or the services node's kernel and systemd)."""
-    lab = _pick_lab(lab_name)
+    lab = _acting_lab(lab_name)
     machine = lab.host(host)
+    if not machine.can("console"):
+        raise machine.unsupported("console")
     sys.stdout.write(machine.serial_tail(lines) + "\n")
     if follow:
         import select
@@ -295,10 +304,11 @@ def console_(lab_name: str | None, host: str, follow: bool, lines: int) -> None:
 @main.command()
 @lab_option
 @click.argument("host")
-@click.argument("action", type=click.Choice(["off", "on", "reset", "freeze", "thaw"]))
+@click.argument("action", type=click.Choice(["off", "on", "reset", "cycle", "freeze", "thaw"]))
 def power(lab_name: str | None, host: str, action: str) -> None:
-    """Power a host off (hard), on, reset it, freeze or thaw its vCPUs."""
-    lab = _pick_lab(lab_name)
+    """Power a host off (hard), on, reset it, freeze or thaw its vCPUs (a static lab's host:
+    off, on, reset, cycle through its BMC)."""
+    lab = _acting_lab(lab_name)
     lab.host(host).power(action)
     console.print(f"{host}: power {action} done")
 
@@ -309,8 +319,9 @@ def power(lab_name: str | None, host: str, action: str) -> None:
 @click.argument("network")
 @click.argument("state", type=click.Choice(["down", "up"]))
 def link(lab_name: str | None, host: str, network: str, state: str) -> None:
-    """Pull or plug the cable of HOST's NIC on NETWORK (carrier down/up)."""
-    lab = _pick_lab(lab_name)
+    """Pull or plug the cable of HOST's NIC on NETWORK (carrier down/up); refused, with the
+    reason, where xenlab controls no switch (a static lab)."""
+    lab = _acting_lab(lab_name)
     lab.host(host).link(network, state == "up")
     console.print(f"{host}: link {network} {state}")
 

@@ -129,11 +129,8 @@ def test_lab_testinfra_hosts_a_lab_without_shells_is_refused_naming_the_shell(tm
         assert lab.hosts[0].can("power") and not lab.hosts[0].can("shell")
 
 
-def test_testinfra_reaches_a_static_host_at_its_own_address_with_the_lab_files_key(machine, tmp_path):
-    """issue 26: a static host's testinfra Host pointed at root@127.0.0.1:22 with a key that did not exist."""
-    from xenlab.lab.static import StaticLab
-    from xenlab.spec import load_lab
-
+def rack_file(machine, tmp_path) -> Path:
+    """A static xl lab whose host and services node are the fake dom0's SSH server."""
     known = tmp_path / "known_hosts"
     known.write_text((machine.keys / "known_hosts").read_text())
     lab_file = tmp_path / "rack.yaml"
@@ -152,6 +149,15 @@ services:
   address: 192.168.50.2
   nfs_export: /srv/xenlab
 """)
+    return lab_file
+
+
+def test_testinfra_reaches_a_static_host_at_its_own_address_with_the_lab_files_key(machine, tmp_path):
+    """issue 26: a static host's testinfra Host pointed at root@127.0.0.1:22 with a key that did not exist."""
+    from xenlab.lab.static import StaticLab
+    from xenlab.spec import load_lab
+
+    lab_file = rack_file(machine, tmp_path)
     lab = StaticLab(load_lab(lab_file), str(lab_file))
     hosts = lab_testinfra_hosts(lab)
     try:
@@ -161,3 +167,25 @@ services:
     finally:
         for host in hosts.values():
             close_testinfra_host(host)
+
+
+def test_xenlab_ssh_console_power_and_link_on_a_static_lab(machine, tmp_path):
+    """issue 30: `xenlab ssh` reaches a real server as its lab file says; what xenlab cannot do
+    there (console, power without a BMC, a cable) is refused naming the capability and why."""
+    from click.testing import CliRunner
+
+    from xenlab.cli import main
+
+    lab_file = str(rack_file(machine, tmp_path))
+    ran = CliRunner().invoke(main, ["ssh", "--lab", lab_file, "h1", "xl", "info"])
+    assert ran.exit_code == 0 and ran.output == "xen-4.17 says: xl info\n", ran.output
+    assert machine.server.commands == ["xl info"]
+    for args, said in ((["console", "--lab", lab_file, "h1"], "h1 of lab rack has no console: xenlab does not read"),
+                       (["power", "--lab", lab_file, "h1", "off"], "h1 of lab rack has no power: the lab file gives "
+                                                                   "it no `ipmi:` BMC"),
+                       (["link", "--lab", lab_file, "h1", "pool", "down"], "h1 of lab rack has no link: xenlab "
+                                                                           "controls no switch port")):
+        refused = CliRunner().invoke(main, args)
+        assert refused.exit_code == 1 and said in " ".join(refused.output.split()), refused.output
+        assert "Traceback" not in refused.output
+    assert machine.server.commands == ["xl info"]  # nothing else was sent

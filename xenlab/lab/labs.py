@@ -102,6 +102,26 @@ def running_lab(ref: str | None) -> Lab:
     return attach_lab(resolve_lab(ref, attach="only").name if ref else only_running_lab())
 
 
+def acting_lab(ref: str | None) -> Lab | StaticLab:
+    """The lab whose hosts `xenlab ssh/console/power/link` act on: a running QEMU lab (by
+    name or file, or the only one up), or a static lab from its file (its hosts exist
+    whether or not xenlab ran anything: its SSH and BMCs are used as the file says). A
+    simulator lives inside the process that runs it, so no command reaches one from outside."""
+    if ref is None:
+        return running_lab(None)
+    found = resolve_lab(ref, attach="first")
+    if found.running:
+        return attach_lab(found.name)
+    if found.path is not None:
+        lab = make_lab(load_lab(found.path), found.path)
+        if isinstance(lab, StaticLab):
+            return lab
+        if isinstance(lab, SimLab):
+            raise XenlabError(f"lab {found.name} is a simulator: it runs inside `xenlab run` or pytest, and no "
+                              "command reaches its hosts from outside")
+    raise XenlabError(f"lab {found.name} is not up (`xenlab up {found.path or found.name}`)")
+
+
 def make_lab(spec: LabSpec, spec_path: str = "") -> LabBackend:
     """A lab object of the backend its spec names (nothing starts)."""
     if spec.backend == "sim":

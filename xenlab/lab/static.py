@@ -169,6 +169,19 @@ class StaticHost(RemoteShell):
     def ssh_port(self) -> int:
         return self._require_ssh().port
 
+    def ssh_argv(self, *command: str) -> list[str]:
+        """The system `ssh` client's command line to this host, with the lab file's key and its
+        known_hosts (an interactive shell for `xenlab ssh h1`)."""
+        if self.ssh_spec is None:
+            raise self.unsupported("shell")
+        spec = self.ssh_spec
+        if self.lab.known_hosts is None:
+            raise XenlabError(f"lab {self.lab.name} has no known_hosts file to pin {self.name}'s SSH key")
+        return ["ssh", "-i", str(resolve_path(spec.key_file, self.lab.base)), "-p", str(spec.port),
+                "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.lab.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes" if command else "BatchMode=no",
+                f"{spec.user}@{spec.host}", *command]
+
     def close(self) -> None:
         self.forget_connections()
 
@@ -196,6 +209,9 @@ class StaticHost(RemoteShell):
     def power(self, action: str) -> None:
         """off (the plug), on, reset (the button), cycle, through the host's BMC."""
         bmc = self._require_bmc()
+        if action not in ("off", "on", "reset", "cycle"):
+            raise XenlabError(f"a real server's BMC powers it off, on, reset or cycle, not {action!r} "
+                              "(freeze and thaw pause a QEMU host's vCPUs)")
         if action in ("off", "reset", "cycle"):
             self.forget_connections()
         bmc.request(action, wait=60 if action in ("on", "off") else 0)
