@@ -32,3 +32,23 @@ def test_the_verbs_on_a_real_xen_host(pool2, tmp_path):
     assert verbs == ["succeed", "fail", "wait_for_unit", "wait_for_open_port", "wait_until_succeeds",
                      "wait_for_console_text", "copy_to_host", "copy_from_host", "wait_for_open_port"]
     assert all(s.ok for s in steps[:-1]) and not steps[-1].ok
+
+
+def test_the_readmes_worked_example_passes_with_its_steps_in_junit(pool2, tmp_path):
+    """fixtures/test_xen_checks_example.py on the shared lab (attached with --reuse-lab):
+    each host verb it calls is a `host_step.N` property of the test in JUnit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    junit = tmp_path / "junit.xml"
+    run = subprocess.run([sys.executable, "-m", "pytest", "fixtures/test_xen_checks_example.py", "--reuse-lab",
+                          "--lab", pool2.name, "-p", "no:cacheprovider", "--junitxml", str(junit)], cwd=repo,
+                         env=dict(os.environ), capture_output=True, text=True, timeout=1200, check=False)
+    print(run.stdout[-4000:], run.stderr[-2000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    text = junit.read_text()
+    assert 'name="host_step.1"' in text and "h1: succeed xl info | grep xen_commandline" in text
+    assert "wait_for_unit xenconsoled.service" in text and "wait_until_succeeds grep -q" in text
