@@ -96,7 +96,8 @@ def test_installed_xenlab_runs_host_failover_on_the_sim_lab(installed):
     # (it said "passed all hold" and exited 0 before issue 26)
     assert run.returncode == 4, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr
-    assert "not measured" in run.stdout and "intact passed all hold" not in run.stdout
+    shown = run.stdout + run.stderr  # the timeline and verdict go to stderr, the figures to stdout
+    assert "scenario host-failover not measured" in shown and "intact passed all hold" not in shown
     results = json.loads((work / "r.json").read_text())
     assert results["schema"].startswith("xenlab.results/")
     assert [(sc["name"], sc["lab"], sc["toolstack"], sc["outcome"]) for sc in results["scenarios"]] == [
