@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xenlab.drivers import toolstack_for
 from xenlab.metrics import summarize
 from xenlab.scenario.session import execute, plan_run, start
+from xenlab.toolstack.xl import migrate_command
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def raw_migrate(lab, source: str, vm: str, destination_address: str) -> float:
-    argv = lab.host(source).ssh_argv(f"xl migrate {vm} {destination_address}")
+    argv = lab.host(source).ssh_argv(migrate_command(vm, destination_address))  # the pool's own SSH transport
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     seconds = time.monotonic() - started

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "xenlab"
 FLOORS = {
     "xenlab": 0, "xenlab.errors": 0, "xenlab.waiting": 0, "xenlab.yamlfile": 0, "xenlab.validation": 0,
     "xenlab.spec": 1, "xenlab.hardware": 1, "xenlab.results": 1, "xenlab.plan": 1, "xenlab.metrics": 1, "xenlab.sim": 1,
-    "xenlab.shards": 1,
+    "xenlab.shards": 1, "xenlab.migration_profile": 1,
     "xenlab.images": 2, "xenlab.report": 2,
     "xenlab.lab": 3, "xenlab.matrix": 3,
     "xenlab.toolstack": 4, "xenlab.faults": 4, "xenlab.observe": 4,
