@@ -180,11 +180,10 @@ def test_xenlab_ssh_console_power_and_link_on_a_static_lab(machine, tmp_path):
     ran = CliRunner().invoke(main, ["ssh", "--lab", lab_file, "h1", "xl", "info"])
     assert ran.exit_code == 0 and ran.output == "xen-4.17 says: xl info\n", ran.output
     assert machine.server.commands == ["xl info"]
-    for args, said in ((["console", "--lab", lab_file, "h1"], "h1 of lab rack has no console: xenlab does not read"),
-                       (["power", "--lab", lab_file, "h1", "off"], "h1 of lab rack has no power: the lab file gives "
-                                                                   "it no `ipmi:` BMC"),
-                       (["link", "--lab", lab_file, "h1", "pool", "down"], "h1 of lab rack has no link: xenlab "
-                                                                           "controls no switch port")):
+    refusals = ((["console", "--lab", lab_file, "h1"], "h1 of lab rack has no console: xenlab does not read"),
+                (["power", "--lab", lab_file, "h1", "off"], "h1 of lab rack has no power: the lab file gives it no"),
+                (["link", "--lab", lab_file, "h1", "pool", "down"], "h1 of lab rack has no link: xenlab controls no"))
+    for args, said in refusals:
         refused = CliRunner().invoke(main, args)
         assert refused.exit_code == 1 and said in " ".join(refused.output.split()), refused.output
         assert "Traceback" not in refused.output
