@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..calls import Ctx
-from ..hosts import VM_OP_STATES, GiB, SimHost
+from ..hosts import SNAPSHOT_OPS, VM_OP_STATES, GiB, SimHost, template_allows
 from ..model import ApiError
 
 LOWER = {"Halted": "halted", "Paused": "paused", "Running": "running", "Suspended": "suspended"}
@@ -17,12 +17,12 @@ SR_TYPES = {"nfs", "ext", "lvm", "lvmoiscsi", "lvmohba", "iso", "udev", "smb", "
 SHARED_SR_TYPES = {"nfs", "lvmoiscsi", "lvmohba", "iso", "smb"}
 
 
-
-
-
 def vm_op_check(ctx: Ctx, vm: str, op: str) -> dict[str, Any]:
+    """xapi_vm_lifecycle's checks, in its order: snapshot, template, control domain, power state, blocked."""
     rec = ctx.db.get(vm, "VM")
-    if rec["is_a_template"] and op not in ("clone", "copy", "provision", "destroy", "revert"):
+    if rec["is_a_snapshot"] and op not in SNAPSHOT_OPS:
+        raise ApiError("VM_IS_SNAPSHOT", vm, op)
+    if rec["is_a_template"] and not rec["is_a_snapshot"] and not template_allows(rec, op):
         raise ApiError("VM_IS_TEMPLATE", vm, op)
     if rec["is_control_domain"] and op not in ("clean_reboot", "clean_shutdown", "hard_reboot", "hard_shutdown"):
         raise ApiError("OPERATION_NOT_ALLOWED", f"Operation {op} not allowed on a control domain")

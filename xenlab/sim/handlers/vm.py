@@ -10,7 +10,7 @@ from ..calls import Ctx, Handlers
 from ..generic import ctor_fields
 from ..model import NULL_REF, ApiError, new_uuid
 from .common import ALLOWED_STATES, LOWER, assert_contact, host_of, migrate_duration, vm_duration, vm_op_check
-from .storage import _clone_vdi, _sr_alloc
+from .storage import _clone_vdi, _sr_alloc, vdi_destroy
 
 HANDLERS = Handlers("vm")
 
@@ -49,18 +49,22 @@ def vm_destroy(ctx: Ctx, vm: str) -> None:
         raise ApiError("OPERATION_NOT_ALLOWED", "Cannot destroy a control domain")
     if rec["power_state"] not in ALLOWED_STATES["destroy"]:
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted, suspended", LOWER[rec["power_state"]])
+    vm_op_check(ctx, vm, "destroy")
     for vbd in list(rec["VBDs"]):
         db.destroy(vbd)
     for vif in list(rec["VIFs"]):
         db.destroy(vif)
     if db.exists(rec["metrics"]):
         db.destroy(rec["metrics"])
+    ctx.dep.delete_guest_metrics(db, vm)
     db.destroy(vm)
 
 
 def _copy_vm(
-    ctx: Ctx, vm: str, new_name: str, sr: str | None, full: bool, vbds: list[str] | None = None, vdi_fn=None
+    ctx: Ctx, vm: str, new_name: str, sr: str | None, full: bool, vbds: list[str] | None = None, vdi_fn=None,
+    snapshot: bool = False,
 ) -> str:
+    """xapi's copy_vm_record (xapi_vm_clone.ml): a new top-level VM with a copy of the record."""
     dep, db = ctx.dep, ctx.db
     rec = copy.deepcopy(db.get(vm, "VM"))
     skip = {
@@ -84,11 +88,24 @@ def _copy_vm(
         "blobs",
         "snapshot_of",
         "parent",
+        "suspend_VDI",
     }
     fields = {k: v for k, v in rec.items() if k not in skip}
     metrics = db.create("VM_metrics", install_time=dep.now(), last_updated=dep.now())
-    fields.update(name_label=new_name, metrics=metrics, power_state="Halted", domid=-1, is_default_template=False)
-    new = db.create("VM", **fields, parent=vm if not full else NULL_REF)
+    fields.update(
+        name_label=new_name,
+        metrics=metrics,
+        guest_metrics=dep.copy_guest_metrics(db, vm),
+        power_state="Halted",
+        domid=-1,
+        is_default_template=False,
+        other_config=clone_other_config(rec, snapshot),
+        ha_always_run=False,
+        start_delay=0,
+        shutdown_delay=0,
+        order=0,
+    )
+    new = db.create("VM", **{k: v for k, v in fields.items() if k in ctx.dm.cls("VM").fields})
     dep.update_overhead(db, new)
     for vbd in rec["VBDs"] if vbds is None else vbds:
         v = copy.deepcopy(db.get(vbd, "VBD"))
@@ -100,6 +117,8 @@ def _copy_vm(
             for k, x in v.items()
             if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
         }
+        if v["type"] == "Disk":  # CA-58405: the new VM owns its cloned disks
+            keep["other_config"] = {"owner": "", **keep["other_config"]}
         db.create("VBD", VM=new, VDI=vdi, currently_attached=False, **keep)
     for vif in rec["VIFs"]:
         v = copy.deepcopy(db.get(vif, "VIF"))
@@ -109,10 +128,23 @@ def _copy_vm(
             if k not in ("uuid", "VM", "currently_attached", "current_operations", "MAC", "metrics")
         }
         u = new_uuid().replace("-", "")
-        db.create(
-            "VIF", VM=new, MAC="02:" + ":".join(u[i : i + 2] for i in range(0, 10, 2)), currently_attached=False, **keep
-        )
+        mac = v["MAC"] if snapshot else "02:" + ":".join(u[i : i + 2] for i in range(0, 10, 2))
+        db.create("VIF", VM=new, MAC=mac, currently_attached=False, **keep)
     return new
+
+
+def clone_other_config(rec: dict[str, Any], snapshot: bool) -> dict[str, str]:
+    """What xapi's copy_vm_record writes into the new VM's other_config: a fresh mac_seed (snapshots
+    keep theirs), no default_template or xensource_internal, and the template's name as
+    base_template_name when a template is cloned (unless already recorded)."""
+    oc = dict(rec["other_config"])
+    if not snapshot:
+        oc["mac_seed"] = new_uuid()
+    for key in ("default_template", "xensource_internal"):
+        oc.pop(key, None)
+    if rec["is_a_template"] and "base_template_name" not in oc:
+        oc["base_template_name"] = rec["name_label"]
+    return oc
 
 
 @HANDLERS.api("VM.clone", duration=2.0)
@@ -131,51 +163,79 @@ def vm_copy(ctx: Ctx, vm: str, new_name: str, sr: str) -> str:
 
 @HANDLERS.api("VM.provision", duration=2.0)
 def vm_provision(ctx: Ctx, vm: str) -> None:
-    dep, db = ctx.dep, ctx.db
+    """xapi's Xapi_vm.provision: the VM stops being a template first, then the disks its
+    other_config:disks asks for are made (each <disk sr> must be an SR's UUID), then the
+    install keys go.  A failure destroys the disks made so far; the VM stays a non-template."""
+    db = ctx.db
     rec = vm_op_check(ctx, vm, "provision")
+    set_is_a_template(ctx, vm, False)
     spec = rec["other_config"].get("disks")
-    if not spec:
+    if not spec and "postinstall" not in rec["other_config"]:
         return
     try:
-        root = ET.fromstring(spec)
-    except ET.ParseError:
-        raise ApiError("INVALID_VALUE", "disks", spec) from None
-    default_sr = dep.pool(db)["default_SR"]
-    for d in root.findall("disk"):
-        sr_uuid = d.get("sr", "")
-        sr = db.by_uuid("SR", sr_uuid) if sr_uuid else default_sr
-        if not db.exists(sr, "SR"):
-            raise ApiError("HANDLE_INVALID", "SR", sr)
-        size = int(d.get("size", "0"))
-        _sr_alloc(ctx, sr, size)
-        vdi = db.create(
-            "VDI",
-            name_label=f"{rec['name_label']} {d.get('device', '0')}",
-            SR=sr,
-            virtual_size=size,
-            physical_utilisation=size,
-            type=d.get("type", "system") if d.get("type") in ctx.dm.enums.get("vdi_type", ()) else "system",
-            sharable=False,
-            read_only=False,
-            other_config={},
-            location=new_uuid(),
-        )
-        db.create(
-            "VBD",
-            VM=vm,
-            VDI=vdi,
-            userdevice=d.get("device", "0"),
-            bootable=d.get("bootable") == "true",
-            mode="RW",
-            type="Disk",
-            empty=False,
-            other_config={"owner": "true"},
-            qos_algorithm_type="",
-            qos_algorithm_params={},
-        )
-    oc = dict(rec["other_config"])
+        root = ET.fromstring(spec) if spec else ET.Element("provision")
+        if root.tag != "provision":
+            raise ET.ParseError
+        disks = [_provision_disk(d) for d in root]
+    except (ET.ParseError, KeyError, ValueError):
+        raise ApiError("INTERNAL_ERROR", "Xapi_templates.Parse_failure") from None
+    made: list[tuple[str, str]] = []
+    try:
+        for device, size, sr_uuid, bootable, vdi_type in disks:
+            try:
+                sr = db.by_uuid("SR", sr_uuid)
+            except ApiError:
+                raise ApiError("UUID_INVALID", "sr", sr_uuid) from None
+            _sr_alloc(ctx, sr, size)
+            vdi = db.create(
+                "VDI",
+                name_label=device,
+                name_description="Created by template provisioner",
+                SR=sr,
+                virtual_size=size,
+                physical_utilisation=size,
+                type=vdi_type,
+                sharable=False,
+                read_only=False,
+                other_config={},
+                sm_config={"vmhint": rec["uuid"]},
+                location=new_uuid(),
+            )
+            vbd = db.create(
+                "VBD",
+                VM=vm,
+                VDI=vdi,
+                userdevice=device,
+                device="",
+                bootable=bootable,
+                mode="RW",
+                type="Disk",
+                unpluggable=vdi_type != "system",
+                empty=False,
+                other_config={"owner": ""},
+                qos_algorithm_type="",
+                qos_algorithm_params={},
+            )
+            made.append((vbd, vdi))
+    except ApiError:
+        for vbd, vdi in made:
+            db.destroy(vbd)
+            vdi_destroy(ctx, vdi)
+        raise
+    oc = dict(db.get(vm, "VM")["other_config"])
     oc.pop("disks", None)
+    oc.pop("postinstall", None)
     db.set(vm, other_config=oc)
+
+
+def _provision_disk(d: ET.Element) -> tuple[str, int, str, bool, str]:
+    """One <disk device= size= sr= bootable= type=/> (xapi's disk_of_xml: all but type required)."""
+    if d.tag != "disk":
+        raise ValueError(d.tag)
+    vdi_type = d.get("type", "system")
+    if vdi_type not in ("system", "user", "ephemeral", "suspend", "crashdump"):
+        vdi_type = "system"
+    return d.attrib["device"], int(d.attrib["size"]), d.attrib["sr"], d.attrib["bootable"] == "true", vdi_type
 
 
 def _start(ctx: Ctx, vm: str, host: str | None, paused: bool, op: str) -> None:
@@ -255,6 +315,7 @@ def _reboot(ctx: Ctx, vm: str, op: str) -> None:
     db.set(vm, power_state="Running", domid=dep.next_domid(dep.host_by_ref(host)))
     dep.vm_metrics_running(db, vm)
     dep.guests.booted(vm, dep.clock.now())
+    dep.agent_domain_started(db, vm)  # a new domain: its start time is newer than the metrics
 
 
 @HANDLERS.api("VM.clean_reboot", duration=vm_duration)
@@ -311,6 +372,7 @@ def _migrate(ctx: Ctx, vm: str, host: str) -> None:
     db.set(vm, resident_on=host, domid=dep.next_domid(dep.host_by_ref(host)))
     if host != src:
         dep.guests.migrated(vm, dep.clock.now())  # the switch-over: paused, then running on `host`
+        dep.agent_migrated(db, vm)  # the agent reports again from the new host
     if db.exists(rec["metrics"]):
         db.set(rec["metrics"], last_updated=dep.now())
     if src != NULL_REF and db.exists(src, "host"):
@@ -397,8 +459,6 @@ for _f, _halted in (
     ("order", False),
     ("start_delay", False),
     ("shutdown_delay", False),
-    ("VCPUs_max", True),
-    ("VCPUs_at_startup", True),
     ("memory_static_max", True),
     ("memory_static_min", True),
     ("memory_dynamic_max", False),
@@ -413,6 +473,29 @@ for _f, _halted in (
     ("bios_strings", True),
 ):
     HANDLERS.api(f"VM.set_{_f}")(_vm_setter(_f, _halted))
+
+
+def _set_vcpus(ctx: Ctx, vm: str, value: int, field: str) -> None:
+    """xapi_vm.set_VCPUs_max / set_VCPUs_at_startup: halted (templates too), 0 < at_startup <= max."""
+    rec = vm_op_check(ctx, vm, "changing_VCPUs")
+    if rec["is_control_domain"] and rec["domid"] == 0:
+        raise ApiError("OPERATION_NOT_ALLOWED", f"set_{field} is not allowed on dom0")
+    vmax = value if field == "VCPUs_max" else int(rec["VCPUs_max"])
+    at_startup = value if field == "VCPUs_at_startup" else int(rec["VCPUs_at_startup"])
+    if value < 1 or at_startup > vmax:
+        raise ApiError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs_at_startup ≤ VCPUs_max", value)
+    ctx.db.set(vm, **{field: value})
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+@HANDLERS.api("VM.set_VCPUs_max")
+def vm_set_vcpus_max(ctx: Ctx, vm: str, value: int) -> None:
+    _set_vcpus(ctx, vm, value, "VCPUs_max")
+
+
+@HANDLERS.api("VM.set_VCPUs_at_startup")
+def vm_set_vcpus_at_startup(ctx: Ctx, vm: str, value: int) -> None:
+    _set_vcpus(ctx, vm, value, "VCPUs_at_startup")
 
 
 @HANDLERS.api("VM.set_domain_type")
@@ -450,14 +533,13 @@ def vm_set_memory(ctx: Ctx, vm: str, value: int) -> None:
 
 @HANDLERS.api("VM.set_memory_limits")
 def vm_set_memory_limits(ctx: Ctx, vm: str, smin: int, smax: int, dmin: int, dmax: int) -> None:
-    rec = ctx.db.get(vm, "VM")
+    """xapi_vm.set_memory_limits: halted (templates allow it too), limits in order."""
+    vm_op_check(ctx, vm, "changing_memory_limits")
     if not (smin <= dmin <= dmax <= smax):
         raise ApiError(
             "MEMORY_CONSTRAINT_VIOLATION",
             "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max",
         )
-    if rec["power_state"] != "Halted":
-        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, memory_static_min=smin, memory_static_max=smax, memory_dynamic_min=dmin, memory_dynamic_max=dmax)
     ctx.dep.update_overhead(ctx.db, vm)
 
@@ -478,11 +560,23 @@ def vm_set_memory_static_range(ctx: Ctx, vm: str, lo: int, hi: int) -> None:
 
 
 @HANDLERS.api("VM.set_is_a_template")
-def vm_set_is_a_template(ctx: Ctx, vm: str, value: bool) -> None:
-    rec = ctx.db.get(vm, "VM")
-    if value and rec["power_state"] != "Halted":
-        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
-    ctx.db.set(vm, is_a_template=value)
+def set_is_a_template(ctx: Ctx, vm: str, value: bool) -> None:
+    """xapi_vm_helpers.set_is_a_template: false is "install time" (stamped on the metrics);
+    true needs a halted VM not protected by HA, clears ha_always_run and drops the metrics."""
+    db = ctx.db
+    rec = db.get(vm, "VM")
+    if value:
+        if not rec["is_a_template"]:
+            vm_op_check(ctx, vm, "make_into_template")
+        if ctx.dep.pool(db)["ha_enabled"] and rec["ha_always_run"] and rec["ha_restart_priority"] == "restart":
+            raise ApiError("VM_IS_PROTECTED", vm)
+        db.set(vm, ha_always_run=False)
+        if db.exists(rec["metrics"], "VM_metrics"):
+            db.set(vm, metrics=NULL_REF)
+            db.destroy(rec["metrics"])
+    elif db.exists(rec["metrics"], "VM_metrics"):
+        db.set(rec["metrics"], install_time=ctx.dep.now())
+    db.set(vm, is_a_template=value)
 
 
 @HANDLERS.api("VDI.snapshot", duration=1.0)
@@ -499,7 +593,7 @@ def vm_snapshot(ctx: Ctx, vm: str, new_name: str, ignore_vdis: list[str] | None 
     rec = vm_op_check(ctx, vm, "snapshot")
     ignore = set(ignore_vdis or [])
     keep_vbds = [v for v in rec["VBDs"] if db.get(v, "VBD")["VDI"] not in ignore]
-    snap = _copy_vm(ctx, vm, new_name, None, full=False, vbds=keep_vbds, vdi_fn=vdi_snapshot)
+    snap = _copy_vm(ctx, vm, new_name, None, full=False, vbds=keep_vbds, vdi_fn=vdi_snapshot, snapshot=True)
     db.set(
         snap,
         is_a_snapshot=True,
