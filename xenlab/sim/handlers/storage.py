@@ -146,7 +146,7 @@ def vdi_resize(ctx: Ctx, vdi: str, size: int) -> None:
     db = ctx.db
     rec = db.get(vdi, "VDI")
     if not any(db.get(p, "PBD")["currently_attached"] for p in db.get(rec["SR"], "SR")["PBDs"]):
-        raise ApiError("SR_NO_PBDS", rec["SR"])
+        raise ApiError("SR_HAS_NO_PBDS", rec["SR"])
     if any(db.get(v, "VBD")["currently_attached"] for v in rec["VBDs"]):
         raise ApiError("VDI_IN_USE", vdi, "resize")
     if size < rec["virtual_size"]:
