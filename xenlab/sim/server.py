@@ -194,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             args = json.loads(body or b"{}")
             if not isinstance(args, dict):
-                raise ValueError("the control request body must be a JSON object")
+                raise TypeError("the control request body must be a JSON object")
             result = self.server.sim.control.call(action, args)
             self._reply(200, json.dumps({"ok": True, "result": result}).encode(), "application/json")
         except (KeyError, ValueError, TypeError) as e:
