@@ -571,9 +571,10 @@ def set_is_a_template(ctx: Ctx, vm: str, value: bool) -> None:
         if ctx.dep.pool(db)["ha_enabled"] and rec["ha_always_run"] and rec["ha_restart_priority"] == "restart":
             raise ApiError("VM_IS_PROTECTED", vm)
         db.set(vm, ha_always_run=False)
-        if db.exists(rec["metrics"], "VM_metrics"):
+        metrics = rec["metrics"]
+        if db.exists(metrics, "VM_metrics"):
             db.set(vm, metrics=NULL_REF)
-            db.destroy(rec["metrics"])
+            db.destroy(metrics)
     elif db.exists(rec["metrics"], "VM_metrics"):
         db.set(rec["metrics"], install_time=ctx.dep.now())
     db.set(vm, is_a_template=value)
