@@ -240,3 +240,23 @@ def test_vm_destroy_takes_its_guest_metrics_as_xapi_vm_helpers_destroy(x, sim):
     x.VM.hard_shutdown(vm)
     x.VM.destroy(vm)
     assert failure(x.VM_guest_metrics.get_record, gm)[0] == "HANDLE_INVALID"
+
+
+def test_devices_hotplug_into_an_hvm_guest_once_its_drivers_are_up_as_xapi_vif_and_vbd_helpers(x, sim):
+    vm = make_vm(x, "hvm-guest")  # HVM, tools in it
+    x.VM.start(vm, False, False)
+    vif = _vif(x, vm)
+    assert failure(x.VIF.plug, vif) == ["VM_MISSING_PV_DRIVERS", vm]  # the agent has not reported yet
+    sim.control.advance(DEFAULT_AGENT_S)
+    x.VIF.plug(vif)
+    assert x.VIF.get_currently_attached(vif)
+    assert failure(x.VIF.plug, vif) == ["DEVICE_ALREADY_ATTACHED", vif]
+    vdi = x.VDI.create({"name_label": "hot", "SR": x.pool.get_default_SR(x.pool.get_all()[0]),
+                        "virtual_size": str(GiB), "type": "user", "sharable": False, "read_only": False,
+                        "other_config": {}})
+    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "1", "bootable": False, "mode": "RW", "type": "Disk",
+                        "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    x.VBD.plug(vbd)
+    x.VM.hard_shutdown(vm)
+    assert failure(x.VIF.plug, vif) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+    assert failure(x.VBD.plug, vbd) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]

@@ -51,6 +51,7 @@ XAPI_CORE_CODES = frozenset(
         "VM_IS_PROTECTED",
         "VM_IS_SNAPSHOT",
         "SR_HAS_NO_PBDS",
+        "VM_MISSING_PV_DRIVERS",  # device hotplug into an HVM guest (xapi_pv_driver_version)
     }
 )
 

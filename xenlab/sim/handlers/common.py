@@ -34,6 +34,26 @@ def vm_op_check(ctx: Ctx, vm: str, op: str) -> dict[str, Any]:
     return rec
 
 
+def assert_hotplug(ctx: Ctx, vm: str, kind: str) -> None:
+    """xapi_vbd_helpers / xapi_vif_helpers: a device plugs into a running VM only, and into an
+    HVM guest only once its PV drivers are up (or it claims can_use_hotplug_<kind>)."""
+    db = ctx.db
+    rec = db.get(vm, "VM")
+    if rec["power_state"] != "Running":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "running", LOWER[rec["power_state"]])
+    if rec["domain_type"] != "hvm":
+        return
+    gm = rec["guest_metrics"]
+    gmr = db.get(gm, "VM_guest_metrics") if db.exists(gm, "VM_guest_metrics") else None
+    claim = gmr[f"can_use_hotplug_{kind}"] if gmr else "unspecified"
+    if claim == "no":
+        raise ApiError("OPERATION_NOT_ALLOWED", f"VM states it does not support {kind.upper()} hotplug.")
+    if claim == "yes" or (gmr and gmr["PV_drivers_detected"]):
+        return
+    if not (gmr and gmr["PV_drivers_version"]):
+        raise ApiError("VM_MISSING_PV_DRIVERS", vm)
+
+
 def host_of(ctx: Ctx, href: str) -> SimHost:
     ctx.db.get(href, "host")
     return ctx.dep.host_by_ref(href)

@@ -9,7 +9,7 @@ from ..calls import Ctx, Handlers
 from ..generic import ctor_fields
 from ..hosts import GiB
 from ..model import NULL_REF, ApiError, new_uuid
-from .common import LOWER, SHARED_SR_TYPES, SR_TYPES, host_of
+from .common import SHARED_SR_TYPES, SR_TYPES, assert_hotplug, host_of
 
 HANDLERS = Handlers("storage")
 
@@ -216,10 +216,9 @@ def vbd_destroy(ctx: Ctx, vbd: str) -> None:
 def vbd_plug(ctx: Ctx, vbd: str) -> None:
     rec = ctx.db.get(vbd, "VBD")
     vm = ctx.db.get(rec["VM"], "VM")
-    if vm["power_state"] != "Running":
-        raise ApiError("VM_BAD_POWER_STATE", rec["VM"], "running", LOWER[vm["power_state"]])
-    if rec["currently_attached"]:
+    if vm["power_state"] == "Running" and rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", vbd)
+    assert_hotplug(ctx, rec["VM"], "vbd")
     ctx.db.set(vbd, currently_attached=True)
 
 
