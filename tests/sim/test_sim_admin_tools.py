@@ -260,3 +260,19 @@ def test_devices_hotplug_into_an_hvm_guest_once_its_drivers_are_up_as_xapi_vif_a
     x.VM.hard_shutdown(vm)
     assert failure(x.VIF.plug, vif) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
     assert failure(x.VBD.plug, vbd) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+
+
+def test_async_clean_reboot_and_shutdown_run_as_tasks_ansible_polls(x, sim):
+    """xapi's Async.VM.clean_reboot/clean_shutdown: a task, pending for the operation's duration,
+    then success (task.get_status, what Ansible's wait_for_task polls), then task.destroy."""
+    vm = _from_template(x, "Debian Bookworm 12", "async")
+    x.VM.start(vm, False, False)
+    sim.control.advance(DEFAULT_AGENT_S)
+    for call, state in ((x.Async.VM.clean_reboot, "Running"), (x.Async.VM.clean_shutdown, "Halted")):
+        task = call(vm)
+        assert x.task.get_status(task) == "pending"
+        sim.control.advance(5)
+        assert x.task.get_status(task) == "success" and x.VM.get_power_state(vm) == state
+        x.task.destroy(task)
+        assert failure(x.task.get_status, task)[0] == "HANDLE_INVALID"
+    assert x.VM_guest_metrics.get_networks(x.VM.get_guest_metrics(vm)) != {}  # the reboot's agent had reported
