@@ -5,7 +5,8 @@
 # the virtual BMCs in the tests), nftables (firewall rules checked in a network namespace),
 # GRUB for BIOS and UEFI, OVMF, mtools, dosfstools, fdisk and kmod (hardware variants of the
 # Xen image: firmware boots, other disk buses),
-# then xenlab itself with its test extras, and Xen Orchestra's npm client for the simulator tests.
+# then xenlab itself with its test extras and the simulator's Python clients (Ansible: the `sim-clients`
+# extra), and Xen Orchestra's npm client for the simulator tests.
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,sim-clients]'
 # Image builds without root map the user's subordinate ids (/etc/subuid, /etc/subgid).
 me=$(id -un)
 if [ "$(id -u)" -ne 0 ] && ! { grep -q "^$me:" /etc/subuid 2>/dev/null && grep -q "^$me:" /etc/subgid 2>/dev/null; }; then

@@ -16,7 +16,16 @@ change to a watching Xen Orchestra client (npm ``xen-api``, installed by
 setup.sh): XenAPI renames the pool, and the time runs from that call's return to
 the moment XO's object cache holds the new name (``--xo-samples``, 0 to skip;
 changes are 0.3 s apart so XO's 200 ms debounce between event.from calls has
-passed).  Figures only; nothing is asserted.
+passed).
+
+Last, an XCP-ng admin's Ansible create-to-IP cycle (community.general's
+xenserver_guest from pip's ``ansible``, installed by setup.sh) against a served pool
+of 2: the wall time from ``ansible-playbook`` creating a VM from the Debian template
+(disks, a network) to it powered on with an IP address (``wait_for_ip_address``; the
+simulated guest agent reports ``--agent-delay`` simulated seconds after boot, and the
+module polls every 2 s), then its clean shutdown and removal (``--ansible-rounds``, 0 to
+skip).  Each phase is one ``ansible-playbook`` run, so its start-up (~2-3 s) counts.
+Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sim"))
 
 import XenAPI
+from ansible_client import Ansible, ansible_missing
 from clients import XOClient, write_password_file, xo_missing
 
 from xenlab.sim.server import SimServer
@@ -105,12 +115,39 @@ def xo_event_latency(samples: int) -> tuple[list[float], list[float]]:
     return delivered, calls
 
 
+def ansible_cycle(rounds: int, agent_s: float) -> list[tuple[float, float, float]]:
+    """(create, power on + wait for the IP, clean shutdown + remove) wall seconds of each round."""
+    import tempfile
+
+    pw = os.urandom(8).hex()
+    out = []
+    with tempfile.TemporaryDirectory() as tmp, SimServer(2, password=pw, realtime=True, event_timeouts="wall",
+                                                         agent_s=agent_s) as sim:
+        tmp_path = Path(tmp)
+        x = XenAPI.Session(sim.url_for(1))
+        x.xenapi.login_with_password("root", pw, "2.21", "xenlab-bench")
+        x.xenapi.pool.join("10.0.0.1", "root", pw)
+        ansible = Ansible(sim.url_for(0), write_password_file(tmp_path / "pw", pw), sys.executable, tmp_path / "home")
+        for _ in range(rounds):
+            times = []
+            for phase in ("create", "power_on", "shutdown", "remove"):
+                t0 = time.perf_counter()
+                result = ansible.run(phase)
+                times.append(time.perf_counter() - t0)
+                if result.failed:
+                    raise RuntimeError(f"Ansible phase {phase} failed: {result.msg}")
+            out.append((times[0], times[1], times[2] + times[3]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=64)
     ap.add_argument("--vms", type=int, default=1000)
     ap.add_argument("--vm-memory-mib", type=int, default=1024)
     ap.add_argument("--xo-samples", type=int, default=50, help="event.from deliveries to Xen Orchestra to time")
+    ap.add_argument("--ansible-rounds", type=int, default=3, help="Ansible create-to-IP cycles to time")
+    ap.add_argument("--agent-delay", type=float, default=3.0, help="guest agent's report, s after boot")
     args = ap.parse_args()
 
     pw = os.urandom(8).hex()
@@ -198,6 +235,17 @@ def main() -> None:
                 f"event.from -> Xen Orchestra cache, {len(delivered)} changes:  p50 {pct(delivered, 50) * 1e3:6.3f} ms  "
                 f"p99 {pct(delivered, 99) * 1e3:6.3f} ms"
             )
+    if args.ansible_rounds > 0:
+        why = ansible_missing()
+        if why:
+            print(f"Ansible create-to-IP cycle: not measured: {why}")
+        else:
+            rounds = ansible_cycle(args.ansible_rounds, args.agent_delay)
+            to_ip = [c + p for c, p, _ in rounds]
+            print(f"Ansible create-to-IP cycle (agent {args.agent_delay:g} s), {len(rounds)} rounds:  "
+                  f"median {statistics.median(to_ip):6.2f} s  (create {statistics.median(c for c, _, _ in rounds):5.2f} s"
+                  f" + power on to IP {statistics.median(p for _, p, _ in rounds):5.2f} s); "
+                  f"shut down + remove {statistics.median(r for _, _, r in rounds):5.2f} s")
     print(f"total wall time:                       {time.perf_counter() - t_all:8.3f} s")
 
 

@@ -459,12 +459,16 @@ def sim() -> None:
                    "HA timeouts are not scaled")
 @click.option("--bmc-dir", type=click.Path(file_okay=False),
               help="give every host a virtual BMC (IPMI on 127.0.0.1) powering it; credentials kept here (0700)")
+@click.option("--guest-agent-delay", default=3.0, show_default=True, type=click.FloatRange(0, 600),
+              help="simulated seconds from a guest's boot to its guest agent's report (VM_guest_metrics, IPs)")
 def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: bool, loopback_addresses: bool,
-              password_file: str | None, time_scale: float, bmc_dir: str | None) -> None:
+              password_file: str | None, time_scale: float, bmc_dir: str | None, guest_agent_delay: float) -> None:
     """Serve a simulated XAPI pool on 127.0.0.1 until interrupted.
 
     With --bmc-dir, a static lab file can point at it as at a rack of XCP-ng hosts with
-    BMCs (docs/real-hosts.md): xapi on each host's port, power through IPMI."""
+    BMCs (docs/real-hosts.md): xapi on each host's port, power through IPMI. The control API
+    (/_sim/) wants the control token, written to a 0600 file next to the password file, in an
+    X-Xenlab-Sim-Token header; the token file (and a generated password file) go when it stops."""
     from .lab.bmc import SimBmcs
     from .sim.server import read_password_file, serve_forever
 
@@ -477,7 +481,7 @@ def sim_serve(port: int, hosts: int, pool: bool, virtual_clock: bool, realtime: 
     try:
         serve_forever(port=port, hosts=hosts, realtime=not virtual_clock, password_file=password_file, pool=pool,
                       loopback_addresses=loopback_addresses, extras=bmcs.start if bmcs else None,
-                      time_scale=time_scale)
+                      time_scale=time_scale, agent_s=guest_agent_delay)
     finally:
         if bmcs is not None:
             bmcs.stop()

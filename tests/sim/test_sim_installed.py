@@ -1,6 +1,7 @@
 """xenlab as a user gets it: `pip install` of the repository into a fresh virtual environment,
 run from a directory with no `shared/` anywhere above it.  The simulator must work from what
-the package ships (its compact datamodel), and a sim scenario must pass."""
+the package ships (its compact datamodel), a sim scenario must pass, and an admin's Ansible
+cycle must run against `xenlab sim serve`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import XenAPI
+from ansible_client import PHASES, Ansible, ansible_missing
 from sim_helpers import ROOT
 
 COPY_IGNORE = shutil.ignore_patterns(".git", "node_modules", "__pycache__", "*.egg-info", "build", "dist",
@@ -111,3 +113,61 @@ def test_installed_xenlab_runs_host_failover_on_the_sim_lab(installed):
                              capture_output=True, text=True, timeout=600, check=False)
     assert allowed.returncode == 0, allowed.stdout[-3000:] + allowed.stderr[-3000:]
     assert json.loads((work / "r2.json").read_text())["scenarios"][0]["outcome"] == "not_measured"
+
+
+def test_installed_sim_serve_takes_an_admins_ansible_cycle(installed):
+    """Issue 32: community.general's xenserver modules (what XCP-ng admins point at real pools)
+    run a whole admin cycle against a pip-installed `xenlab sim serve --hosts 2 --pool`, run
+    outside the repository: template facts, create from a template with disks and a network,
+    an idempotent re-run, reconfigure, power on and wait for the IP (the simulated guest agent),
+    suspend and resume, restart, a clean shutdown through an Async task, remove with disks."""
+    why = ansible_missing()
+    if why:
+        pytest.fail(why)
+    bindir, src, work = installed
+    pwfile = work / "ansible-pw"
+    pwfile.write_text("ansible-admin-pw\n")
+    pwfile.chmod(0o600)
+    proc = subprocess.Popen([str(bindir / "xenlab"), "sim", "serve", "--hosts", "2", "--pool",
+                             "--password-file", str(pwfile)],
+                            cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+        deadline = time.time() + 60
+        while time.time() < deadline and not any("control:" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        (master,) = [w for line in lines if line.strip().startswith("h1 ") for w in line.split()
+                     if w.startswith("http") and not w.endswith("jsonrpc")]
+        ansible = Ansible(master, pwfile, str(bindir / "python"), work / "ansible-home",
+                          playbook=src / "tests" / "sim" / "ansible" / "admin_cycle.yml")
+        x = XenAPI.Session(master)
+        x.xenapi.login_with_password("root", "ansible-admin-pw", "2.21", "xenlab-tests")
+        phases = {}
+        for name in PHASES:
+            phases[name] = ansible.run(name)
+            assert not phases[name].failed, (name, phases[name].msg)
+        facts = phases["template_facts"].result["instance"]
+        assert (facts["is_template"], facts["name"]) == (True, "Debian Bookworm 12")
+        assert phases["create"].changed and not phases["rerun"].changed  # idempotent, as on xapi
+        assert phases["reconfigure"].changed
+        on = phases["power_on"].result["instance"]
+        assert on["state"] == "poweredon" and on["networks"][0]["ip"].startswith("10.0.0.")
+        assert [d["size"] for d in on["disks"]] == [10 * 1024**3, 4 * 1024**3]
+        assert on["hardware"] == {"num_cpus": 4, "num_cpu_cores_per_socket": 2, "memory_mb": 2048}
+        assert on["other_config"]["base_template_name"] == "Debian Bookworm 12" and on["folder"] == "/lab/web"
+        assert not on["is_template"]
+        for name in ("suspend", "resume", "restart", "shutdown", "remove"):
+            assert phases[name].changed, name
+        assert phases["restart"].result["instance"]["networks"][0]["ip"] == on["networks"][0]["ip"]  # its lease
+        assert phases["shutdown"].result["instance"]["state"] == "poweredoff"
+        gone = ansible.run("gone")
+        assert gone.failed and "not found" in gone.msg
+        disk_names = {x.xenapi.VDI.get_name_label(v) for v in x.xenapi.VDI.get_all()}
+        assert not disk_names & {"web1-root", "web1-data"}  # removed with its disks
+        assert x.xenapi.task.get_all() == []  # the module destroyed its clean_shutdown task
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -13,36 +13,59 @@ from pathlib import Path
 import XenAPI
 from sim_helpers import PW, ROOT, GiB, connect, failure, host_ref, make_nfs_sr, make_vm
 
-from xenlab.sim.server import SimServer
+from xenlab.sim.server import TOKEN_HEADER, SimServer
 
 
-def _post(url, payload):
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+def _request(url, payload=None, token=None, method="POST"):
+    """(HTTP status, JSON answer) of a control request, with the control token when given."""
+    headers = {"Content-Type": "application/json", **({TOKEN_HEADER: token} if token is not None else {})}
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _post(sim, url, payload):
+    status, answer = _request(url, payload, sim.control_token)
+    assert status == 200, answer
+    return answer
 
 
 def test_control_api_over_http(sim):
     base = sim.control_url
-    t0 = _post(base + "now", {})["result"]
-    assert _post(base + "advance", {"seconds": 90})["result"] == t0 + 90
-    status = _post(base + "status", {})["result"]
+    t0 = _post(sim, base + "now", {})["result"]
+    assert _post(sim, base + "advance", {"seconds": 90})["result"] == t0 + 90
+    status = _post(sim, base + "status", {})["result"]
     assert [h["master"] for h in status["hosts"]] == [True, True, True]
-    _post(base + "kill_host", {"host": "h3"})
-    assert _post(base + "status", {})["result"]["hosts"][2]["alive"] is False
-    _post(base + "heal", {"host": "h3"})
+    _post(sim, base + "kill_host", {"host": "h3"})
+    assert _post(sim, base + "status", {})["result"]["hosts"][2]["alive"] is False
+    _post(sim, base + "heal", {"host": "h3"})
     connect(sim, 2)  # answers again
     # the same API is reachable on host ports and by path on the control port
-    assert _post(sim.url_for(0) + "_sim/now", {})["result"] == t0 + 90
+    assert _post(sim, sim.url_for(0) + "_sim/now", {})["result"] == t0 + 90
     x = XenAPI.Session(base.replace("/_sim/", "/host/h2"))
     x.xenapi.login_with_password("root", PW)
     assert x.xenapi.host.get_name_label(x.xenapi.session.get_this_host(x._session)) == "h2"
-    bad = urllib.request.Request(base + "frobnicate", data=b"{}", method="POST")
-    try:
-        urllib.request.urlopen(bad, timeout=5)
-        raise AssertionError("unknown control action accepted")
-    except urllib.error.HTTPError as e:
-        assert e.code == 400
+    assert _request(base + "frobnicate", {}, sim.control_token)[0] == 400
+
+
+def test_control_api_refuses_requests_without_the_control_token(sim):
+    """Issue 26: the control API kills hosts and moves the clock, so no listener serves it
+    to a request without the simulator's token (GET or POST, missing or wrong)."""
+    for url in (sim.control_url, sim.url_for(0) + "_sim/", sim.url_for(2) + "_sim/",
+                sim.control_url.replace("/_sim/", "/host/h2/_sim/")):
+        for token in (None, "", "not-the-token", sim.control_token[:-1]):
+            status, answer = _request(url + "kill_host", {"host": "h2"}, token)
+            assert (status, answer["ok"]) == (401, False) and TOKEN_HEADER in answer["error"]
+            assert _request(url + "status", token=token, method="GET")[0] == 401
+    assert all(h["alive"] for h in sim.control.status()["hosts"])  # nothing was done
+    assert _request(sim.control_url + "status", token=sim.control_token, method="GET")[0] == 200
+    with SimServer(1, password=PW) as other:  # each simulator has its own token
+        assert other.control_token != sim.control_token
+        assert _request(other.control_url + "status", {}, sim.control_token)[0] == 401
 
 
 def _serve(args, tmp_path):
@@ -99,18 +122,48 @@ def test_sim_serve_cli_refuses_an_empty_password_file(tmp_path):
     assert proc.returncode == 2 and "the password file is empty" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sim_serve_generates_a_private_password_file(tmp_path):
+def _token_file(lines) -> Path:
+    (line,) = [line for line in lines if "control token:" in line]
+    return Path(line.split("read from ")[1].strip())
+
+
+def test_sim_serve_generates_a_private_password_file_and_removes_it_when_stopped(tmp_path):
+    """Issue 26: the generated password and the control token are 0600 files that go with the server."""
     proc, lines = _serve(["--hosts", "1"], tmp_path)
     try:
         (line,) = [line for line in lines if "password read from" in line]
         path = Path(line.split("password read from ")[1].strip())
         assert path.stat().st_mode & 0o777 == 0o600
+        token_file = _token_file(lines)
+        assert token_file.parent == path.parent and token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert token not in "".join(lines)  # the token is never printed, only where it is
         s = XenAPI.Session(_host_urls(lines)[0])
         s.xenapi.login_with_password("root", path.read_text().strip())
-        path.unlink()
+        control = next(w for line in lines if "control:" in line for w in line.split() if w.startswith("http"))
+        assert _request(control + "status", {}, token)[0] == 200
+        assert _request(control + "status", {})[0] == 401
+    finally:
+        proc.terminate()  # SIGTERM: stops as Ctrl-C does
+        proc.wait(10)
+    assert proc.returncode == 0 and "simulator stopped" in proc.stderr.read()
+    assert not path.exists() and not token_file.exists()
+
+
+def test_sim_serve_puts_its_token_next_to_a_given_password_file_and_keeps_that_file(tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    pwfile = secrets / "pw"
+    pwfile.write_text("given-pw\n")
+    pwfile.chmod(0o600)
+    proc, lines = _serve(["--hosts", "1", "--password-file", str(pwfile)], tmp_path)
+    try:
+        token_file = _token_file(lines)
+        assert token_file.parent == secrets and token_file.stat().st_mode & 0o777 == 0o600
     finally:
         proc.terminate()
         proc.wait(10)
+    assert pwfile.read_text() == "given-pw\n" and not token_file.exists()
 
 
 def test_realtime_clock_event_timeout():

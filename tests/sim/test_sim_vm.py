@@ -13,18 +13,27 @@ def test_vm_create_requires_every_constructor_field(sim):
 
 
 def test_vm_from_template_clone_provision_start(sim):
+    """xapi_vm.provision: the clone stops being a template first, then the disks of
+    other_config:disks are made in the SR each names by UUID (xe vm-install rewrites sr="")."""
     x = connect(sim).xenapi
     (tpl,) = x.VM.get_by_name_label("Debian Bookworm 12")
     assert x.VM.get_is_a_template(tpl)
     vm = x.VM.clone(tpl, "deb1")
     assert x.VM.get_is_a_template(vm)  # clone of a template is a template, as in xapi
     assert failure(x.VM.start, vm, False, False) == ["VM_IS_TEMPLATE", vm, "start"]
+    assert failure(x.VM.provision, vm) == ["UUID_INVALID", "sr", ""]  # the template's own sr=""
+    assert not x.VM.get_is_a_template(vm) and x.VM.get_VBDs(vm) == []
+    default_sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    disks = x.VM.get_other_config(vm)["disks"].replace('sr=""', f'sr="{x.SR.get_uuid(default_sr)}"')
+    x.VM.remove_from_other_config(vm, "disks")
+    x.VM.add_to_other_config(vm, "disks", disks)
     x.VM.provision(vm)
-    x.VM.set_is_a_template(vm, False)
+    assert "disks" not in x.VM.get_other_config(vm)
     (vbd,) = x.VM.get_VBDs(vm)
     vdi = x.VBD.get_VDI(vbd)
     assert x.VDI.get_virtual_size(vdi) == str(10 * GiB)
-    assert x.VDI.get_SR(vdi) == x.pool.get_default_SR(x.pool.get_all()[0])
+    assert x.VDI.get_SR(vdi) == default_sr
+    assert (x.VDI.get_name_label(vdi), x.VBD.get_other_config(vbd)) == ("0", {"owner": ""})
     x.VM.start(vm, False, False)
     rec = x.VM.get_record(vm)
     assert rec["power_state"] == "Running" and rec["resident_on"] == host_ref(x, "h1")

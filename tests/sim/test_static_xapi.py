@@ -38,6 +38,7 @@ class Served:
         self.address = {m[0]: m[1] for m in re.findall(r"^\s+(h\d+) \(([\d.]+), \w+\):", text, re.MULTILINE)}
         self.bmc = {m[0]: int(m[1]) for m in re.findall(r"^\s+(h\d+): ipmitool .* -p (\d+) ", text, re.MULTILINE)}
         self.control = re.search(r"control: (http://127\.0\.0\.1:\d+/_sim/)", text).group(1)
+        self.token_file = bmc_dir / "sim-control-token"  # what its BMCs read the control token from
 
     def bmc_pids(self) -> list[int]:
         return [json.loads(p.read_text())["pid"] for p in (self.bmc_dir / "bmc").glob("h*.json")]
@@ -97,18 +98,18 @@ def xenlab(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedP
 
 
 def secrets_of(served: Served) -> list[str]:
-    return [XAPI_PASSWORD, (served.bmc_dir / "bmc-password").read_text().strip()]
+    return [XAPI_PASSWORD, (served.bmc_dir / "bmc-password").read_text().strip(), served.token_file.read_text().strip()]
 
 
 def test_the_sim_bmc_powers_its_host_through_the_control_endpoint(served):
-    power = SimHostPower(served.control, "h2")
+    power = SimHostPower(served.control, "h2", served.token_file)
     assert power.is_on()
     power.off()
     assert not power.is_on()
     power.on()
     assert power.is_on()
     with pytest.raises(Exception, match="127.0.0.1"):
-        SimHostPower("http://192.0.2.1:80/_sim/", "h1")
+        SimHostPower("http://192.0.2.1:80/_sim/", "h1", served.token_file)
 
 
 def test_ipmitool_reads_and_sets_a_simulated_hosts_power(served):
@@ -119,9 +120,9 @@ def test_ipmitool_reads_and_sets_a_simulated_hosts_power(served):
     assert "Chassis Power is on" in subprocess.run(base + ["status"], capture_output=True, text=True,
                                                    timeout=30, check=True).stdout
     subprocess.run(base + ["off"], capture_output=True, text=True, timeout=30, check=True)
-    assert not SimHostPower(served.control, "h1").is_on()
+    assert not SimHostPower(served.control, "h1", served.token_file).is_on()
     subprocess.run(base + ["on"], capture_output=True, text=True, timeout=30, check=True)
-    assert SimHostPower(served.control, "h1").is_on()
+    assert SimHostPower(served.control, "h1", served.token_file).is_on()
 
 
 def test_a_power_cut_through_the_bmc_fails_over_an_xcp_ng_pool(served, tmp_path):
@@ -138,7 +139,7 @@ def test_a_power_cut_through_the_bmc_fails_over_an_xcp_ng_pool(served, tmp_path)
     assert 25 <= detection < 60, detection  # the pool's 30 s detection timeout, through xapi's HA
     shown = run.stdout + run.stderr
     assert "recovered 3" in shown and "heartbeats back" not in shown  # vm1 sends none
-    assert SimHostPower(served.control, "h1").is_on()  # healed: powered on again through its BMC
+    assert SimHostPower(served.control, "h1", served.token_file).is_on()  # healed: powered on again through its BMC
     for secret in secrets_of(served):
         assert secret not in run.stdout + run.stderr
         assert secret not in results.read_text()
@@ -165,7 +166,7 @@ def test_a_scenario_whose_guests_send_heartbeats_is_refused_before_it_starts(ser
     assert re.search(r"pool-formation\.yaml:\d+: guest vm1 sends heartbeats, but nothing collects them on static "
                      r"lab xcp-sim", output), output
     assert "Traceback" not in output and not (tmp_path / "r.json").exists()
-    assert SimHostPower(served.control, "h1").is_on()  # nothing was touched
+    assert SimHostPower(served.control, "h1", served.token_file).is_on()  # nothing was touched
 
 
 def test_a_wrong_xapi_password_is_refused_by_name_not_shown(served, tmp_path):

@@ -16,7 +16,7 @@ from sim_helpers import HOST_MEM, PW, connect, host_ref
 
 from xenlab.errors import XenlabError
 from xenlab.metrics import downtime_around
-from xenlab.sim.server import SimServer
+from xenlab.sim.server import TOKEN_HEADER, SimServer
 from xenlab.toolstack.base import GuestSpec, PoolRefused, PoolSettings
 from xenlab.toolstack.xapi import NoMaster, XapiAccess, XapiToolstack
 
@@ -309,7 +309,8 @@ def test_modelled_heartbeats_stop_with_the_host_and_are_lost_while_it_is_cut_off
     stats = downtime_around(sim.control.heartbeats("vm3"), cut_at, cut_at + 5)
     assert stats.downtime_s == pytest.approx(5.01, abs=0.011) and stats.heartbeats_lost == 500
     request = urllib.request.Request(sim.control_url + "heartbeats", method="POST",
-                                     data=json.dumps({"vm": "vm3", "since": cut_at + 5.5}).encode())
+                                     data=json.dumps({"vm": "vm3", "since": cut_at + 5.5}).encode(),
+                                     headers={TOKEN_HEADER: sim.control_token})
     with urllib.request.urlopen(request, timeout=10) as reply:
         beats = json.loads(reply.read())["result"]
     assert beats[0][1] == pytest.approx(cut_at + 5.5) and len(beats) == 51

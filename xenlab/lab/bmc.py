@@ -174,22 +174,30 @@ class LabHostPower:
 
 class SimHostPower:
     """A host of a served XAPI simulator (`xenlab sim serve --bmc-dir`): off is its power cut,
-    on boots it back (the simulator's kill_host and heal, through its control endpoint)."""
+    on boots it back (the simulator's kill_host and heal, through its control endpoint, with
+    the control token read from `token_file`)."""
 
-    def __init__(self, control_url: str, host: str):
+    def __init__(self, control_url: str, host: str, token_file: str | Path):
         from urllib.parse import urlsplit
 
         if urlsplit(control_url).hostname != "127.0.0.1":
             raise XenlabError(f"the simulator's control endpoint must be on 127.0.0.1, not {control_url}")
         self.control_url = control_url.rstrip("/") + "/"
         self.host = host
+        try:
+            self.token = Path(token_file).read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise XenlabError(f"{token_file}: cannot read the simulator's control token: {exc}") from None
 
     def _call(self, action: str, args: dict | None = None):
         import urllib.error
         import urllib.request
 
+        from ..sim.server import TOKEN_HEADER
+
         request = urllib.request.Request(self.control_url + action, data=json.dumps(args or {}).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+                                         headers={"Content-Type": "application/json", TOKEN_HEADER: self.token},
+                                         method="POST")
         try:
             with urllib.request.urlopen(request, timeout=10) as reply:
                 answer = json.loads(reply.read())
@@ -385,11 +393,16 @@ def bmc_power(run_root: Path, host: str):
     return _CLIENTS[key]
 
 
+def sim_token_path(run_root: Path) -> Path:
+    """Where a served simulator's BMCs find its control token (0600, in their 0700 run directory)."""
+    return Path(run_root) / "sim-control-token"
+
+
 def bmc_argv(run_root: Path, host: str, command: list[str] | None = None, sim_control: str | None = None) -> list[str]:
     # the run directory with its trailing "/": the marker `down` and the sweep look for
     argv = [sys.executable, "-m", "xenlab.lab.bmc", "--run-dir", f"{run_root}/", "--host", host]
     if sim_control:
-        argv += ["--sim-control", sim_control]
+        argv += ["--sim-control", sim_control]  # its token: sim_token_path(run_root)
     return argv + (["--command", *command] if command else [])
 
 
@@ -441,6 +454,11 @@ class SimBmcs:
         with os.fdopen(fd, "w") as out:
             out.write(credentials.password + "\n")
         os.chmod(password_file, 0o600)
+        token_file = sim_token_path(self.run_root)  # the BMCs' key to the simulator's control API
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(sim.control_token + "\n")
+        os.chmod(token_file, 0o600)
         lines = [f"  BMCs (IPMI over LAN on 127.0.0.1, user {credentials.user!r}, password in {password_file}):"]
         for host in sim.deployment.hosts:
             endpoint, handle = start_bmc(self.run_root, host.name, tied=True, sim_control=sim.control_url)
@@ -459,6 +477,7 @@ class SimBmcs:
             except subprocess.TimeoutExpired:
                 handle.kill()
                 handle.wait(timeout=5)
+        sim_token_path(self.run_root).unlink(missing_ok=True)  # that simulator's token dies with it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 machine.off()  # a command machine does not outlive its BMC
         elif args.sim_control:
-            serve(run_root, args.host, SimHostPower(args.sim_control, args.host), args.port)
+            serve(run_root, args.host, SimHostPower(args.sim_control, args.host, sim_token_path(run_root)), args.port)
         else:
             serve(run_root, args.host, LabHostPower(run_root, args.host), args.port)
     except XenlabError as exc:

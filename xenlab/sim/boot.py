@@ -4,6 +4,7 @@ A mixin of ``Deployment`` (``deployment.py``): its methods use the deployment's 
 
 from __future__ import annotations
 
+from .agents import TOOLS_KEY
 from .hosts import (
     API_VERSION,
     DEFAULT_CPU_FEATURES,
@@ -118,6 +119,8 @@ class Boot:
         db.create("pool", **pool_fields)
         for name, mem, vcpus, disk, hvm in TEMPLATES:
             other = {"default_template": "true"}
+            if not disk:
+                other[TOOLS_KEY] = "false"  # installed from media: no guest tools until someone adds them
             if disk:
                 other["disks"] = PROVISION_XML.format(size=disk)
             t = self._new_vm(db, name_label=name, memory=mem, vcpus=vcpus, template=True, other_config=other, hvm=hvm)

@@ -47,6 +47,11 @@ XAPI_CORE_CODES = frozenset(
         "NETWORK_CONTAINS_VIF",
         "OPERATION_BLOCKED",
         "TASK_CANCELLED",
+        # VM lifecycle checks (xapi_vm_lifecycle, xapi_vm_helpers) and VDI operation checks (xapi_vdi)
+        "VM_IS_PROTECTED",
+        "VM_IS_SNAPSHOT",
+        "SR_HAS_NO_PBDS",
+        "VM_MISSING_PV_DRIVERS",  # device hotplug into an HVM guest (xapi_pv_driver_version)
     }
 )
 

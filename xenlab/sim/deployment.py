@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from . import datamodel as dmod
+from .agents import DEFAULT_AGENT_S, GuestAgents
 from .boot import Boot
 from .clock import Clock
 from .failures import Failures
@@ -29,7 +30,7 @@ from .model import ApiError, Database, Generation, new_ref, new_uuid
 from .placement import Placement
 
 
-class Deployment(Boot, Memory, Failures, Placement):
+class Deployment(Boot, Memory, Failures, Placement, GuestAgents):
     """Shared state behind every host endpoint (one lock guards it all)."""
 
     def __init__(
@@ -48,11 +49,14 @@ class Deployment(Boot, Memory, Failures, Placement):
         switchover_s: float = DEFAULT_SWITCHOVER_S,
         event_timeouts: str = "clock",
         addresses: list[str] | None = None,
+        agent_s: float = DEFAULT_AGENT_S,
     ) -> None:
         if hosts < 1:
             raise ValueError("need at least one host")
         if event_timeouts not in ("clock", "wall"):
             raise ValueError(f"event_timeouts must be 'clock' or 'wall', not {event_timeouts!r}")
+        if agent_s < 0:
+            raise ValueError("the guest agents' report delay cannot be negative")
         if addresses is not None and len(addresses) != hosts:
             raise ValueError(f"{len(addresses)} addresses for {hosts} hosts")
         self.event_timeouts = event_timeouts  # "wall": event.from timeouts in real time (served mode)
@@ -68,6 +72,8 @@ class Deployment(Boot, Memory, Failures, Placement):
         self.stopping = False
         self.dom0_memory = dom0_memory
         self.guests = GuestHeartbeats(guest_boot_s, switchover_s)  # what the VMs' heartbeat senders deliver
+        self.agent_s = agent_s  # from a domain's start to its guest agent's report (agents.py)
+        self.leases: dict[str, str] = {}  # guest MAC -> the address the plan gave it
         self.hosts: list[SimHost] = []
         self._domid: dict[str, int] = {}
         self.clock.on_tick(self._wake)
@@ -95,7 +101,8 @@ class Deployment(Boot, Memory, Failures, Placement):
 
     def _derive(self, db: Database, cls: str, ref: str, fields: set[str]) -> None:
         """Keep computed fields (VM.allowed_operations) in step with their inputs."""
-        if cls == "VM" and fields & {"power_state", "is_a_template", "is_control_domain"}:
+        if cls == "VM" and fields & {"power_state", "is_a_template", "is_control_domain", "is_a_snapshot",
+                                      "is_default_template", "other_config"}:
             rec = db.tables["VM"][ref]
             rec["allowed_operations"] = vm_allowed_operations(self.dm, rec)
 

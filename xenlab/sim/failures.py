@@ -126,6 +126,7 @@ class Failures:
         db.set(vm, power_state="Halted", resident_on=NULL_REF, domid=-1, scheduled_to_be_resident_on=NULL_REF)
         self.guests.stopped(vm, self.clock.now())
         self.vm_metrics_halted(db, vm)
+        self.devices_attached(db, vm, False)
         if db.exists(host, "host"):
             self.refresh_memory(db, host)
 

@@ -82,7 +82,29 @@ VM_OP_STATES: dict[str, tuple[str, ...]] = {
         _ALL,
     ),
 }
-_TEMPLATE_OPS = {"clone", "copy", "export", "provision", "destroy", "metadata_export", "create_vtpm"}
+# xapi_vm_lifecycle.check_template: what a template allows (destroy and migrate_send only when it is
+# not a default template); check_snapshot: what a snapshot allows
+TEMPLATE_OPS = {
+    "changing_dynamic_range",
+    "changing_static_range",
+    "changing_memory_limits",
+    "changing_shadow_memory",
+    "changing_VCPUs",
+    "changing_NVRAM",
+    "clone",
+    "copy",
+    "export",
+    "metadata_export",
+    "provision",
+}
+SNAPSHOT_OPS = {"revert", "clone", "copy", "export", "destroy", "hard_shutdown", "metadata_export"}
+
+
+def template_allows(rec: dict[str, Any], op: str) -> bool:
+    default = rec["is_default_template"] or rec["other_config"].get("default_template", "").lower() in ("true", "1")
+    return op in TEMPLATE_OPS or (op in ("destroy", "migrate_send") and not default)
+
+
 _CONTROL_DOMAIN_OPS = {"clean_reboot", "clean_shutdown", "hard_reboot", "hard_shutdown", "query_services"}
 # operations the advisory list leaves out (xapi only lists user-facing ones)
 _NOT_ADVERTISED = {"assert_operation_valid", "update_allowed_operations", "reverting", "awaiting_memory_live", "csvm"}
@@ -94,7 +116,9 @@ def vm_allowed_operations(dm: dmod.Datamodel, rec: dict[str, Any]) -> list[str]:
         states = VM_OP_STATES.get(op)
         if not states or op in _NOT_ADVERTISED or rec["power_state"] not in states:
             continue
-        if rec["is_a_template"] and op not in _TEMPLATE_OPS:
+        if rec["is_a_snapshot"] and op not in SNAPSHOT_OPS:
+            continue
+        if rec["is_a_template"] and not rec["is_a_snapshot"] and not template_allows(rec, op):
             continue
         if rec["is_control_domain"] and op not in _CONTROL_DOMAIN_OPS:
             continue

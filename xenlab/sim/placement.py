@@ -86,5 +86,13 @@ class Placement:
             last_booted_record="",
         )
         self.vm_metrics_running(db, vm)
+        self.devices_attached(db, vm, True)
         self.refresh_memory(db, href)
         self.guests.booted(vm, self.clock.now(), paused=paused)
+        self.agent_domain_started(db, vm)
+
+    def devices_attached(self, db: Database, vm: str, attached: bool) -> None:
+        """A running domain has its VBDs and VIFs plugged; xapi marks them all detached when it halts."""
+        rec = db.get(vm, "VM")
+        for dev in rec["VBDs"] + rec["VIFs"]:
+            db.set(dev, currently_attached=attached)

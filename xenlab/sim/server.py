@@ -8,13 +8,21 @@ forwards ``/host/<name>[/jsonrpc]`` to a host, for single-port setups.
 
 Paths on a host port: ``/`` (POST, XML-RPC), ``/jsonrpc`` (POST, JSON-RPC 1.0
 or 2.0), ``/_sim/<action>`` (control, JSON).
+
+The control API kills hosts and moves the clock, so it is not open to whoever can
+reach 127.0.0.1: every ``/_sim/`` request, on any listener, must carry the
+simulator's control token in the ``X-Xenlab-Sim-Token`` header (401 otherwise).
+``SimServer.control_token`` holds it; ``xenlab sim serve`` writes it to a 0600 file
+next to the password file and removes both files it made when it stops.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -25,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from xml.parsers.expat import ExpatError
 
+from .agents import DEFAULT_AGENT_S
 from .deployment import Deployment
 from .dispatch import Outcome, dispatch
 from .faults import Control
@@ -32,6 +41,7 @@ from .hosts import SimHost
 from .wire import JSON, XML, xml_response
 
 BIND = "127.0.0.1"
+TOKEN_HEADER = "X-Xenlab-Sim-Token"  # carries the control token on every /_sim/ request
 
 
 class _Drop(Exception):
@@ -106,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         _host, path = self._route()
         if path.startswith("/_sim/"):
-            return self._control(path, {})
+            return self._control(path, b"")
         self._reply(200, b"xenlab XAPI simulator\n", "text/plain")
 
     def do_POST(self) -> None:
@@ -115,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         host, path = self._route()
         try:
             if path.startswith("/_sim/"):
-                return self._control(path, json.loads(body or b"{}"))
+                return self._control(path, body)
             if host is None:
                 return self._reply(404, b"no such host\n", "text/plain")
             if not host.serving:
@@ -175,9 +185,16 @@ class _Handler(BaseHTTPRequestHandler):
             resp = {"result": out.value if out.ok else None, "error": None if out.ok else out.error, "id": rid}
         self._reply(200, json.dumps(resp).encode(), "application/json")
 
-    def _control(self, path: str, args: dict) -> None:
+    def _control(self, path: str, body: bytes) -> None:
+        given = self.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.server.sim.control_token.encode()):
+            error = f"the control API needs the simulator's control token in the {TOKEN_HEADER} header"
+            return self._reply(401, json.dumps({"ok": False, "error": error}).encode(), "application/json")
         action = path[len("/_sim/") :].strip("/")
         try:
+            args = json.loads(body or b"{}")
+            if not isinstance(args, dict):
+                raise TypeError("the control request body must be a JSON object")
             result = self.server.sim.control.call(action, args)
             self._reply(200, json.dumps({"ok": True, "result": result}).encode(), "application/json")
         except (KeyError, ValueError, TypeError) as e:
@@ -231,10 +248,13 @@ class SimServer:
         *,
         user: str = "root",
         loopback_addresses: bool = False,
+        control_token: str | None = None,
         **options: Any,
     ) -> None:
         if password is None:
             raise TypeError("SimServer needs the password clients must log in with")
+        # what every /_sim/ request must carry in its X-Xenlab-Sim-Token header (a fresh one by default)
+        self.control_token = control_token or secrets.token_urlsafe(24)
         if loopback_addresses and hosts > 250:
             raise ValueError("loopback addresses: at most 250 hosts")
         # loopback_addresses: host i's address is 127.0.0.<i+1> and it listens there, every
@@ -355,11 +375,24 @@ def read_password_file(path: str) -> str:
 def generated_password_file() -> tuple[str, str]:
     """A fresh password in a new 0600 file: (password, path)."""
     password = secrets.token_urlsafe(16)
-    fd, path = tempfile.mkstemp(prefix="xenlab-sim-", suffix=".pw")
+    return password, _secret_file(password, "xenlab-sim-", ".pw", None)
+
+
+def control_token_file(token: str, password_file: str) -> str:
+    """The control token in a new 0600 file next to the password file (or in the temp dir
+    when that directory is not writable): its path."""
+    try:
+        return _secret_file(token, "xenlab-sim-control-", ".token", os.path.dirname(os.path.abspath(password_file)))
+    except OSError:
+        return _secret_file(token, "xenlab-sim-control-", ".token", None)
+
+
+def _secret_file(secret: str, prefix: str, suffix: str, directory: str | None) -> str:
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)  # mkstemp: 0600, a new name
     with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
+        f.write(secret + "\n")
     os.chmod(path, 0o600)
-    return password, path
+    return path
 
 
 def form_pool(sim: SimServer, password: str) -> None:
@@ -379,7 +412,7 @@ def form_pool(sim: SimServer, password: str) -> None:
         dep.time_scale = scale
 
 
-def describe(sim: SimServer, password_file: str, pool: bool) -> list[str]:
+def describe(sim: SimServer, password_file: str, pool: bool, token_file: str | None = None) -> list[str]:
     """What ``xenlab sim serve`` prints: where it listens, how to log in, each host."""
     dep = sim.deployment
     n = len(dep.hosts)
@@ -393,6 +426,8 @@ def describe(sim: SimServer, password_file: str, pool: bool) -> list[str]:
     for h in dep.hosts:
         role = ("master" if dep.is_master(h) else "member") if pool else "standalone"
         lines.append(f"  {h.name} ({h.address}, {role}): {sim.url_for(h.index)}  jsonrpc: {sim.jsonrpc_url_for(h.index)}")
+    if token_file:
+        lines.append(f"  control token: header {TOKEN_HEADER}, its value read from {token_file}")
     lines.append(f"  control: {sim.control_url}  (POST kill_host/isolate_host/heal/advance/status)")
     return lines
 
@@ -408,24 +443,33 @@ def serve_forever(
     ready: Callable[[list[str]], None] | None = None,
     extras: Callable[[SimServer], list[str]] | None = None,
     time_scale: float = 1.0,
+    agent_s: float = DEFAULT_AGENT_S,
 ) -> None:
-    """Run a simulator until interrupted (for ``xenlab sim serve``); prints how to reach it.
+    """Run a simulator until interrupted or terminated (for ``xenlab sim serve``); prints how to
+    reach it, where the control token is, and removes the files it made (token, generated password).
 
     Real clients wait on a served simulator in real time, so event.from/event.next
     timeouts are always wall-clock; ``realtime`` says whether the simulated clock (HA
     timeouts, task durations) runs too, or only moves through ``/_sim/advance``.
     """
+    made: list[str] = []  # the files this serve wrote, removed when it stops
     if password_file:
         password = read_password_file(password_file)
     else:
         password, password_file = generated_password_file()
-    sim = SimServer(hosts=hosts, password=password, port=port, realtime=realtime, event_timeouts="wall",
-                    loopback_addresses=loopback_addresses, time_scale=time_scale)
-    sim.start()
+        made.append(password_file)
     try:
+        previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops it as Ctrl-C does
+    except ValueError:  # not the main thread: whoever runs us handles signals
+        previous = None
+    sim = SimServer(hosts=hosts, password=password, port=port, realtime=realtime, event_timeouts="wall",
+                    loopback_addresses=loopback_addresses, time_scale=time_scale, agent_s=agent_s)
+    try:
+        made.append(control_token_file(sim.control_token, password_file))
+        sim.start()
         if pool:
             form_pool(sim, password)
-        lines = describe(sim, password_file, pool) + (extras(sim) if extras is not None else [])
+        lines = describe(sim, password_file, pool, made[-1]) + (extras(sim) if extras is not None else [])
         for line in lines:
             print(line, flush=True)
         if ready is not None:
@@ -435,4 +479,15 @@ def serve_forever(
         pass
     finally:
         sim.stop()
+        for path in made:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         print("simulator stopped", file=sys.stderr)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

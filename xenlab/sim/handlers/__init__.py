@@ -9,7 +9,7 @@ nothing, and a message implemented by two modules is an error.
 from __future__ import annotations
 
 from ..calls import Handlers, Impl
-from . import event, ha, host, message, network, pool, session, storage, task, vm
+from . import event, ha, host, message, network, pool, session, storage, task, vm, vm_clone
 
 FAMILIES: tuple[Handlers, ...] = (
     session.HANDLERS,
@@ -22,6 +22,7 @@ FAMILIES: tuple[Handlers, ...] = (
     storage.HANDLERS,
     network.HANDLERS,
     vm.HANDLERS,
+    vm_clone.HANDLERS,
 )
 
 

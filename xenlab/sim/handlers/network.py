@@ -7,6 +7,7 @@ from typing import Any
 from ..calls import Ctx, Handlers
 from ..generic import ctor_fields
 from ..model import ApiError, new_uuid
+from .common import assert_hotplug
 
 HANDLERS = Handlers("network")
 
@@ -31,6 +32,27 @@ def vif_create(ctx: Ctx, record: dict[str, Any]) -> str:
 def vif_destroy(ctx: Ctx, vif: str) -> None:
     ctx.db.get(vif, "VIF")
     ctx.db.destroy(vif)
+
+
+@HANDLERS.api("VIF.plug")
+def vif_plug(ctx: Ctx, vif: str) -> None:
+    rec = ctx.db.get(vif, "VIF")
+    if ctx.db.get(rec["VM"], "VM")["power_state"] == "Running" and rec["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_ATTACHED", vif)
+    assert_hotplug(ctx, rec["VM"], "vif")
+    ctx.db.set(vif, currently_attached=True)
+
+
+@HANDLERS.api("VIF.unplug")
+def vif_unplug(ctx: Ctx, vif: str) -> None:
+    rec = ctx.db.get(vif, "VIF")
+    if ctx.db.get(rec["VM"], "VM")["power_state"] == "Running" and not rec["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_DETACHED", vif)
+    assert_hotplug(ctx, rec["VM"], "vif")
+    ctx.db.set(vif, currently_attached=False)
+
+
+HANDLERS.api("VIF.unplug_force")(vif_unplug)
 
 
 @HANDLERS.api("network.create")

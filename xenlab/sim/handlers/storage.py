@@ -9,7 +9,7 @@ from ..calls import Ctx, Handlers
 from ..generic import ctor_fields
 from ..hosts import GiB
 from ..model import NULL_REF, ApiError, new_uuid
-from .common import LOWER, SHARED_SR_TYPES, SR_TYPES, host_of
+from .common import SHARED_SR_TYPES, SR_TYPES, assert_hotplug, host_of
 
 HANDLERS = Handlers("storage")
 
@@ -139,6 +139,24 @@ def vdi_destroy(ctx: Ctx, vdi: str) -> None:
     ctx.db.destroy(vdi)
 
 
+@HANDLERS.api("VDI.resize", duration=1.0)
+def vdi_resize(ctx: Ctx, vdi: str, size: int) -> None:
+    """xapi_vdi.resize (offline): refused while a VBD has it attached (VDI_IN_USE) and on an SR
+    with no plugged PBD; the file-based SM refuses to shrink (its VDISize error, code 79)."""
+    db = ctx.db
+    rec = db.get(vdi, "VDI")
+    if not any(db.get(p, "PBD")["currently_attached"] for p in db.get(rec["SR"], "SR")["PBDs"]):
+        raise ApiError("SR_HAS_NO_PBDS", rec["SR"])
+    if any(db.get(v, "VBD")["currently_attached"] for v in rec["VBDs"]):
+        raise ApiError("VDI_IN_USE", vdi, "resize")
+    if size < rec["virtual_size"]:
+        raise ApiError("SR_BACKEND_FAILURE_79", "", "VDI Invalid size [opterr=shrinking not allowed]", "")
+    grow = size - rec["virtual_size"]
+    if grow:
+        _sr_alloc(ctx, rec["SR"], grow)
+        db.set(vdi, virtual_size=size, physical_utilisation=rec["physical_utilisation"] + grow)
+
+
 def _clone_vdi(ctx: Ctx, vdi: str, sr: str | None = None) -> str:
     rec = copy.deepcopy(ctx.db.get(vdi, "VDI"))
     target = sr if sr and sr != NULL_REF else rec["SR"]
@@ -198,10 +216,9 @@ def vbd_destroy(ctx: Ctx, vbd: str) -> None:
 def vbd_plug(ctx: Ctx, vbd: str) -> None:
     rec = ctx.db.get(vbd, "VBD")
     vm = ctx.db.get(rec["VM"], "VM")
-    if vm["power_state"] != "Running":
-        raise ApiError("VM_BAD_POWER_STATE", rec["VM"], "running", LOWER[vm["power_state"]])
-    if rec["currently_attached"]:
+    if vm["power_state"] == "Running" and rec["currently_attached"]:
         raise ApiError("DEVICE_ALREADY_ATTACHED", vbd)
+    assert_hotplug(ctx, rec["VM"], "vbd")
     ctx.db.set(vbd, currently_attached=True)
 
 

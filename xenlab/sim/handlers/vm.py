@@ -1,16 +1,13 @@
-"""VM.*: lifecycle (create/clone/copy/provision/start/shutdown/reboot/pause), migration, memory, HA settings, snapshots."""
+"""VM.*: lifecycle (create/destroy/start/shutdown/reboot/pause), migration, memory, VCPUs, HA settings (templates, clones and snapshots: vm_clone.py)."""
 
 from __future__ import annotations
 
-import copy
-import xml.etree.ElementTree as ET
 from typing import Any
 
 from ..calls import Ctx, Handlers
 from ..generic import ctor_fields
-from ..model import NULL_REF, ApiError, new_uuid
+from ..model import NULL_REF, ApiError
 from .common import ALLOWED_STATES, LOWER, assert_contact, host_of, migrate_duration, vm_duration, vm_op_check
-from .storage import _clone_vdi, _sr_alloc
 
 HANDLERS = Handlers("vm")
 
@@ -49,133 +46,15 @@ def vm_destroy(ctx: Ctx, vm: str) -> None:
         raise ApiError("OPERATION_NOT_ALLOWED", "Cannot destroy a control domain")
     if rec["power_state"] not in ALLOWED_STATES["destroy"]:
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted, suspended", LOWER[rec["power_state"]])
+    vm_op_check(ctx, vm, "destroy")
     for vbd in list(rec["VBDs"]):
         db.destroy(vbd)
     for vif in list(rec["VIFs"]):
         db.destroy(vif)
     if db.exists(rec["metrics"]):
         db.destroy(rec["metrics"])
+    ctx.dep.delete_guest_metrics(db, vm)
     db.destroy(vm)
-
-
-def _copy_vm(
-    ctx: Ctx, vm: str, new_name: str, sr: str | None, full: bool, vbds: list[str] | None = None, vdi_fn=None
-) -> str:
-    dep, db = ctx.dep, ctx.db
-    rec = copy.deepcopy(db.get(vm, "VM"))
-    skip = {
-        "uuid",
-        "VBDs",
-        "VIFs",
-        "consoles",
-        "VUSBs",
-        "crash_dumps",
-        "VTPMs",
-        "metrics",
-        "guest_metrics",
-        "snapshots",
-        "children",
-        "resident_on",
-        "scheduled_to_be_resident_on",
-        "current_operations",
-        "allowed_operations",
-        "VGPUs",
-        "attached_PCIs",
-        "blobs",
-        "snapshot_of",
-        "parent",
-    }
-    fields = {k: v for k, v in rec.items() if k not in skip}
-    metrics = db.create("VM_metrics", install_time=dep.now(), last_updated=dep.now())
-    fields.update(name_label=new_name, metrics=metrics, power_state="Halted", domid=-1, is_default_template=False)
-    new = db.create("VM", **fields, parent=vm if not full else NULL_REF)
-    dep.update_overhead(db, new)
-    for vbd in rec["VBDs"] if vbds is None else vbds:
-        v = copy.deepcopy(db.get(vbd, "VBD"))
-        vdi = v["VDI"]
-        if not v["empty"] and db.exists(vdi, "VDI") and v["type"] == "Disk":
-            vdi = vdi_fn(ctx, vdi) if vdi_fn else _clone_vdi(ctx, vdi, sr if full else None)
-        keep = {
-            k: x
-            for k, x in v.items()
-            if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
-        }
-        db.create("VBD", VM=new, VDI=vdi, currently_attached=False, **keep)
-    for vif in rec["VIFs"]:
-        v = copy.deepcopy(db.get(vif, "VIF"))
-        keep = {
-            k: x
-            for k, x in v.items()
-            if k not in ("uuid", "VM", "currently_attached", "current_operations", "MAC", "metrics")
-        }
-        u = new_uuid().replace("-", "")
-        db.create(
-            "VIF", VM=new, MAC="02:" + ":".join(u[i : i + 2] for i in range(0, 10, 2)), currently_attached=False, **keep
-        )
-    return new
-
-
-@HANDLERS.api("VM.clone", duration=2.0)
-def vm_clone(ctx: Ctx, vm: str, new_name: str) -> str:
-    vm_op_check(ctx, vm, "clone")
-    return _copy_vm(ctx, vm, new_name, None, full=False)
-
-
-@HANDLERS.api("VM.copy", duration=10.0)
-def vm_copy(ctx: Ctx, vm: str, new_name: str, sr: str) -> str:
-    vm_op_check(ctx, vm, "copy")
-    if sr != NULL_REF:
-        ctx.db.get(sr, "SR")
-    return _copy_vm(ctx, vm, new_name, sr, full=True)
-
-
-@HANDLERS.api("VM.provision", duration=2.0)
-def vm_provision(ctx: Ctx, vm: str) -> None:
-    dep, db = ctx.dep, ctx.db
-    rec = vm_op_check(ctx, vm, "provision")
-    spec = rec["other_config"].get("disks")
-    if not spec:
-        return
-    try:
-        root = ET.fromstring(spec)
-    except ET.ParseError:
-        raise ApiError("INVALID_VALUE", "disks", spec) from None
-    default_sr = dep.pool(db)["default_SR"]
-    for d in root.findall("disk"):
-        sr_uuid = d.get("sr", "")
-        sr = db.by_uuid("SR", sr_uuid) if sr_uuid else default_sr
-        if not db.exists(sr, "SR"):
-            raise ApiError("HANDLE_INVALID", "SR", sr)
-        size = int(d.get("size", "0"))
-        _sr_alloc(ctx, sr, size)
-        vdi = db.create(
-            "VDI",
-            name_label=f"{rec['name_label']} {d.get('device', '0')}",
-            SR=sr,
-            virtual_size=size,
-            physical_utilisation=size,
-            type=d.get("type", "system") if d.get("type") in ctx.dm.enums.get("vdi_type", ()) else "system",
-            sharable=False,
-            read_only=False,
-            other_config={},
-            location=new_uuid(),
-        )
-        db.create(
-            "VBD",
-            VM=vm,
-            VDI=vdi,
-            userdevice=d.get("device", "0"),
-            bootable=d.get("bootable") == "true",
-            mode="RW",
-            type="Disk",
-            empty=False,
-            other_config={"owner": "true"},
-            qos_algorithm_type="",
-            qos_algorithm_params={},
-        )
-    oc = dict(rec["other_config"])
-    oc.pop("disks", None)
-    db.set(vm, other_config=oc)
 
 
 def _start(ctx: Ctx, vm: str, host: str | None, paused: bool, op: str) -> None:
@@ -255,6 +134,7 @@ def _reboot(ctx: Ctx, vm: str, op: str) -> None:
     db.set(vm, power_state="Running", domid=dep.next_domid(dep.host_by_ref(host)))
     dep.vm_metrics_running(db, vm)
     dep.guests.booted(vm, dep.clock.now())
+    dep.agent_domain_started(db, vm)  # a new domain: its start time is newer than the metrics
 
 
 @HANDLERS.api("VM.clean_reboot", duration=vm_duration)
@@ -311,6 +191,7 @@ def _migrate(ctx: Ctx, vm: str, host: str) -> None:
     db.set(vm, resident_on=host, domid=dep.next_domid(dep.host_by_ref(host)))
     if host != src:
         dep.guests.migrated(vm, dep.clock.now())  # the switch-over: paused, then running on `host`
+        dep.agent_migrated(db, vm)  # the agent reports again from the new host
     if db.exists(rec["metrics"]):
         db.set(rec["metrics"], last_updated=dep.now())
     if src != NULL_REF and db.exists(src, "host"):
@@ -397,8 +278,6 @@ for _f, _halted in (
     ("order", False),
     ("start_delay", False),
     ("shutdown_delay", False),
-    ("VCPUs_max", True),
-    ("VCPUs_at_startup", True),
     ("memory_static_max", True),
     ("memory_static_min", True),
     ("memory_dynamic_max", False),
@@ -413,6 +292,29 @@ for _f, _halted in (
     ("bios_strings", True),
 ):
     HANDLERS.api(f"VM.set_{_f}")(_vm_setter(_f, _halted))
+
+
+def _set_vcpus(ctx: Ctx, vm: str, value: int, field: str) -> None:
+    """xapi_vm.set_VCPUs_max / set_VCPUs_at_startup: halted (templates too), 0 < at_startup <= max."""
+    rec = vm_op_check(ctx, vm, "changing_VCPUs")
+    if rec["is_control_domain"] and rec["domid"] == 0:
+        raise ApiError("OPERATION_NOT_ALLOWED", f"set_{field} is not allowed on dom0")
+    vmax = value if field == "VCPUs_max" else int(rec["VCPUs_max"])
+    at_startup = value if field == "VCPUs_at_startup" else int(rec["VCPUs_at_startup"])
+    if value < 1 or at_startup > vmax:
+        raise ApiError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs_at_startup ≤ VCPUs_max", value)
+    ctx.db.set(vm, **{field: value})
+    ctx.dep.update_overhead(ctx.db, vm)
+
+
+@HANDLERS.api("VM.set_VCPUs_max")
+def vm_set_vcpus_max(ctx: Ctx, vm: str, value: int) -> None:
+    _set_vcpus(ctx, vm, value, "VCPUs_max")
+
+
+@HANDLERS.api("VM.set_VCPUs_at_startup")
+def vm_set_vcpus_at_startup(ctx: Ctx, vm: str, value: int) -> None:
+    _set_vcpus(ctx, vm, value, "VCPUs_at_startup")
 
 
 @HANDLERS.api("VM.set_domain_type")
@@ -450,14 +352,13 @@ def vm_set_memory(ctx: Ctx, vm: str, value: int) -> None:
 
 @HANDLERS.api("VM.set_memory_limits")
 def vm_set_memory_limits(ctx: Ctx, vm: str, smin: int, smax: int, dmin: int, dmax: int) -> None:
-    rec = ctx.db.get(vm, "VM")
+    """xapi_vm.set_memory_limits: halted (templates allow it too), limits in order."""
+    vm_op_check(ctx, vm, "changing_memory_limits")
     if not (smin <= dmin <= dmax <= smax):
         raise ApiError(
             "MEMORY_CONSTRAINT_VIOLATION",
             "Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max",
         )
-    if rec["power_state"] != "Halted":
-        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, memory_static_min=smin, memory_static_max=smax, memory_dynamic_min=dmin, memory_dynamic_max=dmax)
     ctx.dep.update_overhead(ctx.db, vm)
 
@@ -475,75 +376,3 @@ def vm_set_memory_static_range(ctx: Ctx, vm: str, lo: int, hi: int) -> None:
         raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
     ctx.db.set(vm, memory_static_min=lo, memory_static_max=hi)
     ctx.dep.update_overhead(ctx.db, vm)
-
-
-@HANDLERS.api("VM.set_is_a_template")
-def vm_set_is_a_template(ctx: Ctx, vm: str, value: bool) -> None:
-    rec = ctx.db.get(vm, "VM")
-    if value and rec["power_state"] != "Halted":
-        raise ApiError("VM_BAD_POWER_STATE", vm, "halted", LOWER[rec["power_state"]])
-    ctx.db.set(vm, is_a_template=value)
-
-
-@HANDLERS.api("VDI.snapshot", duration=1.0)
-def vdi_snapshot(ctx: Ctx, vdi: str, driver_params: dict | None = None) -> str:
-    snap = _clone_vdi(ctx, vdi)
-    ctx.db.set(snap, is_a_snapshot=True, snapshot_of=vdi, snapshot_time=ctx.dep.now(), read_only=True)
-    return snap
-
-
-@HANDLERS.api("VM.snapshot", duration=2.0)
-def vm_snapshot(ctx: Ctx, vm: str, new_name: str, ignore_vdis: list[str] | None = None) -> str:
-    """Disk-only snapshot: a halted template marked is_a_snapshot, VDIs snapshotted."""
-    db = ctx.db
-    rec = vm_op_check(ctx, vm, "snapshot")
-    ignore = set(ignore_vdis or [])
-    keep_vbds = [v for v in rec["VBDs"] if db.get(v, "VBD")["VDI"] not in ignore]
-    snap = _copy_vm(ctx, vm, new_name, None, full=False, vbds=keep_vbds, vdi_fn=vdi_snapshot)
-    db.set(
-        snap,
-        is_a_snapshot=True,
-        is_a_template=True,
-        snapshot_of=vm,
-        snapshot_time=ctx.dep.now(),
-        parent=NULL_REF,
-        ha_always_run=False,
-        ha_restart_priority="",
-    )
-    return snap
-
-
-@HANDLERS.api("VM.revert", duration=2.0)
-def vm_revert(ctx: Ctx, snapshot: str) -> None:
-    dep, db = ctx.dep, ctx.db
-    srec = db.get(snapshot, "VM")
-    vm = srec["snapshot_of"]
-    if not srec["is_a_snapshot"] or not db.exists(vm, "VM"):
-        raise ApiError("VM_REVERT_FAILED", snapshot, vm)
-    if db.get(vm, "VM")["power_state"] != "Halted":
-        dep.force_halt(db, vm)
-    for vbd in list(db.get(vm, "VM")["VBDs"]):
-        if db.get(vbd, "VBD")["type"] == "Disk":
-            db.destroy(vbd)
-    for vbd in srec["VBDs"]:
-        v = copy.deepcopy(db.get(vbd, "VBD"))
-        vdi = _clone_vdi(ctx, v["VDI"]) if db.exists(v["VDI"], "VDI") else v["VDI"]
-        if db.exists(vdi, "VDI"):
-            db.set(vdi, is_a_snapshot=False, snapshot_of=NULL_REF, read_only=False)
-        keep = {
-            k: x
-            for k, x in v.items()
-            if k not in ("uuid", "VM", "VDI", "currently_attached", "current_operations", "metrics")
-        }
-        db.create("VBD", VM=vm, VDI=vdi, currently_attached=False, **keep)
-    for field in (
-        "memory_static_max",
-        "memory_dynamic_max",
-        "memory_dynamic_min",
-        "memory_static_min",
-        "VCPUs_max",
-        "VCPUs_at_startup",
-        "platform",
-    ):
-        db.set(vm, **{field: copy.deepcopy(srec[field])})
-    dep.update_overhead(db, vm)
