@@ -22,7 +22,7 @@ FLOORS = {
     "xenlab.drivers": 5,
     "xenlab.scenario": 6, "xenlab.qualify": 6, "xenlab.files": 6,
     "xenlab.fixtures": 7, "xenlab.pytest_plugin": 7, "xenlab.cli": 7, "xenlab.cli_cache": 7, "xenlab.cli_qualify": 7, "xenlab.cli_output": 7, "xenlab.cli_report": 7,
-    "xenlab.cli_shard": 7,
+    "xenlab.cli_shard": 7, "xenlab.cli_run": 7,
 }
 
 
