@@ -51,4 +51,4 @@ def test_the_readmes_worked_example_passes_with_its_steps_in_junit(pool2, tmp_pa
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     text = junit.read_text()
     assert 'name="host_step.1"' in text and "h1: succeed xl info | grep xen_commandline" in text
-    assert "wait_for_unit xenconsoled.service" in text and "wait_until_succeeds grep -q" in text
+    assert "wait_for_unit xen.service" in text and "wait_until_succeeds grep -q" in text

@@ -11,7 +11,7 @@ from xenlab.faults import Faults
 from xenlab.metrics import downtime_around
 from xenlab.observe import LabObserver
 from xenlab.toolstack.base import GuestSpec, PoolRefused, PoolSettings
-from xenlab.toolstack.xl import XlToolstack
+from xenlab.toolstack.xl import POOL_KEY, POOL_KNOWN_HOSTS, XlToolstack
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +48,12 @@ def test_pool_forms_on_the_shared_sr(pool2, xl):
     assert stored == pool  # read back from pool.json on the shared SR
     for host in pool2.hosts:
         assert "nfs" in host.succeed("findmnt -n -o FSTYPE /srv/xenlab")
-    # dom0-to-dom0 trust for xl migrate, with pinned host keys
-    assert pool2.host("h1").succeed(f"ssh -o BatchMode=yes {pool2.host('h2').address()} hostname").strip() == "h2"
+    # dom0-to-dom0 trust for xl migrate: the pool's own key and pinned host keys, root's own key untouched
+    h1 = pool2.host("h1")
+    assert h1.succeed(f"ssh -i {POOL_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile={POOL_KNOWN_HOSTS} "
+                      f"-o StrictHostKeyChecking=yes -o BatchMode=yes {pool2.host('h2').address()} hostname"
+                      ).strip() == "h2"
+    assert h1.run("test -e /root/.ssh/id_ed25519").status != 0  # xenlab never writes the user's own key
 
 
 def test_live_migration_keeps_the_guest_and_its_data(pool2, xl, observer):
