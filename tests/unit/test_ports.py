@@ -71,3 +71,22 @@ def test_qemus_refusal_of_a_taken_port_is_recognised():
     assert hostfwd_refused(said, port)
     assert not hostfwd_refused(said, port + 1)  # an earlier launch's refusal of another port
     assert not hostfwd_refused("qemu-system-x86_64: -drive ...: Could not open 'root.qcow2'", port)
+
+
+def test_the_claims_directory_is_never_taken_for_a_stray_lab(tmp_path, monkeypatch):
+    """`xenlab down --all` removed a run base's `ports` directory as a stray lab's (seen
+    2026-12-07): claims of labs still running went with it, and a lab named `ports` would
+    have shared it."""
+    import re
+
+    from xenlab.lab.lab import stray_lab_dirs
+    from xenlab.spec import NAME_PATTERN
+
+    monkeypatch.setenv("XENLAB_RUN_DIR", str(tmp_path))
+    tmp_path.chmod(0o700)
+    lab = tmp_path / "lab1"
+    lab.mkdir(mode=0o700)
+    reserve_port(lab)
+    (tmp_path / "crashed").mkdir(mode=0o700)
+    assert [p.name for p in stray_lab_dirs()] == ["crashed", "lab1"]
+    assert not re.match(NAME_PATTERN, PORTS_DIR)  # no lab can be named like it

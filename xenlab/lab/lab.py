@@ -468,7 +468,8 @@ def attach_lab(name: str) -> Lab:
 def stray_lab_dirs() -> list[Path]:
     """Run directories without state (a crash before the first state write)."""
     base = runs_base()
-    return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "state.json").exists() and not p.name.endswith((".failed-logs", ".static")))
+    return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "state.json").exists()
+                  and not p.name.startswith(".") and not p.name.endswith((".failed-logs", ".static")))
 
 
 def _age(at: float) -> str:

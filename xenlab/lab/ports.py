@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import XenlabError
 
-PORTS_DIR = "ports"
+PORTS_DIR = ".ports"  # a dot: no lab is named so (lab names are lowercase, digits and "-"), no sweep takes it
 # QEMU 7.2 exits 1 with "...: Could not set up host forwarding rule 'tcp:127.0.0.1:PORT-:22'"
 HOSTFWD_REFUSED = "Could not set up host forwarding rule"
 ATTEMPTS = 200
