@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xenlab.lab import attach_lab  # noqa: E402
-from xenlab.lab.parallel import in_parallel  # noqa: E402
+from xenlab.lab import attach_lab
+from xenlab.lab.parallel import in_parallel
 
 PROBE = """python3 -c '
 import time

@@ -87,3 +87,34 @@ def test_a_failed_fencing_is_never_taken_for_a_fenced_host():
 
 def test_an_empty_fence_history_has_no_events():
     assert parse_fence_history(sample("fence-history-failed.xml")) == []
+
+
+def test_a_power_cut_read_back_from_the_survivors_journal():
+    """h1's plug pulled at 1796652301.586 (the controller's clock; h2's was 0.4 s behind)."""
+    lines = parse_journal(sample("journal-h2-power-cut.txt"))
+    record = failover_record(lines, "h1", 1, ["vm1"], since=1796652290)
+    assert record.membership_changed_at == pytest.approx(1796652330.349, abs=0.01)
+    assert record.fence_requested_at == pytest.approx(1796652334.740, abs=0.01)
+    assert record.fence_done_at == pytest.approx(1796652352.030, abs=0.01)
+    assert record.fenced_by == "h2" and record.fence_failures == 0 and "off by h2: OK" in record.fence_result
+    assert record.started["vm1"] == pytest.approx(1796652423.602, abs=0.01)
+    assert len(record.lines) == 4
+
+
+def test_a_membership_change_about_another_member_is_not_taken():
+    lines = parse_journal(sample("journal-h2-power-cut.txt"))
+    record = failover_record(lines, "h3", 3, ["vm9"], since=0)
+    assert record.membership_changed_at is None and record.fence_requested_at is None and not record.started
+
+
+def test_the_fence_history_names_the_winner_and_when():
+    (event,) = parse_fence_history(sample("fence-history-h1-off.xml"))
+    assert (event.target, event.action, event.delegate, event.origin, event.status) == ("h1", "off", "h2", "h2",
+                                                                                        "success")
+    assert event.completed == pytest.approx(1796652351.0, abs=1.0)
+
+
+def test_crm_mon_after_the_failover_runs_vm1_on_the_survivor():
+    state = parse_crm_mon(sample("crm_mon-after-failover.xml"))
+    assert state.resources["vm1"] == ("h2",)
+    assert "h2" in state.online
