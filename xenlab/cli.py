@@ -194,7 +194,7 @@ def status(lab_name: str | None, as_json: bool) -> None:
     from .lab.labs import lab_status
 
     data = lab_status(lab_name)
-    if data.get("backend") != "static" or data.get("toolstack") == "xl":
+    if data.get("toolstack", "xl") == "xl":
         from .drivers import pool_cluster_status
 
         cluster = pool_cluster_status(lab_name)
@@ -258,6 +258,7 @@ def _print_static_status(data: dict) -> None:
             out.print(f"{m['name']}: {m['ssh_error']}", markup=False)
     if any(m["firewall_left"] for m in data["machines"]):
         out.print("`xenlab up` of this lab (or any `xenlab run` on it) removes the rules a dead run left")
+    _print_cluster(data.get("cluster"))
 
 
 # -- access ---------------------------------------------------------------------------
