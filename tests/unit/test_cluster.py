@@ -118,3 +118,14 @@ def test_crm_mon_after_the_failover_runs_vm1_on_the_survivor():
     state = parse_crm_mon(sample("crm_mon-after-failover.xml"))
     assert state.resources["vm1"] == ("h2",)
     assert "h2" in state.online
+
+
+def test_dom0_ssh_to_the_members_uses_the_pools_key_and_pinned_host_keys():
+    from xenlab.toolstack.cluster_pool import _cluster_name, ssh_config
+    from xenlab.toolstack.xl import POOL_KEY, POOL_KNOWN_HOSTS
+
+    text = ssh_config({"h1": "10.0.0.1", "h2": "10.0.0.2"})
+    assert "Host h1 h2 10.0.0.1 10.0.0.2\n" in text
+    assert f"IdentityFile {POOL_KEY}" in text and f"UserKnownHostsFile {POOL_KNOWN_HOSTS}" in text
+    assert "StrictHostKeyChecking yes" in text
+    assert _cluster_name("pool a/b") == "pool-a-b" and len(_cluster_name("x" * 80)) == 32

@@ -146,7 +146,9 @@ class ClusterPool:
         member = self.live_member()
         self.stack.configure(member, guest_resource(vm, config_path, priority, host))
         self._wait_running(vm, host, timeout)
-        self.stack.shell(member).succeed(f"crm configure delete {vm}-placed", timeout=120)
+        # pacemaker's own C tool: crmsh's Python costs a dom0 under TCG seconds per call
+        self.stack.shell(member).succeed(
+            f"cibadmin --delete --scope constraints --xml-text '<rsc_location id=\"{vm}-placed\"/>'", timeout=120)
 
     def _wait_running(self, vm: str, host: str, timeout: float) -> None:
         member = self.live_member()
