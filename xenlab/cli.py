@@ -199,6 +199,12 @@ def status(lab_name: str | None, as_json: bool) -> None:
     from .lab.labs import lab_status
 
     data = lab_status(lab_name)
+    if data.get("toolstack", "xl") == "xl":
+        from .drivers import pool_cluster_status
+
+        cluster = pool_cluster_status(lab_name)
+        if cluster is not None:
+            data["cluster"] = cluster
     if as_json:
         out.print_json(json.dumps(data))
     elif data.get("backend") == "static":
@@ -223,6 +229,22 @@ def _print_status(data: dict) -> None:
         out.print("checkpoints: " + ", ".join(c["tag"] for c in data["checkpoints"]))
     if data.get("came_up") == "warm":
         out.print(f"came up warm from {data['warm_state']}", markup=False)
+    _print_cluster(data.get("cluster"))
+
+
+def _print_cluster(cluster: dict | None) -> None:
+    """The pool's cluster as its stack says (corosync-quorumtool, crm_mon), if it has one."""
+    if not cluster:
+        return
+    if "error" in cluster:
+        out.print(f"cluster: not read ({cluster['error']})", markup=False)
+        return
+    out.print(f"cluster (asked {cluster['asked']}): online {', '.join(cluster['online']) or '-'}; "
+              f"offline {', '.join(cluster['offline']) or '-'}; quorate {'yes' if cluster['quorate'] else 'NO'} "
+              f"({cluster['votes']}/{cluster['expected_votes']} votes{', ' + ' '.join(cluster['flags']) if cluster['flags'] else ''}); "
+              f"DC {cluster['dc'] or '-'}", markup=False)
+    for resource, nodes in sorted(cluster["resources"].items()):
+        out.print(f"  {resource}: {', '.join(nodes)}", markup=False)
 
 
 def _print_static_status(data: dict) -> None:
@@ -241,6 +263,7 @@ def _print_static_status(data: dict) -> None:
             out.print(f"{m['name']}: {m['ssh_error']}", markup=False)
     if any(m["firewall_left"] for m in data["machines"]):
         out.print("`xenlab up` of this lab (or any `xenlab run` on it) removes the rules a dead run left")
+    _print_cluster(data.get("cluster"))
 
 
 # -- access ---------------------------------------------------------------------------

@@ -55,3 +55,24 @@ def drivers_for(lab: LabBackend) -> Drivers:
 
 def toolstack_for(lab: LabBackend) -> Toolstack:
     return drivers_for(lab).toolstack
+
+
+def pool_cluster_status(ref: str | None) -> dict | None:
+    """An xl pool's cluster membership and quorum as its own stack reports them (for
+    `xenlab status`), or None: no such lab up, not xl, no pool yet, or a pool without the stack."""
+    from .lab.labs import attach_lab, make_lab, resolve_lab, running_lab
+    from .spec import load_lab
+
+    try:
+        if ref is None:
+            lab = running_lab(None)
+        else:
+            found = resolve_lab(ref, attach="first")
+            lab = attach_lab(found.name) if found.running else make_lab(load_lab(found.path), found.path)
+        if lab.capabilities.toolstack != "xl":
+            return None
+        toolstack = toolstack_for(lab)
+        cluster = toolstack.cluster() if isinstance(toolstack, XlToolstack) else None
+        return cluster.status() if cluster is not None else None
+    except XenlabError as exc:
+        return {"error": str(exc).splitlines()[0]}

@@ -398,6 +398,8 @@ FIGURE_MEANINGS: dict[str, str] = {
     "migration_duration": "how long a migration call took",
     "iterations": "rounds of the repeat that ran to their end",
     "detection": "seconds from the fault to the pool declaring the host dead",
+    "fencing": "seconds from the fault to the cluster stack's fencing of the lost host succeeding (its own log)",
+    "restart": "seconds from the fault to the cluster stack's start of the guest's resource on a survivor (its log)",
     "recovery": "seconds from the fault to the guest's first heartbeat after the silence the fault caused",
     "since_fault": "seconds from the fault to the awaited condition holding",
 }

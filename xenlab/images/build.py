@@ -236,6 +236,11 @@ def customize_tree(tree: Path, recipe: Recipe) -> None:
         _symlink(units / target / unit, f"/lib/systemd/system/{unit}")
     for unit in (*recipe.mask_units, *BOOT_MASKED_UNITS):
         _symlink(units / unit, "/dev/null")
+    for unit in recipe.disable_units:  # installed, started on demand (`systemctl start` still works)
+        for wants in units.glob("*.wants"):  # (glob would follow the link to the tree's absolute target)
+            link = wants / unit
+            if link.is_symlink() or link.exists():
+                link.unlink()
     blacklist = "".join(f"blacklist {name}\n" for name in BLACKLISTED_MODULES)
     (tree / "etc/modprobe.d/xenlab-lab-machine.conf").write_text(f"# see xenlab/images/build.py\n{blacklist}")
     generators = tree / "etc/systemd/system-generators"

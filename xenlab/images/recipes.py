@@ -33,6 +33,9 @@ class Recipe(StrictModel):
     size_gib: int = Field(4, ge=1, le=64)
     packages: list[str] = Field(default_factory=list)
     mask_units: list[str] = Field(default_factory=list)
+    disable_units: list[str] = Field(
+        default_factory=list, description="units installed but not started at boot (started on demand, e.g. the "
+        "cluster stack by form_pool): their enablement links are removed, they are not masked")
     export_modules: list[str] = Field(default_factory=list)
     base: Name | None = None
     guest_types: list[GuestType] | None = Field(
@@ -58,7 +61,9 @@ class Recipe(StrictModel):
         """Hash of everything that shapes the image: recipe, builder files, base image.
         (`guest_types` declares what the image can do; it does not shape it.)"""
         h = hashlib.sha256()
-        h.update(self.model_dump_json(exclude={"guest_types"}).encode())
+        # disable_units came later: left out while empty, so older recipes keep their digests
+        unshaping = {"guest_types"} | (set() if self.disable_units else {"disable_units"})
+        h.update(self.model_dump_json(exclude=unshaping).encode())
         h.update(BUILDER_VERSION.encode())
         h.update(base_digest.encode())
         for name in FILES_BY_KIND[self.kind]:

@@ -124,6 +124,13 @@ class Host(RemoteShell):
     def process_alive(self) -> bool:
         return self.process.alive()
 
+    def bmc_tunnels(self) -> str:
+        """A Xen host's way to the lab's BMCs (lab/bmc_relay.py), for a lab with `bmc: ipmi`."""
+        from .bmc_relay import guestfwd_options
+
+        routes = self.lab.bmc_routes()
+        return guestfwd_options(self.lab.run.root, routes) if routes and self.role == "xen" else ""
+
     def launch(self, tied: bool | None = None, paused: bool = False, loadvm: str | None = None,
                incoming: Path | None = None) -> None:
         """Start this machine's QEMU (power on, or a restore: -loadvm, or -incoming from a
@@ -134,7 +141,7 @@ class Host(RemoteShell):
         sockets = {n.network: self.lab.run.access_socket(n.network, self.name) for n in self.plan.nics}
         choice = AccelChoice(lab_state.accel, lab_state.cpu, lab_state.accel_reason)
         argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm,
-                         incoming=incoming)
+                         incoming=incoming, mgmt_extra=self.bmc_tunnels())
         if tied is None:
             # Tie a re-started QEMU (power on, restore) to the lab's owner only from the
             # owner itself: tied to another process (a CLI call, a nested pytest) it would
@@ -151,7 +158,7 @@ class Host(RemoteShell):
             # something took the SSH port since it was chosen: another port, pinned anew
             self._move_ssh_port(reserve_port(self.lab.run.root))
             argv = qemu_argv(self.plan, files, choice, state.ssh_port, sockets, start_paused=paused, loadvm=loadvm,
-                             incoming=incoming)
+                             incoming=incoming, mgmt_extra=self.bmc_tunnels())
         state.pid, state.started_at, state.argv, state.powered = pid, time.time(), argv, True
         self.lab.save_state()
 

@@ -329,6 +329,12 @@ class Lab(Checkpoints):
         variant = self.variants.get(host.name)
         return str(variant.directory) if variant else ""
 
+    def bmc_routes(self) -> dict:
+        """How each Xen host's dom0 reaches every virtual BMC of the lab (lab/bmc_relay.py)."""
+        from .bmc_relay import bmc_routes
+
+        return bmc_routes([h.name for h in self.hosts if h.role == "xen" and self.spec.bmc_of(h.name) == "ipmi"])
+
     def _start_bmcs(self, tied: bool, progress: Progress) -> None:
         """A virtual BMC for each host whose lab file asks for one (`bmc: ipmi`), once its machine runs."""
         from .bmc import start_lab_bmcs  # not at the top: `python -m xenlab.lab.bmc` imports this package first

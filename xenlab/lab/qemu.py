@@ -81,11 +81,13 @@ def qemu_argv(
     start_paused: bool = False,
     loadvm: str | None = None,
     incoming: Path | None = None,
+    mgmt_extra: str = "",
 ) -> list[str]:
     """The full QEMU command line of one lab machine.
 
     Management NIC: user-mode, restricted (no route out), SSH forwarded from 127.0.0.1
-    only. Lab NICs: vde unix sockets in the run directory. Never inet/multicast sockets.
+    only (`mgmt_extra`: more options of it, the BMC tunnels of lab/bmc_relay.py). Lab NICs:
+    vde unix sockets in the run directory. Never inet/multicast sockets.
     """
     hardware = machine.hardware
     argv = [
@@ -118,7 +120,7 @@ def qemu_argv(
             "-device", "virtio-blk-pci,drive=seed" + _seed_bootindex(hardware),
         ]
     argv += [
-        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22{mgmt_extra}",
         "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={machine.mgmt_mac}",
     ]
     for nic in machine.nics:

@@ -79,7 +79,16 @@ def merge_integrity(into: dict[str, Figure], one: dict[str, Figure]) -> None:
 
 def failover_figures(result: FailoverResult, figures: dict[str, Figure]) -> None:
     note = f"reported by recover({result.failed_host})"
+    if result.records:  # a cluster stack's: each figure is a moment of its own log
+        note = f"the cluster's membership change without {result.failed_host} (its journal)"
     figures["detection"] = Figure(value=round_or_none(result.detected_after_s), unit="s", note=note)
+    if result.records:
+        figures["fencing"] = Figure(value=round_or_none(result.fenced_after_s), unit="s",
+                                    note=result.fencing or "no fencing recorded")
+        for vm, after in result.started_after_s.items():
+            figures["restart"] = Figure(value=round_or_none(after), unit="s",
+                                        note=f"{vm}'s resource started on {result.restarted.get(vm, '?')} "
+                                             "(the survivor's journal)")
 
 
 def figures_line(figures: dict[str, Figure]) -> str:

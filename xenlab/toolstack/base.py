@@ -125,6 +125,12 @@ class FailoverResult:
     detected_after_s: float | None = None
     fenced_after_s: float | None = None
     restarted: dict[str, str] = field(default_factory=dict)  # guest -> new host
+    # From a cluster stack's own records (an xl pool's Pacemaker, toolstack/cluster_pool.py):
+    fence_requested_after_s: float | None = None  # the stack asked for the lost host to be fenced
+    started_after_s: dict[str, float] = field(default_factory=dict)  # guest -> its resource started on the survivor
+    fencing: str = ""  # what the stack says it did: action, target, which member ran it, result
+    fenced_by: str = ""  # the member that fenced (a fence race's winner)
+    records: list[str] = field(default_factory=list)  # the stack's log lines behind the figures
     heartbeat_back_after_s: dict[str, float] = field(default_factory=dict)  # measured by the runner
     integrity_ok: dict[str, bool] = field(default_factory=dict)  # measured by the runner
     ok: bool = True
@@ -221,7 +227,8 @@ class Toolstack(ABC):
     def recover(self, dead_host: str, fault_at: float, observer: Observer | None = None) -> FailoverResult | None:
         """Restart the protected guests of the lost `dead_host` on the pool's other members.
 
-        A pool that restarts guests by itself (no recover step to ask for) returns None.
-        `observer` is offered for detection only (a guest still heard means its host is
-        alive); what the guests went through is measured by the runner, not here."""
+        A pool that restarts guests by itself (no recover step to ask for) returns None. A
+        pool whose HA stack decides (xapi's HA; Pacemaker on an xl pool) is only waited for
+        and its records read: the driver never detects, fences or restarts by itself.
+        What the guests went through is measured by the runner, not here."""
         return None

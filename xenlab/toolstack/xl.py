@@ -33,6 +33,7 @@ from .base import (
     Toolstack,
     VMInfo,
 )
+from .cluster_pool import ClusterPool, bmc_access
 
 if TYPE_CHECKING:
     from ..lab import Host, Lab
@@ -212,9 +213,13 @@ class XlToolstack(Toolstack):
             h.succeed(f"mkdir -p {self.sr} && (mountpoint -q {self.sr} || mount -t nfs -o vers=4.2,hard,timeo=100 "
                       f"{services}:{self.sr} {self.sr})", timeout=120)
             self._install_trust(h, members, pool_key)
+        clustered = bmc_access(self.lab, members) is not None
+        if clustered:  # the pool's HA: Pacemaker and corosync, fencing through the members' BMCs
+            ClusterPool.form(self, members, settings.name, settings.detection_timeout_s)
         pool = PoolInfo(settings.name, members[0], tuple(members), self.sr, settings)
         data = {"name": pool.name, "master": pool.master, "members": list(pool.members), "sr_path": self.sr,
-                "settings": asdict(settings), "toolstack": self.kind, "formed_at": time.time()}
+                "settings": asdict(settings), "toolstack": self.kind, "formed_at": time.time(),
+                "cluster": clustered}
         self._xen_host(members[0]).write_file(f"{self.sr}/pool.json", json.dumps(data, indent=2))
         return pool
 
@@ -226,6 +231,18 @@ class XlToolstack(Toolstack):
         settings = data["settings"]
         settings["protected"] = tuple(settings.get("protected", ()))
         return PoolInfo(data["name"], data["master"], tuple(data["members"]), data["sr_path"], PoolSettings(**settings))
+
+    def cluster(self) -> ClusterPool | None:
+        """The pool's cluster stack (None: a pool without BMCs, which has no HA)."""
+        result = self._services().run(f"cat {self.sr}/pool.json", timeout=30)
+        if not result.ok:
+            return None
+        data = json.loads(result.stdout)
+        return ClusterPool(self, data["members"]) if data.get("cluster") else None
+
+    def _clustered(self, vm: str) -> ClusterPool | None:
+        cluster = self.cluster()
+        return cluster if cluster is not None and cluster.is_resource(vm) else None
 
     def _require_pool(self) -> PoolInfo:
         pool = self.pool()
@@ -256,7 +273,7 @@ class XlToolstack(Toolstack):
         """dom0-to-dom0 SSH for `xl migrate`: the pool key, and every member's pinned host key."""
         keys = self.lab.run.root / "keys"
         known = "".join(
-            f"{self._xen_host(m).address(self.network)} {' '.join((keys / f'host-{m}.pub').read_text().split()[:2])}\n"
+            f"{self._xen_host(m).address(self.network)},{m} {' '.join((keys / f'host-{m}.pub').read_text().split()[:2])}\n"
             for m in members
         )
         host.succeed("mkdir -p /root/.ssh && chmod 700 /root/.ssh")
@@ -326,7 +343,15 @@ class XlToolstack(Toolstack):
         services.succeed(f"mkdir -p {directory} && echo {index} > {directory}/index && "
                          f"truncate -s {guest.disk_mib}M {directory}/disk.img")
         services.write_file(f"{directory}/{guest.name}.cfg", config, 0o600)  # it holds the heartbeat key
-        return self.start_vm(guest.name, host)
+        protected = self._require_pool().settings.protected
+        cluster = self.cluster() if guest.name in protected else None
+        if cluster is None:
+            return self.start_vm(guest.name, host)
+        # a protected guest is the stack's: a resource, first placed on `host`
+        cluster.add_guest(guest.name, f"{directory}/{guest.name}.cfg", len(protected) - protected.index(guest.name),
+                          host)
+        services.write_file(f"{directory}/host", host + "\n")
+        return self._find(guest.name, host)
 
     def start_vm(self, vm: str, host: str) -> VMInfo:
         h = self._xen_host(host)
@@ -351,6 +376,10 @@ class XlToolstack(Toolstack):
         return out or None
 
     def shutdown_vm(self, vm: str, force: bool = False) -> None:
+        cluster = self._clustered(vm)
+        if cluster is not None:  # stopped through the stack, else it would start it again
+            cluster.stop_guest(vm)
+            return
         host = self.vm(vm).host
         h = self._xen_host(host)
         if force:
@@ -387,6 +416,9 @@ class XlToolstack(Toolstack):
                         lambda: h.run("xl list", timeout=30).stdout)
 
     def destroy_vm(self, vm: str) -> None:
+        cluster = self._clustered(vm)
+        if cluster is not None:
+            cluster.remove_guest(vm)
         for info in self.vms():
             if info.name == vm and info.state != "unknown" and info.state != "halted":
                 self._xen_host(info.host).run(f"xl destroy {vm}", timeout=60)
@@ -415,6 +447,12 @@ class XlToolstack(Toolstack):
         source = self.vm(vm).host
         if source == destination:
             raise XenlabError(f"{vm} is already on {destination}")
+        cluster = self._clustered(vm)
+        if cluster is not None:  # a protected guest moves when the stack moves it
+            record = cluster.move(vm, source, destination, on_start)
+            if record.ok:
+                self._services().write_file(f"{self._guest_dir(vm)}/host", destination + "\n")
+            return record
         dest_address = self._xen_host(destination).address(self.network)
         started_at, started = time.time(), time.monotonic()
         if on_start is not None:
@@ -432,76 +470,16 @@ class XlToolstack(Toolstack):
     # failover --------------------------------------------------------------------------
     def recover(self, dead_host: str, fault_at: float | None = None, observer: Observer | None = None,
                 timeout: float = 600) -> FailoverResult:
-        """Detect that `dead_host` is gone, fence it, restart its protected guests elsewhere.
-
-        Detection: the host is dead once neither SSH nor any of its guests' heartbeats has
-        shown life for the pool's detection timeout. Fencing: the lab's power control (a
-        partitioned host is alive but must not keep running its guests). Restart: protected
-        guests in priority order, each on the live member with most free memory that fits.
-        """
+        """Wait for the pool's cluster stack to fail `dead_host`'s protected guests over, and
+        read from its own records what it did and when (toolstack/cluster_pool.py). xenlab
+        neither detects, fences nor restarts: a pool without the stack (no BMCs) has no HA."""
         pool = self._require_pool()
-        settings = pool.settings
-        fault_at = fault_at or time.time()
-        result = FailoverResult(dead_host, fault_at)
-        victims = [vm for vm in settings.protected if self.last_host(vm) == dead_host]
-        peers = [m for m in pool.members if m != dead_host and self.host_alive(m, timeout=10)]
-        deadline = time.monotonic() + timeout
-        last_sign = fault_at
-        while True:
-            now = time.time()
-            if self.reachable_on_pool_network(dead_host, peers):
-                last_sign = time.time()
-            elif observer is not None:
-                for vm in victims:
-                    beats = observer.heartbeats(vm, since=last_sign)
-                    if beats:
-                        last_sign = max(last_sign, max(t for _, t in beats))
-            if now - last_sign >= settings.detection_timeout_s:
-                break
-            if time.monotonic() > deadline:
-                result.ok, result.error = False, f"{dead_host} still showed life after {timeout:.0f}s"
-                return result
-            time.sleep(1.0)  # detection is a deadline-driven poll: one probe per second
-        result.detected_after_s = time.time() - fault_at
-        host = self._xen_host(dead_host)
-        if host.process_alive():
-            host.power("off")
-        result.fenced_after_s = time.time() - fault_at
-        survivors = [m for m in peers if self.host_alive(m, timeout=10)]
-        for vm in victims:
-            memory = self._configured_memory(vm)
-            fitting = [(self.facts(m).memory_free_mib, m) for m in survivors]
-            fitting = [(free, m) for free, m in fitting if free >= memory]
-            if not fitting:
-                result.ok = False
-                result.error += f"no survivor has {memory} MiB free for {vm}; "
-                continue
-            target = max(fitting)[1]
-            self.start_vm(vm, target)
-            result.restarted[vm] = target
-        result.ok = result.ok and len(result.restarted) == len(victims)
+        cluster = self.cluster()
+        if cluster is None:
+            raise XenlabError(f"pool {pool.name} has no cluster stack (its members have no BMCs: `bmc: ipmi` in the "
+                              "lab file, or `ipmi:` per static host), so nothing fails its guests over")
+        victims = [vm for vm in pool.settings.protected if self.last_host(vm) == dead_host]
+        result = cluster.await_failover(dead_host, fault_at or time.time(), victims, timeout)
+        for vm, host in result.restarted.items():
+            self._services().write_file(f"{self._guest_dir(vm)}/host", host + "\n")
         return result  # how soon the guests were heard again, and their disks, the runner measures
-
-    def reachable_on_pool_network(self, host: str, peers: list[str]) -> bool:
-        """Is `host` alive as the pool sees it: answering a peer over the pool network?
-
-        The controller's own SSH goes over the management network, which a partition of
-        the pool network does not cut; so an isolated host counts as gone here.
-        """
-        if not peers:
-            return self.host_alive(host, timeout=2)
-        address = self._xen_host(host).address(self.network)
-        for peer in peers:
-            try:
-                if self._xen_host(peer).run(f"ping -c 1 -W 1 {address}", timeout=10).ok:
-                    return True
-            except XenlabError:
-                continue
-        return False
-
-    def _configured_memory(self, vm: str) -> int:
-        config = self._services().succeed(f"cat {self._guest_dir(vm)}/{vm}.cfg")
-        for line in config.splitlines():
-            if line.startswith("memory"):
-                return int(line.split("=")[1])
-        return 128
