@@ -275,8 +275,8 @@ def _merge_usr(tree: Path) -> None:
 
 
 def debugfs_script(tree: Path, status: Path | None) -> str:
-    """debugfs requests that put `tree` into a root file system: directories made, files and
-    links replaced, everything owned by root with the tree's modes."""
+    """debugfs requests that put `tree` into a root file system: missing directories made, files
+    and links replaced, owned by root, files with the tree's modes."""
     lines: list[str] = []
     for path in sorted(tree.rglob("*")):
         rel = "/" + str(path.relative_to(tree))
@@ -286,7 +286,8 @@ def debugfs_script(tree: Path, status: Path | None) -> str:
         if path.is_symlink():
             lines += [f'rm "{rel}"', f'symlink "{rel}" "{os.readlink(path)}"']
         elif path.is_dir():
-            lines += [f'mkdir "{rel}"', f'sif "{rel}" mode 0{mode:o}']
+            lines.append(f'mkdir "{rel}"')  # new: root's, 0755; an existing one keeps its owner and mode
+            continue
         elif path.is_file():
             lines += [f'rm "{rel}"', f'write "{path}" "{rel}"', f'sif "{rel}" mode 0{mode:o}']
         else:
