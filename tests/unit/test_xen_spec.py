@@ -114,3 +114,13 @@ def test_a_lab_without_the_sections_boots_as_before(tmp_path):
     (h1,) = plan_lab(spec).hosts
     assert not h1.own_layer and h1.image_key == "debian-xen"
     assert xen_cmdline(h1).endswith("noreboot")
+
+
+def test_up_refuses_a_pvh_dom0_when_tcg_is_chosen_anyway(tmp_path):
+    from xenlab.errors import XenlabError
+    from xenlab.lab.user_xen import refuse_pvh_dom0_under_tcg
+
+    spec = load_lab(write_lab(tmp_path, "name: t\naccel: kvm\nxen: {dom0: {mode: pvh}}\nhosts: {h1: }\n"))
+    refuse_pvh_dom0_under_tcg(plan_lab(spec), "kvm")
+    with pytest.raises(XenlabError, match="h1: dom0 mode pvh under TCG"):
+        refuse_pvh_dom0_under_tcg(plan_lab(spec), "tcg")

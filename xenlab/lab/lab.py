@@ -36,7 +36,7 @@ from .ports import release_ports, reserve_port
 from .processes import alive, sweep
 from .resources import check_fits, needed_mib, process_rss_mib
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
-from .user_xen import ensure_host_images, provenance
+from .user_xen import ensure_host_images, provenance, refuse_pvh_dom0_under_tcg
 from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
 
 # Tools a QEMU lab runs (tool -> Debian package); `xenlab doctor` lists them too.
@@ -162,6 +162,7 @@ class Lab(Checkpoints):
             raise XenlabError("missing tools: " + ", ".join(missing) + "; run `xenlab doctor`")
         choice = detect_accel(accel or self.spec.accel, self.spec.nested_hvm)
         progress("lab", f"accel: {choice.accel} ({choice.reason})")
+        refuse_pvh_dom0_under_tcg(self.plan, choice.accel)
         cache = images or ImageCache()
         built = cache.ensure_all([m.image for m in self.plan.machines], progress=progress)
         built.update(ensure_host_images(self.plan, built, cache, self.base_dir, progress))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import XenlabError
 from ..images.cache import BuiltImage, ImageCache
 from ..images.userlayer import LayerRequest, ensure_packages_image, ensure_user_layer
 from ..plan import LabPlan, MachinePlan
 from ..waiting import Progress
-from ..xen_spec import resolve, user_files
+from ..xen_spec import PVH_TCG_REASON, resolve, user_files
 
 
 def layer_request(machine: MachinePlan, base: Path) -> LayerRequest:
@@ -65,3 +66,11 @@ def provenance(image_dir: Path) -> dict:
                 "dom0_kernel_origin": f"image {name} ({_read(image_dir / 'kernel-version')})", "user_files": []}
     return {"xen_origin": _read(image_dir / "xen-origin"), "dom0_kernel_origin": _read(image_dir / "kernel-origin"),
             "layer": image_dir.name, "user_files": list(manifest.get("files", []))}
+
+
+def refuse_pvh_dom0_under_tcg(plan: LabPlan, accel: str) -> None:
+    """A lab file that asks for a PVH dom0 says `accel: kvm` (xen_spec checks it); `up --accel tcg`
+    would still pick TCG: refused here, before anything starts."""
+    pvh = [m.name for m in plan.hosts if m.dom0_mode == "pvh"]
+    if pvh and accel == "tcg":
+        raise XenlabError(f"{', '.join(pvh)}: dom0 mode pvh under TCG: {PVH_TCG_REASON}")
