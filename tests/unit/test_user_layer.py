@@ -93,3 +93,16 @@ def test_a_new_hypervisor_alone_makes_no_disk(base, tmp_path):
     assert (layer.directory / "xen.elf").read_bytes() == b"\x7fELF\x01mine"
     assert (layer.directory / "disk.qcow2").resolve() == (base.directory / "disk.qcow2").resolve()
     assert (layer.directory / "vmlinuz").read_bytes() == b"kernel"
+
+
+def test_provenance_says_where_each_part_came_from(base, tmp_path):
+    from xenlab.lab.user_xen import provenance
+
+    assert provenance(base.directory)["user_files"] == []
+    xen = tmp_path / "xen.gz"
+    xen.write_bytes(gzip.compress(b"\x7fELF\x01mine"))
+    layer = ensure_user_layer(base, LayerRequest(hypervisor=xen, digests=(("hypervisor", "abc"),)))
+    found = provenance(layer.directory)
+    assert found["xen_origin"] == f"user file {xen}"
+    assert found["dom0_kernel_origin"] == "image debian-xen"
+    assert found["user_files"] == [{"role": "hypervisor", "sha256": "abc"}]
