@@ -17,7 +17,10 @@ from xenlab.spec import load_lab
 
 pytestmark = pytest.mark.e2e
 PACKAGE = "xen-hypervisor-4.17-amd64"
-MARK = b"xenlab1"  # in place of the Debian revision "deb12u1" (same length: the ELF keeps its layout)
+MARK = b"xenlab1"  # in place of the Debian revision "deb12u1" in the package's version
+# In the hypervisor: its compile domain, which `xl info` shows as cc_compile_domain (same length:
+# the ELF keeps its layout).
+DOMAIN, NEW_DOMAIN = b"lists.alioth.debian.org", b"lists.xenlab.debian.org"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,15 +29,16 @@ def from_ready():
 
 
 def repacked_deb(work: Path) -> tuple[Path, str]:
-    """Debian's hypervisor package with `deb12u1` made `xenlab1` in its version and in the hypervisor."""
+    """Debian's hypervisor package with `deb12u1` made `xenlab1` in its version, and another compile
+    domain in the hypervisor."""
     subprocess.run(["apt-get", "download", PACKAGE], cwd=work, check=True, capture_output=True)
     (original,) = work.glob(f"{PACKAGE}_*.deb")
     tree = work / "tree"
     subprocess.run(["dpkg-deb", "-R", str(original), str(tree)], check=True)
     (xen_gz,) = (tree / "boot").glob("xen-*.gz")
     elf = gzip.decompress(xen_gz.read_bytes())
-    assert b"deb12u1" in elf, "Debian's hypervisor no longer carries its revision: choose another string"
-    xen_gz.write_bytes(gzip.compress(elf.replace(b"deb12u1", MARK)))
+    assert DOMAIN in elf, "Debian's hypervisor no longer carries its compile domain: choose another string"
+    xen_gz.write_bytes(gzip.compress(elf.replace(DOMAIN, NEW_DOMAIN)))
     control = tree / "DEBIAN/control"
     text = control.read_text()
     version = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Version: "))
@@ -57,7 +61,8 @@ def test_a_repacked_debian_xen_boots_and_the_host_reports_it(tmp_path, run_base)
         (inventory,) = lab.inventory()
         h1 = lab.host("h1")
         assert h1.succeed(f"dpkg-query -W -f '${{Version}}' {PACKAGE}") == version
-        assert MARK.decode() in h1.succeed("xl info"), "the host runs another hypervisor than the repacked one"
+        info = h1.succeed("xl info")
+        assert NEW_DOMAIN.decode() in info, f"the host runs another hypervisor than the repacked one:\n{info}"
         assert "sched=credit2" in inventory.xen_commandline and inventory.xen_commandline.startswith("console=com1")
         assert "of the user's tools or .debs" in inventory.xen_origin
         assert [f["role"] for f in inventory.user_files] == ["deb"]
