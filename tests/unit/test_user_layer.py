@@ -80,6 +80,8 @@ def test_a_deb_and_a_tools_tree_go_into_the_layer(base, tmp_path):
     assert "echo hi" in read(disk, tmp_path, "/usr/local/sbin/xenlab-provision")
     raw = tmp_path / "check.raw"
     assert "User:     0   Group:     0" in run("debugfs", "-R", "stat /usr/share/xen-marker", str(raw))
+    wanted = run("debugfs", "-R", "stat /etc/systemd/system/multi-user.target.wants/xenlab-provision.service", str(raw))
+    assert "Type: symlink" in wanted and "/etc/systemd/system/xenlab-provision.service" in wanted
     # the same request again is the cached layer; another digest is another layer
     assert ensure_user_layer(base, request).directory == layer.directory
     other = LayerRequest(tools=tools, digests=(("tools", "t2"),))
