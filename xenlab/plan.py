@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .hardware import Hardware
 from .spec import LabSpec, default_subnet, lab_number
+from .xen_spec import ProvisionSpec, XenSpec
 
 __all__ = ["default_subnet", "lab_number", "plan_lab"]  # the first two are defined with the spec
 
@@ -61,12 +62,31 @@ class MachinePlan:
     nics: tuple[NicPlan, ...]
     data_disks: tuple[tuple[str, int], ...]
     hardware: Hardware = field(default_factory=Hardware)  # the services node always has the default machine
+    # The Xen under test (the lab file's `xen:`, the host's over the lab's), extra packages and
+    # provisioning: a host with any of them boots its own image layer (lab/user_xen.py).
+    xen: XenSpec | None = None
+    packages: tuple[str, ...] = ()
+    provision: ProvisionSpec | None = None
 
     def address_on(self, network: str) -> ipaddress.IPv4Address:
         for nic in self.nics:
             if nic.network == network:
                 return nic.address.ip
         raise KeyError(f"{self.name} has no nic on network {network!r}")
+
+    @property
+    def dom0_mode(self) -> str:
+        return self.xen.dom0.mode if self.xen is not None and self.xen.dom0 is not None else "pv"
+
+    @property
+    def own_layer(self) -> bool:
+        """Whether this host boots a layer of its own over its image (user files, packages, provisioning)."""
+        return self.role == "xen" and (self.xen is not None or bool(self.packages) or self.provision is not None)
+
+    @property
+    def image_key(self) -> str:
+        """Its entry among the lab's built images: the image, or its own layer over it."""
+        return f"{self.image}+{self.name}" if self.own_layer else self.image
 
     @property
     def bridge(self) -> str | None:
@@ -133,6 +153,7 @@ def plan_lab(spec: LabSpec) -> LabPlan:
             machine_id=machine_id(spec.name, name), mgmt_mac=mac_address(spec.name, MGMT, index),
             nics=nics_for(spec.nics_of(host), index, FIRST_HOST_OCTET + index),
             data_disks=tuple((d.name, d.size_gib) for d in host.disks), hardware=spec.hardware_of(name),
+            xen=spec.xen_of(name), packages=tuple(spec.packages), provision=spec.provision,
         ))
     if spec.services is not None:
         svc = spec.services

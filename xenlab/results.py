@@ -191,6 +191,12 @@ class HostInventory(ResultModel):
     # The virtual hardware xenlab gave a QEMU host (nic, disk, firmware, cpu: xenlab/hardware.py);
     # empty for a real host, whose hardware is what the fields above report.
     hardware: dict[str, str | None] = Field(default_factory=dict)
+    # What Xen the host runs and where it came from (a lab file's `xen:`, see docs/your-own-xen.md).
+    xen_changeset: str = ""  # `xl info` xen_changeset
+    dom0_mode: str = ""  # PV or PVH (/sys/hypervisor/guest_type in dom0)
+    xen_origin: str = ""  # the image's Debian Xen, or the user's file
+    dom0_kernel_origin: str = ""
+    user_files: list[dict[str, str]] = Field(default_factory=list)  # role and sha256 of each user file it boots
 
 
 class ShardRecord(ResultModel):

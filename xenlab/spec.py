@@ -28,6 +28,9 @@ from .recipe_facts import (
     image_guest_types,
 )
 from .validation import StrictModel, validate_document
+from .xen_spec import PACKAGE_PATTERN, ProvisionSpec, XenSpec, dom0_mode, merged_xen
+from .xen_spec import lab_file_problems as xen_file_problems
+from .xen_spec import lab_problems as xen_lab_problems
 from .yamlfile import LocatedDocument, load_located, parse_located
 
 SR_PATH = "/srv/xenlab"  # the shared SR: the services node's NFS export, mounted at the same path on hosts
@@ -191,6 +194,7 @@ class HostSpec(StrictModel):
     api: ApiEndpointSpec | None = Field(None, description="static labs with toolstack xapi: where its xapi answers, "
                                         "if not at `address`")
     hardware: HardwareSpec | None = Field(None, description="this host's virtual hardware, over the lab's")
+    xen: XenSpec | None = Field(None, description="this host's Xen under test, key by key over the lab's `xen:`")
 
     @field_validator("address")
     @classmethod
@@ -307,6 +311,11 @@ class LabSpec(StrictModel):
                                               json_schema_extra=_empty_means_default)
     hosts: dict[Name, HostSpec] = Field(min_length=1, max_length=32, json_schema_extra=_empty_means_default)
     services: ServicesSpec | None = Field(default_factory=ServicesSpec)
+    xen: XenSpec | None = Field(None, description="the Xen under test on every host: a hypervisor build, tools or "
+                                ".debs, command lines, dom0 (see docs/your-own-xen.md); a host's `xen:` overrides it")
+    packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = Field(
+        default_factory=list, max_length=100, description="extra Debian packages on every host (an image layer)")
+    provision: ProvisionSpec | None = Field(None, description="files and first-boot commands for every host")
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -335,7 +344,12 @@ class LabSpec(StrictModel):
     @property
     def nested_hvm(self) -> bool:
         """Whether the hosts need hardware virtualization for their guests (PVH or HVM)."""
-        return any(t != "pv" for t in self.guest_types)
+        return any(t != "pv" for t in self.guest_types) or any(
+            dom0_mode(self.xen_of(h)) == "pvh" for h in self.hosts)
+
+    def xen_of(self, host: str) -> XenSpec | None:
+        """A host's Xen under test: its own `xen:` over the lab's (None: the image's own)."""
+        return merged_xen(self.xen, self.hosts[host].xen)
 
     def cross_check(self) -> list[tuple[tuple[Any, ...], str]]:
         """Problems between sections (nic -> network, name clashes), each with its YAML path."""
@@ -376,7 +390,7 @@ class LabSpec(StrictModel):
         if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
             problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
         problems += self.static_problems() if self.backend == "static" else self._not_static_problems()
-        return problems
+        return problems + xen_lab_problems(self)
 
     def bmc_of(self, host: str) -> str | None:
         """The virtual BMC a QEMU host gets (its own `bmc`, else the lab's), or None."""
@@ -594,6 +608,7 @@ def _checked_lab(doc: LocatedDocument) -> LabSpec:
             raise SpecError(doc.path, [(doc.line_of(loc), msg) for loc, msg in found])
         return spec
     found = spec.image_problems(image_boots()) + spec.guest_type_problems(image_guest_types())
+    found += xen_file_problems(spec, Path(doc.path).resolve().parent)
     if spec.hardware is not None or any(h.hardware is not None for h in spec.hosts.values()):
         found += spec.hardware_problems(qemu_devices(), qemu_cpu_models())
     if found:

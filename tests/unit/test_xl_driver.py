@@ -52,15 +52,24 @@ def test_identical_hosts_fit():
 
 
 def test_each_misfit_is_named():
-    problems = check_homogeneous(facts(), facts(xen_version="4.16.1"))
-    assert problems == ["Xen 4.16.1 differs from the master's 4.17.5"]
+    problems = check_homogeneous(facts(), facts(xen_version="5.0.1"))
+    assert problems == ["Xen 5.0.1 differs from the master's 4.17.5"]
+    assert check_homogeneous(facts(), facts(xen_version="4.20.1")) == []  # a rolling upgrade: allowed, noted
     [cpu] = check_homogeneous(facts(), facts(cpu_features="078bfbff:00000000"))
     assert "CPU features" in cpu and "unsafe" in cpu
     [memory] = check_homogeneous(facts(), facts(memory_total_mib=1024))
     assert "memory 1024 MiB" in memory
     [bridge] = check_homogeneous(facts(), facts(bridges=("xenbr9",)))
     assert bridge == "no guest bridge xenbr0 (bridges: xenbr9)"
-    assert len(check_homogeneous(facts(), facts(xen_version="4.16", bridges=()))) == 2
+    assert len(check_homogeneous(facts(), facts(xen_version="unknown", bridges=()))) == 2
+
+
+def test_a_mixed_pool_says_which_way_guests_may_move():
+    from xenlab.toolstack.versions import version_notes
+
+    assert version_notes({"h1": "4.17.5", "h2": "4.17.5"}) == []
+    [note] = version_notes({"h2": "4.20.1", "h1": "4.17.5"})
+    assert note.startswith("mixed Xen versions (h1 Xen 4.17.5, h2 Xen 4.20.1)") and "older to a newer" in note
 
 
 def test_memory_within_a_quarter_fits():

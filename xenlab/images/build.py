@@ -54,6 +54,9 @@ MASKED_GENERATORS = ("systemd-cryptsetup-generator", "systemd-integritysetup-gen
                      "systemd-system-update-generator", "systemd-run-generator")
 
 
+DEBIAN_SUITES = ("bookworm", "trixie", "forky", "sid")
+
+
 def debian_mirror(suite: str) -> str:
     """The Debian mirror this machine's apt uses for `suite` (XENLAB_DEBIAN_MIRROR overrides)."""
     env = os.environ.get("XENLAB_DEBIAN_MIRROR")
@@ -78,6 +81,10 @@ def debian_mirror(suite: str) -> str:
     for uri, suites in candidates:
         if suite in suites and "security" not in uri:
             return uri
+    if suite in DEBIAN_SUITES:  # one Debian archive serves every release (debian13-xen on a Debian 12 machine)
+        for uri, suites in candidates:
+            if any(s in DEBIAN_SUITES for s in suites) and "security" not in uri:
+                return uri
     raise XenlabError(
         f"no Debian mirror for {suite!r} in this machine's apt sources; set XENLAB_DEBIAN_MIRROR"
     )

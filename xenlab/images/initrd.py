@@ -115,6 +115,9 @@ def build_boot_initrd(moddir: Path, modules: list[str], target: Path, busybox: P
     if not dep_file.exists():
         raise XenlabError(f"no {dep_file}: the image's kernel has no module index")
     modules_dep = dep_file.read_text()
+    builtin_file = moddir / "modules.builtin"
+    builtin = {module_key(line) for line in builtin_file.read_text().split()} if builtin_file.exists() else set()
+    modules = [m for m in modules if m.replace("_", "-") not in builtin]  # Debian 13's kernel has virtio_pci built in
     wanted = module_closure(modules_dep, modules)
     with tempfile.TemporaryDirectory(prefix="xenlab-boot-initrd-") as work:
         root = Path(work)

@@ -36,6 +36,7 @@ from .ports import release_ports, reserve_port
 from .processes import alive, sweep
 from .resources import check_fits, needed_mib, process_rss_mib
 from .rundir import CheckpointState, LabState, LayerState, MachineState, RunDir, StateStamp, runs_base
+from .user_xen import ensure_host_images, provenance, refuse_pvh_dom0_under_tcg
 from .warm import WarmCache, WarmEntry, warm_enabled, warm_key
 
 # Tools a QEMU lab runs (tool -> Debian package); `xenlab doctor` lists them too.
@@ -133,7 +134,12 @@ class Lab(Checkpoints):
         """Each Xen host's inventory, asked from the host itself over SSH (in parallel)."""
         accel, cpu = self.state.accel, self.state.cpu
         return in_parallel(self.hosts, lambda host: collect_inventory(host, accel).model_copy(
-            update={"hardware": host.plan.hardware.as_dict(cpu)}))
+            update={"hardware": host.plan.hardware.as_dict(cpu), **provenance(Path(host.state.image_dir))}))
+
+    @property
+    def base_dir(self) -> Path:
+        """The lab file's directory: the paths it names are relative to it."""
+        return Path(self.spec_path).resolve().parent if self.spec_path else Path.cwd()
 
     # -- up --------------------------------------------------------------------------
     def up(self, progress: Progress = quiet, accel: str | None = None, tied: bool = False,
@@ -156,8 +162,10 @@ class Lab(Checkpoints):
             raise XenlabError("missing tools: " + ", ".join(missing) + "; run `xenlab doctor`")
         choice = detect_accel(accel or self.spec.accel, self.spec.nested_hvm)
         progress("lab", f"accel: {choice.accel} ({choice.reason})")
+        refuse_pvh_dom0_under_tcg(self.plan, choice.accel)
         cache = images or ImageCache()
         built = cache.ensure_all([m.image for m in self.plan.machines], progress=progress)
+        built.update(ensure_host_images(self.plan, built, cache, self.base_dir, progress))
         self.variants = ensure_variants(self.plan, built, progress)
         states = WarmCache() if (warm_enabled() if warm is None else warm) else None
         key = warm_key(self, choice, built, self.variants) if states else None
@@ -224,7 +232,7 @@ class Lab(Checkpoints):
         for host in self.machines.values():
             port = reserve_port(self.run.root)
             self._state.machines[host.name] = MachineState(
-                ssh_port=port, image_dir=str(built[host.plan.image].directory),
+                ssh_port=port, image_dir=str(built[host.plan.image_key].directory),
                 virt_caps=list(entry.machine(host.name).get("virt_caps", [])), variant_dir=self._variant_dir(host))
             prepare_firmware(host.firmware_vars)
             public = (keys / f"host-{host.name}.pub").read_text().split()[:2]
@@ -302,7 +310,7 @@ class Lab(Checkpoints):
         for host in self.machines.values():
             host_key = generate_keypair(keys / f"host-{host.name}", f"root@{host.name}")
             port = reserve_port(self.run.root)
-            image = built[host.plan.image]
+            image = built[host.plan.image_key]
             variant = self.variants.get(host.name)
             self._state.machines[host.name] = MachineState(ssh_port=port, image_dir=str(image.directory),
                                                            variant_dir=self._variant_dir(host))
@@ -439,7 +447,9 @@ class Lab(Checkpoints):
                 "rss_mib": _round1(process_rss_mib(m.pid) if run_state in ("running", "paused") else None),
                 "serial_log": str(host.serial_log),
                 "hardware": host.plan.hardware.as_dict(state.cpu),
-                **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name))} if host.role == "xen" else {}),
+                **({"virt_caps": m.virt_caps, "guest_types": list(self.runs(host.name)),
+                    "xen": {"dom0_mode": host.plan.dom0_mode, **provenance(Path(m.image_dir))}}
+                   if host.role == "xen" else {}),
                 **({"bmc": bmc_status(self.run.root, host.name)} if self.spec.bmc_of(host.name) else {}),
             })
         return {

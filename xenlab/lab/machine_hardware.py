@@ -30,7 +30,7 @@ def ensure_variants(plan: LabPlan, built: dict[str, BuiltImage], progress: Progr
     for machine in plan.machines:
         kind = variant_kind(machine)
         if kind is not None:
-            found[machine.name] = ensure_variant(built[machine.image], kind, progress)
+            found[machine.name] = ensure_variant(built[machine.image_key], kind, progress)
     if any(m.hardware.firmware == "uefi" for m in plan.machines):
         for path in (OVMF_CODE, OVMF_VARS):
             if not path.exists():

@@ -48,10 +48,12 @@ def _escape_commas(text: str) -> str:
 
 
 def dom0_cmdline(machine: MachinePlan) -> str:
+    """xenlab's dom0 options, then the lab file's `xen.dom0.cmdline` (xen_spec.py refuses xenlab's own there)."""
+    user = machine.xen.dom0.cmdline if machine.xen is not None and machine.xen.dom0 is not None else ""
     return " ".join([
         "root=LABEL=xlroot", "rw", "console=hvc0", "net.ifnames=0", "loglevel=4",
         f"systemd.machine_id={machine.machine_id}", f"systemd.hostname={machine.name}",
-    ])
+    ] + ([user] if user else []))
 
 
 def linux_cmdline(machine: MachinePlan) -> str:
@@ -65,10 +67,13 @@ def linux_cmdline(machine: MachinePlan) -> str:
 
 
 def xen_cmdline(machine: MachinePlan) -> str:
+    """xenlab's Xen options (console, dom0 memory and vCPUs, dom0 mode), then the lab file's `xen.cmdline`."""
     dom0 = machine.dom0_memory_mib or 1024
+    pvh = ["dom0=pvh", "dom0-iommu=none"] if machine.dom0_mode == "pvh" else []
+    user = [machine.xen.cmdline] if machine.xen is not None and machine.xen.cmdline else []
     return " ".join([
         "console=com1", "com1=115200,8n1", f"dom0_mem={dom0}M,max:{dom0}M",
-        f"dom0_max_vcpus={machine.vcpus}", "loglvl=all", "guest_loglvl=all", "noreboot",
+        f"dom0_max_vcpus={machine.vcpus}", "loglvl=all", "guest_loglvl=all", "noreboot", *pvh, *user,
     ])
 
 
@@ -153,7 +158,7 @@ def boot_argv(machine: MachinePlan, files: MachineFiles) -> list[str]:
     if files.hypervisor is not None:
         return [
             "-kernel", str(files.hypervisor), "-append", xen_cmdline(machine),
-            "-initrd", f"{_escape_commas(str(files.kernel))} {dom0_cmdline(machine)},{_escape_commas(str(files.initrd))}",
+            "-initrd", f"{_escape_commas(f'{files.kernel} {dom0_cmdline(machine)}')},{_escape_commas(str(files.initrd))}",
         ]
     return ["-kernel", str(files.kernel), "-append", linux_cmdline(machine), "-initrd", str(files.initrd)]
 

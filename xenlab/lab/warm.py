@@ -75,7 +75,7 @@ def warm_key(lab: Lab, choice: AccelChoice, built: dict[str, BuiltImage],
     (a host's image variant, see images/variant.py, by its directory: image and builder digests)."""
     machines = {}
     for host in lab.machines.values():
-        image = built[host.plan.image]
+        image = built[host.plan.image_key]
         variant = (variants or {}).get(host.name)
         placeholder = Path("/run") / host.name
         files = MachineFiles(

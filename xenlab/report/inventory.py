@@ -232,5 +232,7 @@ def collect_inventory(host: InventoryTarget, accel: str) -> HostInventory:
         nic_details=parse_nic_details(_ask(host, NIC_SCRIPT)),
         xen_caps=info.get("xen_caps", ""),
         xen_commandline=info.get("xen_commandline", ""),
+        xen_changeset=info.get("xen_changeset", ""),
+        dom0_mode=_ask(host, "cat /sys/hypervisor/guest_type", accept_failure=True).strip(),
         iommu=parse_iommu(_ask(host, "xl dmesg | grep -i -E 'I/O virtuali|IOMMU|AMD-Vi|VT-d' | head -20"), virt_caps),
     )

@@ -34,6 +34,7 @@ from .base import (
     VMInfo,
 )
 from .cluster_pool import ClusterPool, bmc_access
+from .versions import mixed_versions_allowed, version_notes
 
 if TYPE_CHECKING:
     from ..lab import Host, Lab
@@ -83,9 +84,11 @@ def vm_state(flags: str) -> str:
 def check_homogeneous(master: HostFacts, candidate: HostFacts, bridge: str = GUEST_BRIDGE) -> list[str]:
     """Why `candidate` cannot join `master`'s pool (empty: it fits)."""
     problems = []
-    if candidate.xen_version != master.xen_version:
+    mixed = candidate.xen_version != master.xen_version
+    if mixed and not mixed_versions_allowed(master.xen_version, candidate.xen_version):
         problems.append(f"Xen {candidate.xen_version} differs from the master's {master.xen_version}")
-    if candidate.cpu_features != master.cpu_features:
+    # Xen's hw_caps words grow between releases: across versions the lab's one CPU model is the check
+    if candidate.cpu_features != master.cpu_features and not mixed:
         problems.append(f"CPU features {candidate.cpu_features} differ from the master's {master.cpu_features}"
                         " (live migration between them is unsafe)")
     low, high = master.memory_total_mib * (1 - MEMORY_TOLERANCE), master.memory_total_mib * (1 + MEMORY_TOLERANCE)
@@ -219,7 +222,9 @@ class XlToolstack(Toolstack):
         pool = PoolInfo(settings.name, members[0], tuple(members), self.sr, settings)
         data = {"name": pool.name, "master": pool.master, "members": list(pool.members), "sr_path": self.sr,
                 "settings": asdict(settings), "toolstack": self.kind, "formed_at": time.time(),
-                "cluster": clustered}
+                "cluster": clustered,
+                "xen_versions": {m: f.xen_version for m, f in facts.items()},
+                "notes": version_notes({m: f.xen_version for m, f in facts.items()})}
         self._xen_host(members[0]).write_file(f"{self.sr}/pool.json", json.dumps(data, indent=2))
         return pool
 
