@@ -45,6 +45,9 @@ def test_shipped_scenarios_are_valid_for_their_lab(path):
     if path.stem in GUEST_TYPE_SCENARIOS:
         assert scenario.lab == "xen-pool2-guests"
         assert check_against_lab(scenario, load_lab(REPO / "labs/xen-pool2-guests.yaml")) == []
+    elif path.stem == "rolling-upgrade":  # a Debian 12 host and a Debian 13 host
+        assert scenario.lab == "xen-mixed"
+        assert check_against_lab(scenario, load_lab(REPO / "labs/xen-mixed.yaml")) == []
     else:
         assert scenario.lab == "xen-pool2"
         assert check_against_lab(scenario, DEFAULT_LAB) == []
