@@ -33,6 +33,8 @@ from .xen_spec import lab_file_problems as xen_file_problems
 from .xen_spec import lab_problems as xen_lab_problems
 from .yamlfile import LocatedDocument, load_located, parse_located
 
+# The scripts dom0 runs to attach a guest's disk and NIC (xenlab/toolstack/hotplug.py)
+HotplugKind = Literal["debian", "lean"]
 SR_PATH = "/srv/xenlab"  # the shared SR: the services node's NFS export, mounted at the same path on hosts
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,23}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -316,6 +318,10 @@ class LabSpec(StrictModel):
     packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = Field(
         default_factory=list, max_length=100, description="extra Debian packages on every host (an image layer)")
     provision: ProvisionSpec | None = Field(None, description="files and first-boot commands for every host")
+    hotplug: HotplugKind = Field("debian", description="xl labs: the scripts dom0 runs to attach a guest's disk and "
+                                 "NIC (at create, and in a migration's blackout): debian, Debian's own "
+                                 "/etc/xen/scripts; lean, xenlab's short ones (xenlab/toolstack/hotplug.py says "
+                                 "what they leave out)")
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -390,6 +396,8 @@ class LabSpec(StrictModel):
         if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
             problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
         problems += self.static_problems() if self.backend == "static" else self._not_static_problems()
+        if self.hotplug != "debian" and (self.backend == "sim" or self.toolstack == "xapi"):
+            problems.append((("hotplug",), "hotplug: xapi runs its own hotplug scripts; the option is for xl labs"))
         return problems + xen_lab_problems(self)
 
     def bmc_of(self, host: str) -> str | None:

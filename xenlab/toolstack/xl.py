@@ -34,6 +34,7 @@ from .base import (
     VMInfo,
 )
 from .cluster_pool import ClusterPool, bmc_access
+from .hotplug import HotplugScripts, install_lean_scripts, scripts_for
 from .versions import mixed_versions_allowed, version_notes
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ GUEST_BRIDGE = "xenbr0"
 XEN_OUI = "00:16:3e"
 TRAFFIC_PORT = 5001  # the guest agent's TCP sink (xenlab/images/files/traffic.c)
 CONSOLE_LOG_DIR = "/var/log/xen/console"  # xenconsoled --log=guest (the debian-xen image sets it)
+DEBIAN_HOTPLUG = scripts_for("debian")
 MEMORY_TOLERANCE = 0.25  # members may differ from the master's total memory by this much
 # dom0-to-dom0 trust for `xl migrate`: xenlab's own key and known hosts, beside root's own
 # (~/.ssh/id_ed25519 and known_hosts on a real host are someone's: never touched).
@@ -115,7 +117,8 @@ def guest_mac(lab_number: int, index: int) -> str:
 
 
 def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat_to: str | None,
-                 heartbeat_key: str | None = None, traffic_to: str | None = None) -> str:
+                 heartbeat_key: str | None = None, traffic_to: str | None = None,
+                 hotplug: HotplugScripts = DEBIAN_HOTPLUG) -> str:
     """The xl config of a guest whose kernel, initramfs and disk are on the shared SR.
 
     Every type boots the same kernel and initramfs directly (no bootloader) and uses the
@@ -124,7 +127,8 @@ def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat
     device model (qemu-system-xen in dom0), whose emulated disk and NIC Linux unplugs.
     A guest sends heartbeats only with both the collector's address and the lab's heartbeat
     key (the collector drops datagrams without its MAC): the config holds the key, so it is
-    written 0600.
+    written 0600. `hotplug` names the scripts that attach the disk and the vif (Debian's by
+    default; the lab's `hotplug: lean` names xenlab's).
     """
     extra = [f"xenlab.ip={address}", f"xenlab.hostname={guest.name}"]
     if guest.heartbeat and heartbeat_to and heartbeat_key:
@@ -144,8 +148,9 @@ def guest_config(guest: GuestSpec, *, sr: str, address: str, mac: str, heartbeat
         f'extra = "console={console} quiet {" ".join(extra)}"',
         f"memory = {guest.memory_mib}",
         f"vcpus = {guest.vcpus}",
-        f'vif = ["bridge={GUEST_BRIDGE},mac={mac}{",type=vif" if guest.type == "hvm" else ""}"]',
-        f'disk = ["format=raw,vdev=xvda,access=rw,script=block,target={sr}/guests/{guest.name}/disk.img"]',
+        (f'vif = ["bridge={GUEST_BRIDGE},mac={mac}{",type=vif" if guest.type == "hvm" else ""}'
+         f'{f",script={hotplug.vif}" if hotplug.vif else ""}"]'),
+        f'disk = ["format=raw,vdev=xvda,access=rw,script={hotplug.disk},target={sr}/guests/{guest.name}/disk.img"]',
         'on_crash = "destroy"',
     ]
     if guest.type == "hvm":
@@ -162,6 +167,7 @@ class XlToolstack(Toolstack):
         self.lab = lab
         self.network = network or lab.plan.networks[0].name
         self.sr = (lab.spec.services.nfs_export if lab.spec.services else SR_PATH)
+        self.hotplug = scripts_for(lab.spec.hotplug)  # the lab's choice (default: Debian's scripts)
 
     # hosts ---------------------------------------------------------------------------
     def _xen_host(self, name: str) -> Host:
@@ -216,13 +222,15 @@ class XlToolstack(Toolstack):
             h.succeed(f"mkdir -p {self.sr} && (mountpoint -q {self.sr} || mount -t nfs -o vers=4.2,hard,timeo=100 "
                       f"{services}:{self.sr} {self.sr})", timeout=120)
             self._install_trust(h, members, pool_key)
+            if self.hotplug.kind == "lean":
+                install_lean_scripts(h)
         clustered = bmc_access(self.lab, members) is not None
         if clustered:  # the pool's HA: Pacemaker and corosync, fencing through the members' BMCs
             ClusterPool.form(self, members, settings.name, settings.detection_timeout_s)
         pool = PoolInfo(settings.name, members[0], tuple(members), self.sr, settings)
         data = {"name": pool.name, "master": pool.master, "members": list(pool.members), "sr_path": self.sr,
                 "settings": asdict(settings), "toolstack": self.kind, "formed_at": time.time(),
-                "cluster": clustered,
+                "cluster": clustered, "hotplug": self.hotplug.kind,
                 "xen_versions": {m: f.xen_version for m, f in facts.items()},
                 "notes": version_notes({m: f.xen_version for m, f in facts.items()})}
         self._xen_host(members[0]).write_file(f"{self.sr}/pool.json", json.dumps(data, indent=2))
@@ -344,7 +352,8 @@ class XlToolstack(Toolstack):
         index = self._guest_index(guest.name)
         config = guest_config(guest, sr=self.sr, address=self.guest_address(index),
                               mac=guest_mac(self.lab.plan.number, index), heartbeat_to=self.heartbeat_target(),
-                              heartbeat_key=heartbeat_key(self.lab.run.root), traffic_to=traffic_to)
+                              heartbeat_key=heartbeat_key(self.lab.run.root), traffic_to=traffic_to,
+                              hotplug=self.hotplug)
         services.succeed(f"mkdir -p {directory} && echo {index} > {directory}/index && "
                          f"truncate -s {guest.disk_mib}M {directory}/disk.img")
         services.write_file(f"{directory}/{guest.name}.cfg", config, 0o600)  # it holds the heartbeat key
