@@ -17,8 +17,10 @@ as the xl driver runs it) with every line of its output stamped as it arrives, a
   - each host's dom0 CPU busy share and the processes forked during the call (/proc/stat):
     under TCG every fork in a PV dom0 costs a large fraction of a second.
 Prints a table per round and the medians; --log keeps every timed line for reading.
---hotplug runs the rounds once per hotplug choice (xenlab/toolstack/hotplug.py: Debian's
-scripts, xenlab's lean ones), A/B in one run on one lab, whatever the lab file chooses.
+--hotplug runs the rounds once per variant, A/B in one run on one lab whatever the lab file
+chooses: `debian` and `lean` are the hotplug choices (xenlab/toolstack/hotplug.py: Debian's
+scripts, xenlab's lean ones); `+mux` after one also keeps the pool's SSH connection to the
+peer open between migrations (migrate_command's `multiplex`), e.g. --hotplug debian,lean,lean+mux.
 --streams first times 64 MiB through the pool's SSH transport from dom0 to dom0 with each
 cipher the hosts offer a PV dom0 under TCG, beside plain TCP (the wire's own floor).
 """
@@ -113,13 +115,14 @@ def _rate(out) -> float | None:
     return STREAM_MIB / (end - start) if end > start else None
 
 
-def migration_rounds(lab, xl, observer, hosts: list[str], rounds: int, memory: int, kind: str, log: list[str]):
-    """Create a guest under hotplug scripts `kind`, migrate it `rounds` times, destroy it."""
+def migration_rounds(lab, xl, observer, hosts: list[str], rounds: int, memory: int, variant: str, log: list[str]):
+    """Create a guest under a variant (hotplug scripts, and `+mux`), migrate it `rounds` times, destroy it."""
+    kind, _, mux = variant.partition("+")
     xl.hotplug = scripts_for(kind)
     if kind == "lean":
         for host in hosts:
             install_lean_scripts(lab.host(host))
-    vm = f"vm-{kind}"
+    vm = f"vm-{kind}{'-mux' if mux else ''}"
     created = time.time()
     xl.create_vm(GuestSpec(vm, memory_mib=memory), hosts[0])
     wait_for(lambda: observer.heartbeats(vm, since=created), f"{vm}'s first heartbeat", 300, 1.0)
@@ -130,18 +133,18 @@ def migration_rounds(lab, xl, observer, hosts: list[str], rounds: int, memory: i
         before = {h: parse_proc_stat(lab.host(h).run("cat /proc/stat").stdout) for h in hosts}
         window_start = time.time()
         lines, total, status = timed_migration(lab.host(source), "xl -vvv " + migrate_command(
-            vm, lab.host(target).address()).removeprefix("xl "))
+            vm, lab.host(target).address(), multiplex=bool(mux)).removeprefix("xl "))
         window_end = time.time()
         after = {h: parse_proc_stat(lab.host(h).run("cat /proc/stat").stdout) for h in hosts}
         if status != 0:
-            raise SystemExit(f"{kind} round {round_}: xl migrate exited {status}: "
+            raise SystemExit(f"{variant} round {round_}: xl migrate exited {status}: "
                              + "\n".join(line.text for line in lines[-10:]))
         series = heartbeats_after(observer, vm, window_start, window_end)
         downtime = downtime_around(series, window_start, window_end).downtime_s
         result = profile(lines, total)
         rows.append((result, downtime, {h: (busy_share(before[h], after[h]), after[h].forks - before[h].forks)
                                         for h in hosts}, source, target))
-        log.append(f"== {kind} round {round_}: {source} -> {target}, {total:.2f} s")
+        log.append(f"== {variant} round {round_}: {source} -> {target}, {total:.2f} s")
         log.extend(f"{line.at:8.3f} {line.text}" for line in lines)
     xl.destroy_vm(vm)
     return rows
@@ -192,7 +195,10 @@ def main() -> None:
         raise SystemExit(f"lab {plan.lab_name} is not an xl lab: the profile reads `xl -vvv migrate`")
     kinds = [k.strip() for k in args.hotplug.split(",") if k.strip()] or [plan.lab.spec.hotplug]
     for kind in kinds:
-        scripts_for(kind)  # refuses an unknown choice before the lab starts
+        hotplug, _, mux = kind.partition("+")
+        scripts_for(hotplug)  # refuses an unknown choice before the lab starts
+        if mux not in ("", "mux"):
+            raise SystemExit(f"unknown variant {kind!r}: HOTPLUG or HOTPLUG+mux")
     start(plan)  # up (and `ready` saved), or back to `ready`
     lab = plan.lab
     drivers = drivers_for(lab)

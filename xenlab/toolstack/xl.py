@@ -102,11 +102,19 @@ def check_homogeneous(master: HostFacts, candidate: HostFacts, bridge: str = GUE
     return problems
 
 
-def migrate_command(vm: str, destination: str) -> str:
+POOL_MUX = "/root/.ssh/xenlab-mux-%C"  # the pool transport's shared connections (multiplex=True)
+MUX_PERSIST_S = 120
+
+
+def migrate_command(vm: str, destination: str, *, multiplex: bool = False) -> str:
     """`xl migrate` over SSH with the pool's own key and pinned host keys only (xl passes
-    `-s` to sh, then appends the destination and `xl migrate-receive`)."""
+    `-s` to sh, then appends the destination and `xl migrate-receive`). `multiplex` keeps
+    one SSH connection per peer open for MUX_PERSIST_S after use, so a migration soon after
+    another skips the key exchange and login (seconds of a TCG dom0's time)."""
     ssh = (f"ssh -i {POOL_KEY} -o IdentitiesOnly=yes -o UserKnownHostsFile={POOL_KNOWN_HOSTS} "
            "-o StrictHostKeyChecking=yes -o BatchMode=yes")
+    if multiplex:
+        ssh += f" -o ControlMaster=auto -o ControlPath={POOL_MUX} -o ControlPersist={MUX_PERSIST_S}"
     return f"xl migrate -s {shlex.quote(ssh)} {shlex.quote(vm)} {shlex.quote(destination)}"
 
 
