@@ -151,9 +151,21 @@ class ClusterPool:
             f"cibadmin --delete --scope constraints --xml-text '<rsc_location id=\"{vm}-placed\"/>'", timeout=120)
 
     def _wait_running(self, vm: str, host: str, timeout: float) -> None:
-        member = self.live_member()
-        wait_for(lambda: self.stack.running_on(member, vm) == (host,), f"the cluster to run {vm} on {host}",
-                 timeout, 2.0, lambda: self.stack.shell(member).run("crm_mon -1 2>&1 | tail -20", timeout=60).stdout)
+        """Asked of whichever member answers at each look: the one asked first may be the
+        source of a move that loses its power meanwhile."""
+        def running_there() -> bool:
+            try:
+                return self.stack.running_on(self.live_member(), vm) == (host,)
+            except XenlabError:  # no member answers right now
+                return False
+
+        def last_seen() -> str:
+            try:
+                return self.stack.shell(self.live_member()).run("crm_mon -1 2>&1 | tail -20", timeout=60).stdout
+            except XenlabError as exc:
+                return str(exc)
+
+        wait_for(running_there, f"the cluster to run {vm} on {host}", timeout, 2.0, last_seen)
 
     def is_resource(self, vm: str) -> bool:
         member = self.live_member()
@@ -187,7 +199,10 @@ class ClusterPool:
         except XenlabError as exc:
             record.ok, record.error = False, str(exc).splitlines()[0]
         record.duration_s = time.monotonic() - started
-        shell.run(f"crm_resource --clear --resource {vm}", timeout=120)
+        try:  # the member that took the move may be gone (a power cut during it)
+            self.stack.shell(self.live_member()).run(f"crm_resource --clear --resource {vm}", timeout=120)
+        except XenlabError as exc:
+            record.error = record.error or f"the move constraint was not cleared: {exc}"
         return record
 
     # failover -----------------------------------------------------------------------------
