@@ -22,6 +22,8 @@ pytest items (`xenlab.fixtures.scenarios`): they take the scenario session's own
 from __future__ import annotations
 
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,6 +235,14 @@ class XenlabSession:
 
 
 STATE = pytest.StashKey[XenlabSession]()
+SIGTERM_BEFORE = pytest.StashKey[object]()
+
+
+def _terminate_as_interrupt(signum: int, frame) -> None:
+    """SIGTERM (a CI job cancelled, `kill`) ends the session as Ctrl-C does: pytest then
+    tears the session's fixtures down, so its labs go down and every process recorded in
+    their run directories (machines a `xenlab run` of a test started too) is stopped."""
+    raise KeyboardInterrupt(f"stopped by signal {signum}: the session's labs are taken down")
 
 
 def xenlab_session(config: pytest.Config) -> XenlabSession:
@@ -256,6 +266,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     session = XenlabSession(config)
     config.stash[STATE] = session
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        config.stash[SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     if session.report_dir is not None:
         session.report_dir.mkdir(parents=True, exist_ok=True)
         if not config.option.xmlpath and session.worker is None:
@@ -267,6 +279,12 @@ def pytest_configure(config: pytest.Config) -> None:
             session.choice_for(None)
         except XenlabError as exc:
             raise pytest.UsageError(f"--lab {config.option.xenlab_lab}: {exc}") from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    before = config.stash.get(SIGTERM_BEFORE, None)
+    if before is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, before)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):

@@ -203,3 +203,26 @@ def test_other(lab):
     project.events.unlink()
     project.run("-k", "other").assert_outcomes(passed=1)
     assert project.kinds("up") == [("up", "xen-pool2")]
+
+
+def test_a_terminated_session_still_takes_its_lab_down(project):
+    """SIGTERM (a cancelled CI job) is handled as Ctrl-C: the session's fixtures are torn
+    down, so the lab goes down; the inner session is a real process, signalled for real."""
+    project.pytester.makepyfile(test_in_term='''
+import os
+import signal
+
+def test_uses_the_lab(lab):
+    assert lab.name == "xen-pool2"
+
+def test_then_is_terminated(lab):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def test_never_runs(lab):
+    raise AssertionError("the session went on after SIGTERM")
+''')
+    result = project.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    assert result.ret == 2  # interrupted
+    result.stdout.fnmatch_lines(["*stopped by signal 15*"])
+    assert project.kinds("up", "down") == [("up", "xen-pool2"), ("down", "xen-pool2")]
+    assert "the session went on" not in result.stdout.str()
