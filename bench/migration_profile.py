@@ -19,8 +19,8 @@ as the xl driver runs it) with every line of its output stamped as it arrives, a
 Prints a table per round and the medians; --log keeps every timed line for reading.
 --hotplug runs the rounds once per variant, A/B in one run on one lab whatever the lab file
 chooses: `debian` and `lean` are the hotplug choices (xenlab/toolstack/hotplug.py: Debian's
-scripts, xenlab's lean ones); `+mux` after one also keeps the pool's SSH connection to the
-peer open between migrations (migrate_command's `multiplex`), e.g. --hotplug debian,lean,lean+mux.
+scripts, xenlab's lean ones); `+tcp` after one sends the stream over plain TCP to the target's receiving socket (toolstack/transport.py; xl's target-side marks
+then go to the target's journal, not to this table), e.g. --hotplug debian,lean,lean+tcp.
 --streams first times 64 MiB through the pool's SSH transport from dom0 to dom0 with each
 cipher the hosts offer a PV dom0 under TCG, beside plain TCP (the wire's own floor).
 """
@@ -43,6 +43,7 @@ from xenlab.migration_profile import TimedLine, busy_share, parse_proc_stat, pro
 from xenlab.scenario.session import plan_run, start
 from xenlab.toolstack.base import GuestSpec, PoolSettings
 from xenlab.toolstack.hotplug import install_lean_scripts, scripts_for
+from xenlab.toolstack.transport import install_receiver
 from xenlab.toolstack.xl import POOL_KEY, POOL_KNOWN_HOSTS, migrate_command
 from xenlab.waiting import wait_for
 
@@ -116,13 +117,16 @@ def _rate(out) -> float | None:
 
 
 def migration_rounds(lab, xl, observer, hosts: list[str], rounds: int, memory: int, variant: str, log: list[str]):
-    """Create a guest under a variant (hotplug scripts, and `+mux`), migrate it `rounds` times, destroy it."""
-    kind, _, mux = variant.partition("+")
+    """Create a guest under a variant (hotplug scripts, and `+tcp`), migrate it `rounds` times, destroy it."""
+    kind, _, extra = variant.partition("+")
     xl.hotplug = scripts_for(kind)
-    if kind == "lean":
-        for host in hosts:
+    for host in hosts:
+        if kind == "lean":
             install_lean_scripts(lab.host(host))
-    vm = f"vm-{kind}{'-mux' if mux else ''}"
+        if extra == "tcp":
+            install_receiver(lab.host(host), lab.host(host).address(xl.network),
+                             [lab.host(h).address(xl.network) for h in hosts])
+    vm = f"vm-{kind}{'-' + extra if extra else ''}"
     created = time.time()
     xl.create_vm(GuestSpec(vm, memory_mib=memory), hosts[0])
     wait_for(lambda: observer.heartbeats(vm, since=created), f"{vm}'s first heartbeat", 300, 1.0)
@@ -133,7 +137,7 @@ def migration_rounds(lab, xl, observer, hosts: list[str], rounds: int, memory: i
         before = {h: parse_proc_stat(lab.host(h).run("cat /proc/stat").stdout) for h in hosts}
         window_start = time.time()
         lines, total, status = timed_migration(lab.host(source), "xl -vvv " + migrate_command(
-            vm, lab.host(target).address(), multiplex=bool(mux)).removeprefix("xl "))
+            vm, lab.host(target).address(), transport="tcp" if extra == "tcp" else "ssh").removeprefix("xl "))
         window_end = time.time()
         after = {h: parse_proc_stat(lab.host(h).run("cat /proc/stat").stdout) for h in hosts}
         if status != 0:
@@ -195,10 +199,10 @@ def main() -> None:
         raise SystemExit(f"lab {plan.lab_name} is not an xl lab: the profile reads `xl -vvv migrate`")
     kinds = [k.strip() for k in args.hotplug.split(",") if k.strip()] or [plan.lab.spec.hotplug]
     for kind in kinds:
-        hotplug, _, mux = kind.partition("+")
+        hotplug, _, extra = kind.partition("+")
         scripts_for(hotplug)  # refuses an unknown choice before the lab starts
-        if mux not in ("", "mux"):
-            raise SystemExit(f"unknown variant {kind!r}: HOTPLUG or HOTPLUG+mux")
+        if extra not in ("", "tcp"):
+            raise SystemExit(f"unknown variant {kind!r}: HOTPLUG or HOTPLUG+tcp")
     start(plan)  # up (and `ready` saved), or back to `ready`
     lab = plan.lab
     drivers = drivers_for(lab)

@@ -35,6 +35,8 @@ from .yamlfile import LocatedDocument, load_located, parse_located
 
 # The scripts dom0 runs to attach a guest's disk and NIC (xenlab/toolstack/hotplug.py)
 HotplugKind = Literal["debian", "lean"]
+# How `xl migrate` carries a guest between members (xenlab/toolstack/transport.py)
+MigrationTransport = Literal["ssh", "tcp"]
 SR_PATH = "/srv/xenlab"  # the shared SR: the services node's NFS export, mounted at the same path on hosts
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,23}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -322,6 +324,10 @@ class LabSpec(StrictModel):
                                  "NIC (at create, and in a migration's blackout): debian, Debian's own "
                                  "/etc/xen/scripts; lean, xenlab's short ones (xenlab/toolstack/hotplug.py says "
                                  "what they leave out)")
+    migration_transport: MigrationTransport = Field(
+        "ssh", description="xl labs: how `xl migrate` carries a guest: ssh, xl's own way through the pool's SSH "
+        "trust; tcp, in the clear over the lab network to a socket on each member that accepts only the pool's "
+        "members (faster under TCG; xenlab/toolstack/transport.py)")
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -398,6 +404,9 @@ class LabSpec(StrictModel):
         problems += self.static_problems() if self.backend == "static" else self._not_static_problems()
         if self.hotplug != "debian" and (self.backend == "sim" or self.toolstack == "xapi"):
             problems.append((("hotplug",), "hotplug: xapi runs its own hotplug scripts; the option is for xl labs"))
+        if self.migration_transport != "ssh" and (self.backend == "sim" or self.toolstack == "xapi"):
+            problems.append((("migration_transport",),
+                             "migration_transport: xapi migrates guests its own way; the option is for xl labs"))
         return problems + xen_lab_problems(self)
 
     def bmc_of(self, host: str) -> str | None:

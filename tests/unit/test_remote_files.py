@@ -80,10 +80,3 @@ def test_xl_migrate_uses_xenlabs_own_key_and_known_hosts_never_roots():
     assert command.endswith(" vm1 10.1.2.12")
     assert POOL_KEY != "/root/.ssh/id_ed25519" and POOL_KNOWN_HOSTS != "/root/.ssh/known_hosts"
 
-
-def test_xl_migrate_multiplexes_only_when_asked():
-    assert "ControlMaster" not in migrate_command("vm1", "10.1.2.12")
-    shared = migrate_command("vm1", "10.1.2.12", multiplex=True)
-    assert "-o ControlMaster=auto" in shared and "ControlPath=/root/.ssh/xenlab-mux-%C" in shared
-    assert "ControlPersist=" in shared and shared.endswith(" vm1 10.1.2.12")
-    assert f"-i {POOL_KEY}" in shared  # the same key and pinned hosts as without
