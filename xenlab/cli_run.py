@@ -91,6 +91,9 @@ def run(scenario_file: str, lab_ref: str | None, as_json: bool, results_path: st
             if figure.value is not None:
                 out.print(f"  {name}: {figure.value:g}{'' if figure.unit in ('count', 'bool') else ' ' + figure.unit}")
         out.print(meanings_text(outcome))
+        if results.lab_choices:
+            out.print("  on: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in results.lab_choices.items()),
+                      markup=False)
         if keep_going:
             for step in walk_missed(outcome.steps):
                 out.print(f"  missed: {step.name}: {step.message}", markup=False)

@@ -218,6 +218,8 @@ class RunResults(ResultModel):
     scenarios: list[ScenarioResult] = Field(default_factory=list)
     inventory: list[HostInventory] = Field(default_factory=list)
     bringup: dict[str, dict[str, float]] = Field(default_factory=dict)  # host -> stage -> seconds
+    # the lab file's choices that change what an xl pool runs (hotplug scripts, migration transport)
+    lab_choices: dict[str, str] = Field(default_factory=dict, max_length=16)
     # A sharded run: the id its shards share, and its shards (a shard's own results: itself;
     # merged results: every shard, those missing or broken off too). Several labs merged:
     # `bringup` and `inventory` name hosts LAB/HOST.

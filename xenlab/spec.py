@@ -359,6 +359,12 @@ class LabSpec(StrictModel):
         return any(t != "pv" for t in self.guest_types) or any(
             dom0_mode(self.xen_of(h)) == "pvh" for h in self.hosts)
 
+    def choices_under_test(self) -> dict[str, str]:
+        """The lab file's choices that change what an xl pool runs (results record them)."""
+        if self.backend == "sim" or self.toolstack == "xapi":
+            return {}
+        return {"hotplug": self.hotplug, "migration_transport": self.migration_transport}
+
     def xen_of(self, host: str) -> XenSpec | None:
         """A host's Xen under test: its own `xen:` over the lab's (None: the image's own)."""
         return merged_xen(self.xen, self.hosts[host].xen)

@@ -494,7 +494,7 @@ def test_the_cli_shows_a_timeline_writes_results_and_exits_by_outcome(tmp_path, 
     world = World()
     pool = FakePool(world, downtimes=downtimes, hosts=("h1", "h2"))
     lab = FakeLab()
-    lab.spec, lab.accel, lab.bringup_stages = SimpleNamespace(services=None), "tcg", {}
+    lab.spec, lab.accel, lab.bringup_stages = SimpleNamespace(services=None, choices_under_test=lambda: {"hotplug": "lean", "migration_transport": "tcp"}), "tcg", {}
     lab.capabilities = Capabilities(toolstack="xl", fault_kinds=(), checkpoints=False, integrity_measurable=True,
                                     services_faults=False, poll_s=0.01)
     lab.inventory = list
@@ -509,6 +509,8 @@ def test_the_cli_shows_a_timeline_writes_results_and_exits_by_outcome(tmp_path, 
     assert "migrate vm1 -> other (1/5) passed" in result.output
     saved = RunResults.read(written)
     assert (saved.lab, saved.accel, saved.scenarios[0].outcome) == ("fake-lab", "tcg", outcome)
+    assert saved.lab_choices == {"hotplug": "lean", "migration_transport": "tcp"}  # what the pool ran, recorded
+    assert "on: hotplug lean, migration transport tcp" in result.output
 
 
 def test_a_per_accelerator_bound_is_chosen_by_the_labs_accelerator():

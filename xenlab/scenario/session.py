@@ -168,7 +168,8 @@ def execute(plan: Plan, on_event: EventCallback | None = None, progress: Progres
     hosts = inventory_of(plan.lab, progress) if inventory else []
     result = run_on(plan.scenario, plan.lab, on_event, keep_going)
     return RunResults(lab=plan.lab_name, accel=plan.lab.accel, scenarios=[result], inventory=hosts,
-                      bringup=dict(plan.lab.bringup_stages) if plan.started_here else {})
+                      bringup=dict(plan.lab.bringup_stages) if plan.started_here else {},
+                      lab_choices=plan.lab.spec.choices_under_test())
 
 
 def finish(plan: Plan) -> None:
