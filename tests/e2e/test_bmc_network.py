@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from xenlab.lab.bmc import credentials_path, read_credentials
-from xenlab.toolstack.cluster import bmc_password_file, bmc_password_script
+from xenlab.toolstack.cluster import SECRETS_DIR, bmc_password_file, bmc_password_script
 from xenlab.toolstack.cluster_pool import start_dom0_relays
 
 pytestmark = pytest.mark.e2e
@@ -17,6 +17,7 @@ def test_fence_ipmilan_in_h2_reads_h1s_power_through_h1s_own_bmc(pool2):
     start_dom0_relays(pool2, [h1.name, h2.name])
     route = pool2.bmc_routes()[h1.name]
     password = read_credentials(credentials_path(pool2.run.root)).password
+    h2.succeed(f"mkdir -p {SECRETS_DIR} && chmod 700 {SECRETS_DIR}")  # forming a cluster makes it; no cluster here
     h2.write_file(bmc_password_file(h1.name), password + "\n", 0o600)
     h2.write_file(bmc_password_script(h1.name), f"#!/bin/sh\nexec cat {bmc_password_file(h1.name)}\n", 0o700)
     status = h2.run(f"fence_ipmilan --ip={route.dom0_address} --username=xenlab --lanplus "

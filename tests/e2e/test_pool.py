@@ -14,6 +14,7 @@ from xenlab.metrics import downtime_around
 from xenlab.observe import LabObserver
 from xenlab.toolstack.base import GuestSpec, PoolRefused, PoolSettings
 from xenlab.toolstack.xl import POOL_KEY, POOL_KNOWN_HOSTS, XlToolstack
+from xenlab.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +61,13 @@ def test_pool_forms_on_the_shared_sr(pool2, xl):
     # the pool's cluster, as its own tools see it: both members, quorum, a fence device per host
     status = xl.cluster().status()
     assert sorted(status["online"]) == ["h1", "h2"] and status["quorate"] and "2Node" in status["flags"]
-    assert {"fence-h1", "fence-h2"} <= set(pool2.host("h1").succeed("stonith_admin --list-registered").split())
+    # each member's fencer registers the devices that may run there (fence-h1 never runs on h1), as
+    # the CIB reaches it: the union over the members, polled
+    def registered() -> set[str]:
+        return {d for h in ("h1", "h2") for d in pool2.host(h).succeed("stonith_admin --list-registered").split()}
+
+    wait_for(lambda: {"fence-h1", "fence-h2"} <= registered(), "both fence devices registered", 120, 2.0,
+             lambda: f"registered: {sorted(registered())}")
 
 
 def test_live_migration_keeps_the_guest_and_its_data(pool2, xl, observer):
