@@ -408,11 +408,11 @@ class LabSpec(StrictModel):
         if self.backend == "sim" and len({(h.memory_mib, h.dom0_memory_mib) for h in self.hosts.values()}) > 1:
             problems.append((("hosts",), "the hosts of a sim lab all have the same memory_mib and dom0_memory_mib"))
         problems += self.static_problems() if self.backend == "static" else self._not_static_problems()
-        if self.hotplug != "debian" and (self.backend == "sim" or self.toolstack == "xapi"):
-            problems.append((("hotplug",), "hotplug: xapi runs its own hotplug scripts; the option is for xl labs"))
-        if self.migration_transport != "ssh" and (self.backend == "sim" or self.toolstack == "xapi"):
-            problems.append((("migration_transport",),
-                             "migration_transport: xapi migrates guests its own way; the option is for xl labs"))
+        if self.backend == "sim" or self.toolstack == "xapi":  # xapi attaches and migrates guests its own way
+            for key in ("hotplug", "migration_transport"):
+                if key in self.model_fields_set and getattr(self, key) != self.model_fields[key].default:
+                    why = f"{key}: xapi attaches and migrates guests its own way; the option is for xl labs"
+                    problems.append(((key,), why))
         return problems + xen_lab_problems(self)
 
     def bmc_of(self, host: str) -> str | None:

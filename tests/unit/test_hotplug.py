@@ -60,20 +60,22 @@ def test_unknown_kinds_are_refused():
         lean_script("../etc/passwd")
 
 
-def test_the_lab_file_option(tmp_path):
+@pytest.mark.parametrize(("key", "chosen", "default"), [("hotplug", "lean", "debian"),
+                                                     ("migration_transport", "tcp", "ssh")])
+def test_the_lab_files_xl_pool_choices(tmp_path, key, chosen, default):
+    """Both choices of what an xl pool runs: read, defaulted, refused when unknown, and refused
+    on a lab whose toolstack is xapi (a sim lab), each with its line."""
     lab = tmp_path / "lab.yaml"
-    lab.write_text("name: t\nhotplug: lean\nhosts: {h1: }\n")
-    assert load_lab(lab).hotplug == "lean"
+    lab.write_text(f"name: t\n{key}: {chosen}\nhosts: {{h1: }}\n")
+    assert getattr(load_lab(lab), key) == chosen
     lab.write_text("name: t\nhosts: {h1: }\n")
-    assert load_lab(lab).hotplug == "debian"
-    lab.write_text("name: t\nhosts: {h1: }\nhotplug: quick\n")
-    with pytest.raises(SpecError) as caught:
-        load_lab(lab)
-    assert caught.value.problems[0][0] == 3 and "hotplug" in caught.value.problems[0][1]
-    lab.write_text("name: t\nbackend: sim\nhotplug: lean\nhosts: {h1: }\n")
-    with pytest.raises(SpecError) as caught:
-        load_lab(lab)
-    assert caught.value.problems[0][0] == 3 and "xl labs" in caught.value.problems[0][1]
+    assert getattr(load_lab(lab), key) == default
+    for text, line, words in ((f"name: t\nhosts: {{h1: }}\n{key}: quick\n", 3, key),
+                              (f"name: t\nbackend: sim\nhosts: {{h1: }}\n{key}: {chosen}\n", 4, "xl labs")):
+        lab.write_text(text)
+        with pytest.raises(SpecError) as caught:
+            load_lab(lab)
+        assert caught.value.problems[0][0] == line and words in caught.value.problems[0][1]
 
 
 @pytest.fixture

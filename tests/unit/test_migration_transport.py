@@ -7,8 +7,6 @@ import subprocess
 
 import pytest
 
-from xenlab.errors import SpecError
-from xenlab.spec import load_lab
 from xenlab.toolstack.transport import MIGRATE_PORT, SERVICE_TEMPLATE, SOCKET_UNIT, receiver_units, tcp_sender
 from xenlab.toolstack.xl import migrate_command
 
@@ -49,14 +47,3 @@ def test_the_units_are_ones_systemd_accepts(tmp_path):
                 if "xenlab-migrate" in line and ("Unknown" in line or "Invalid" in line or "Failed to parse" in line)]
     assert problems == []
 
-
-def test_the_lab_file_option(tmp_path):
-    lab = tmp_path / "lab.yaml"
-    lab.write_text("name: t\nmigration_transport: tcp\nhosts: {h1: }\n")
-    assert load_lab(lab).migration_transport == "tcp"
-    lab.write_text("name: t\nhosts: {h1: }\n")
-    assert load_lab(lab).migration_transport == "ssh"
-    lab.write_text("name: t\nbackend: sim\nhosts: {h1: }\nmigration_transport: tcp\n")
-    with pytest.raises(SpecError) as caught:
-        load_lab(lab)
-    assert caught.value.problems[0][0] == 4 and "xl labs" in caught.value.problems[0][1]
