@@ -1,6 +1,8 @@
 """The xl pool's cluster stack: its configuration from the pool's settings, and the stack's
 own records read back (samples captured from a real xen-pool2 run under tests/unit/data/cluster/)."""
 
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from xenlab.toolstack.cluster import (
     parse_fence_history,
     parse_journal,
     parse_quorumtool,
+    placement,
     token_ms,
 )
 
@@ -44,16 +47,48 @@ def test_two_members_get_two_node_quorum_and_three_a_majority():
 
 def test_fencing_never_names_a_password_and_a_device_never_fences_its_own_host():
     text = cib_config(plan())
-    assert "password=" not in text and "password_script=/etc/xenlab/bmc-password-h1.sh" in text
-    assert "location fence-h1-elsewhere fence-h1 -inf: h1" in text
-    assert "fencing_topology h1: fence-ping,fence-h1 h2: fence-ping,fence-h2" in text
-    assert "stonith-action=off" in text and "ping_targets=10.0.0.254" in text
+    config = ET.fromstring(text)
+    assert config.tag == "configuration" and "password\"" not in text and "bmc-password-h1\"" not in text
+
+    def param(rid: str, name: str) -> str:
+        (pair,) = config.findall(f"resources/primitive[@id='{rid}']/instance_attributes/nvpair[@name='{name}']")
+        return pair.get("value")
+
+    assert param("fence-h1", "password_script") == "/etc/xenlab/bmc-password-h1.sh"
+    assert not config.findall(".//nvpair[@name='password']")
+    assert param("fence-h1", "pcmk_host_list") == "h1" and param("fence-ping", "ping_targets") == "10.0.0.254"
+    (away,) = config.findall("constraints/rsc_location[@id='fence-h1-elsewhere']")
+    assert away.attrib == {"id": "fence-h1-elsewhere", "rsc": "fence-h1", "score": "-INFINITY", "node": "h1"}
+    levels = {lvl.get("target"): lvl.get("devices") for lvl in config.findall("fencing-topology/fencing-level")}
+    assert levels == {"h1": "fence-ping,fence-h1", "h2": "fence-ping,fence-h2"}
+    options = {p.get("name"): p.get("value") for p in config.findall("crm_config/cluster_property_set/nvpair")}
+    assert options["stonith-action"] == "off" and options["stonith-enabled"] == "true"
+
+
+def test_every_cib_id_is_unique_and_a_valid_xml_id():
+    config = ET.fromstring(cib_config(plan((("h1", "a"), ("h2", "b"), ("h3", "c")))))
+    ids = [e.get("id") for e in config.iter() if e.get("id") is not None]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[A-Za-z_][\w.-]*", i) for i in ids), ids
 
 
 def test_a_protected_guest_is_a_migrating_xen_resource_first_placed_on_its_host():
-    text = guest_resource("vm1", "/srv/sr/guests/vm1/vm1.cfg", 2, "h1")
-    assert "ocf:heartbeat:Xen params xmfile=/srv/sr/guests/vm1/vm1.cfg name=vm1" in text
-    assert "allow-migrate=true priority=2" in text and "location vm1-placed vm1 inf: h1" in text
+    primitive = ET.fromstring(guest_resource("vm1", "/srv/sr/guests/vm1/vm1.cfg", 2))
+    assert (primitive.get("class"), primitive.get("provider"), primitive.get("type")) == ("ocf", "heartbeat", "Xen")
+    params = {p.get("name"): p.get("value") for p in primitive.findall("instance_attributes/nvpair")}
+    assert params == {"xmfile": "/srv/sr/guests/vm1/vm1.cfg", "name": "vm1"}
+    meta = {p.get("name"): p.get("value") for p in primitive.findall("meta_attributes/nvpair")}
+    assert meta == {"allow-migrate": "true", "priority": "2"}
+    ops = {(o.get("name"), o.get("interval")): o.get("timeout") for o in primitive.findall("operations/op")}
+    assert ops[("migrate_to", "0")] == "900s" and ops[("monitor", "10s")] == "120s"
+    assert ET.fromstring(placement("vm1", "h1")).attrib == {"id": "vm1-placed", "rsc": "vm1", "score": "INFINITY",
+                                                            "node": "h1"}
+
+
+def test_markup_in_a_path_stays_an_attribute_value():
+    primitive = ET.fromstring(guest_resource("vm1", '/srv/a"b<c>&d/vm1.cfg', 1))
+    (xmfile,) = primitive.findall("instance_attributes/nvpair[@name='xmfile']")
+    assert xmfile.get("value") == '/srv/a"b<c>&d/vm1.cfg'
 
 
 def sample(name: str) -> str:

@@ -107,43 +107,78 @@ def corosync_conf(plan: ClusterPlan) -> str:
     )
 
 
+def _nvpairs(parent: ET.Element, tag: str, set_id: str, values: dict[str, str]) -> ET.Element:
+    """`<tag id=set_id>` of nvpairs under `parent`, each id `<set_id>-<name>` as crmsh names them."""
+    attrs = ET.SubElement(parent, tag, id=set_id)
+    for name, value in values.items():
+        ET.SubElement(attrs, "nvpair", id=f"{set_id}-{name}", name=name, value=value)
+    return attrs
+
+
+def _primitive(parent: ET.Element, rid: str, cls: str, kind: str, params: dict[str, str],
+               ops: list[tuple[str, str, str | None]], meta: dict[str, str] | None = None,
+               provider: str | None = None) -> ET.Element:
+    """A `<primitive>` with its instance attributes, meta attributes and operations
+    ((name, interval, timeout or None))."""
+    primitive = ET.SubElement(parent, "primitive", id=rid, attrib={"class": cls, "type": kind})
+    if provider:
+        primitive.set("provider", provider)
+    _nvpairs(primitive, "instance_attributes", f"{rid}-instance_attributes", params)
+    if meta:
+        _nvpairs(primitive, "meta_attributes", f"{rid}-meta_attributes", meta)
+    operations = ET.SubElement(primitive, "operations")
+    for name, interval, timeout in ops:
+        op = ET.SubElement(operations, "op", id=f"{rid}-{name}-{interval}", name=name, interval=interval)
+        if timeout:
+            op.set("timeout", timeout)
+    return primitive
+
+
 def cib_config(plan: ClusterPlan) -> str:
-    """The cluster's options and fencing, in crm's configuration language."""
+    """The cluster's options and fencing as a CIB `<configuration>` fragment, for `cibadmin
+    --modify` (objects merged by id). Pacemaker's own C tool, not crmsh: under TCG crmsh's
+    Python start costs a PV dom0 seconds per call (bench/pool_formation.py)."""
+    config = ET.Element("configuration")
+    _nvpairs(ET.SubElement(config, "crm_config"), "cluster_property_set", "cib-bootstrap-options",
+             {"stonith-enabled": "true", "stonith-action": "off", "stonith-timeout": "240s",
+              "cluster-recheck-interval": "1min"})
+    _nvpairs(ET.SubElement(config, "rsc_defaults"), "meta_attributes", "rsc-options", {"resource-stickiness": "100"})
+    _nvpairs(ET.SubElement(config, "op_defaults"), "meta_attributes", "op-options", {"timeout": "240s"})
+    resources = ET.SubElement(config, "resources")
+    constraints = ET.SubElement(config, "constraints")
     members = " ".join(name for name, _ in plan.members)
-    lines = [
-        ("property cib-bootstrap-options: stonith-enabled=true stonith-action=off stonith-timeout=240s "
-         "cluster-recheck-interval=1min"),
-        "rsc_defaults rsc-options: resource-stickiness=100",
-        "op_defaults op-options: timeout=240s",
-        # the heuristic answers `reboot` only (its `off` waits for a power status it has not)
-        (f'primitive fence-ping stonith:fence_heuristics_ping params ping_targets={plan.ping_target} '
-         f'ping_count=3 ping_good_count=2 pcmk_off_action=reboot pcmk_host_list="{members}" '
-         "op monitor interval=0"),
-    ]
+    # the heuristic answers `reboot` only (its `off` waits for a power status it has not)
+    _primitive(resources, "fence-ping", "stonith", "fence_heuristics_ping",
+               {"ping_targets": plan.ping_target, "ping_count": "3", "ping_good_count": "2",
+                "pcmk_off_action": "reboot", "pcmk_host_list": members}, [("monitor", "0", None)])
+    topology = ET.SubElement(config, "fencing-topology")
     for target in plan.fence_targets:
-        lines += [
-            (f"primitive fence-{target.host} stonith:fence_ipmilan params ip={target.address} ipport={target.port} "
-             f"username={target.user} password_script={bmc_password_script(target.host)} lanplus=1 "
-             f"pcmk_host_list={target.host} pcmk_host_check=static-list op monitor interval=0"),
-            f"location fence-{target.host}-elsewhere fence-{target.host} -inf: {target.host}",
-        ]
-    topology = " ".join(f"{t.host}: fence-ping,fence-{t.host}" for t in plan.fence_targets)
-    lines.append(f"fencing_topology {topology}")
-    return "\n".join(lines) + "\n"
+        device = f"fence-{target.host}"
+        _primitive(resources, device, "stonith", "fence_ipmilan",
+                   {"ip": target.address, "ipport": str(target.port), "username": target.user,
+                    "password_script": bmc_password_script(target.host), "lanplus": "1",
+                    "pcmk_host_list": target.host, "pcmk_host_check": "static-list"}, [("monitor", "0", None)])
+        ET.SubElement(constraints, "rsc_location", id=f"{device}-elsewhere", rsc=device, score="-INFINITY",
+                      node=target.host)
+        ET.SubElement(topology, "fencing-level", id=f"fencing-{target.host}-1", target=target.host, index="1",
+                      devices=f"fence-ping,{device}")
+    return ET.tostring(config, encoding="unicode")
 
 
-def guest_resource(vm: str, config_path: str, priority: int, host: str | None) -> str:
-    """A protected guest as an ocf:heartbeat:Xen resource, migrating live (first placed on `host`)."""
-    lines = [
-        (f"primitive {vm} ocf:heartbeat:Xen params xmfile={config_path} name={vm} "
-         f"meta allow-migrate=true priority={priority} "
-         "op start timeout=300s interval=0 op stop timeout=240s interval=0 "
-         "op monitor interval=10s timeout=120s "
-         "op migrate_to timeout=900s interval=0 op migrate_from timeout=240s interval=0"),
-    ]
-    if host:
-        lines.append(f"location {vm}-placed {vm} inf: {host}")
-    return "\n".join(lines) + "\n"
+def guest_resource(vm: str, config_path: str, priority: int) -> str:
+    """A protected guest as an ocf:heartbeat:Xen `<primitive>`, migrating live."""
+    holder = ET.Element("resources")
+    _primitive(holder, vm, "ocf", "Xen", {"xmfile": config_path, "name": vm},
+               [("start", "0", "300s"), ("stop", "0", "240s"), ("monitor", "10s", "120s"),
+                ("migrate_to", "0", "900s"), ("migrate_from", "0", "240s")],
+               meta={"allow-migrate": "true", "priority": str(priority)}, provider="heartbeat")
+    return ET.tostring(holder[0], encoding="unicode")
+
+
+def placement(vm: str, host: str) -> str:
+    """The `<rsc_location>` that first places `vm` on `host` (lifted once it runs there)."""
+    return ET.tostring(ET.Element("rsc_location", id=f"{vm}-placed", rsc=vm, score="INFINITY", node=host),
+                       encoding="unicode")
 
 
 # -- the stack's own records (pure; tests/unit/test_cluster.py on captured output) ------------
@@ -359,7 +394,9 @@ class ClusterStack:
         replaced (its configuration and CIB removed first)."""
         authkey = secrets.token_bytes(256)  # as corosync-keygen makes it
         conf = corosync_conf(plan)
-        for name, _ in plan.members:
+        names = [n for n, _ in plan.members]
+
+        for name in names:
             shell = self.shell(name)
             shell.succeed("systemctl stop pacemaker corosync 2>/dev/null; rm -f /var/lib/pacemaker/cib/cib* "
                           f"/var/lib/pacemaker/pengine/* && mkdir -p {SECRETS_DIR} && chmod 700 {SECRETS_DIR}",
@@ -370,12 +407,13 @@ class ClusterStack:
             for host, password in bmc_passwords.items():
                 shell.write_file(bmc_password_file(host), password + "\n", 0o600)
                 shell.write_file(bmc_password_script(host), f"#!/bin/sh\nexec cat {bmc_password_file(host)}\n", 0o700)
-        for name, _ in plan.members:  # corosync first everywhere: wait_for_all needs every member
+        # one member after another: run at once, each dom0's commands took twice as long under
+        # TCG on 2 cores (bench/pool_formation.py, 2026-12-07), so nothing was gained
+        for name in names:  # corosync first everywhere: wait_for_all needs every member
             self.shell(name).succeed("systemctl start corosync", timeout=180)
-        for name, _ in plan.members:
+        for name in names:
             self.shell(name).succeed("systemctl start pacemaker", timeout=180)
         first = plan.members[0][0]
-        names = [n for n, _ in plan.members]
 
         def formed() -> ClusterState | None:
             state = self.state(first)
@@ -390,14 +428,16 @@ class ClusterStack:
                               f"not the pool's {', '.join(names)}")
         return quorum
 
-    def configure(self, member: str, crm_text: str) -> None:
-        """Load crm configuration lines into the CIB (an update: existing objects are replaced)."""
-        path = f"/run/xenlab-crm-{time.monotonic_ns()}.crm"
+    def configure(self, member: str, configuration_xml: str) -> None:
+        """Merge a `<configuration>` fragment into the CIB (objects matched by id are updated,
+        others created), with Pacemaker's `cibadmin`."""
+        path = f"/run/xenlab-cib-{time.monotonic_ns()}.xml"
         shell = self.shell(member)
-        shell.write_file(path, crm_text, 0o600)
-        result = shell.run(f"crm configure load update {path}; status=$?; rm -f {path}; exit $status", timeout=300)
+        shell.write_file(path, configuration_xml, 0o600)
+        result = shell.run(f"cibadmin --modify --allow-create --scope configuration --xml-file {path}; "
+                           f"status=$?; rm -f {path}; exit $status", timeout=300)
         if not result.ok:
-            raise XenlabError(f"crm configure on {member} refused the pool's configuration: "
+            raise XenlabError(f"cibadmin on {member} refused the pool's configuration: "
                               f"{(result.stderr or result.stdout).strip()[-500:]}")
 
     def state(self, member: str) -> ClusterState | None:

@@ -12,6 +12,7 @@ Pacemaker cluster with shared storage and no fencing is not one anybody should r
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from .cluster import (
     Quorum,
     failover_record,
     guest_resource,
+    placement,
     token_ms,
 )
 
@@ -86,6 +88,7 @@ def start_dom0_relays(lab, members: list[str]) -> None:
     from ..lab.bmc_relay import DOM0_RELAY, DOM0_RELAY_PATH
 
     pairs = " ".join(route.relay_arg() for route in routes().values())
+
     for m in members:
         host = lab.host(m)
         host.write_file(DOM0_RELAY_PATH, DOM0_RELAY.read_text(), 0o755)
@@ -144,9 +147,12 @@ class ClusterPool:
         """Make `vm` a resource placed on `host`, wait until the stack runs it there, then lift
         the placement (stickiness keeps it there; the stack may move it on failure)."""
         member = self.live_member()
-        self.stack.configure(member, guest_resource(vm, config_path, priority, host))
+        self.stack.shell(member).succeed(
+            f"cibadmin --modify --allow-create --scope resources --xml-text "
+            f"{shlex.quote(guest_resource(vm, config_path, priority))} && "
+            f"cibadmin --modify --allow-create --scope constraints --xml-text {shlex.quote(placement(vm, host))}",
+            timeout=120)
         self._wait_running(vm, host, timeout)
-        # pacemaker's own C tool: crmsh's Python costs a dom0 under TCG seconds per call
         self.stack.shell(member).succeed(
             f"cibadmin --delete --scope constraints --xml-text '<rsc_location id=\"{vm}-placed\"/>'", timeout=120)
 
@@ -174,12 +180,12 @@ class ClusterPool:
 
     def remove_guest(self, vm: str) -> None:
         member = self.live_member()
-        self.stack.shell(member).run(f"crm resource stop {vm} && crm_resource --wait --timeout=240s; "
-                                     f"crm configure delete {vm}", timeout=360)
+        self.stack.shell(member).run(f"{_stop(vm)}; crm_resource --clear --resource {vm}; "
+                                     f"crm_resource --resource {vm} --delete --resource-type primitive", timeout=360)
 
     def stop_guest(self, vm: str) -> None:
         member = self.live_member()
-        self.stack.shell(member).succeed(f"crm resource stop {vm} && crm_resource --wait --timeout=240s", timeout=360)
+        self.stack.shell(member).succeed(_stop(vm), timeout=360)
 
     def move(self, vm: str, source: str, destination: str, on_start=None, timeout: float = 900) -> MigrationResult:
         """Live migration decided by the stack: a move constraint, the stack's migrate_to and
@@ -267,6 +273,13 @@ class ClusterPool:
         result.records = record.lines + [f"clock of {member}: {offset:+.3f} s against the controller's"]
         if record.fence_done_at is None and not done:
             result.ok, result.error = False, f"the cluster has no record of fencing {lost}"
+
+
+def _stop(vm: str) -> str:
+    """Stop `vm` as `crm resource stop` does (its target-role), with Pacemaker's own C tools
+    (crmsh's Python costs a PV dom0 under TCG seconds per call), and wait for the stack."""
+    return (f"crm_resource --resource {vm} --meta --set-parameter target-role --parameter-value Stopped && "
+            "crm_resource --wait --timeout=240s")
 
 
 def _cluster_name(pool_name: str) -> str:
