@@ -36,8 +36,9 @@ FORBIDDEN_DESTS = ("/proc", "/sys", "/dev", "/run", "/tmp", "/boot")
 MAX_USER_FILE = 256 << 20  # a hypervisor, a kernel, a .deb: none is near this
 AR_MAGIC = b"!<arch>\n"
 PVH_TCG_REASON = (
-    "a Linux PVH dom0 does not boot nested under TCG (measured: Xen 4.17 with Linux 6.1 and Xen 4.20 with "
-    "Linux 6.12 stop after `d0v0: upcall vector f3`, no SSH in 8 minutes; see docs/your-own-xen.md)")
+    "a Linux PVH dom0 does not boot nested under TCG (measured: Xen 4.17 with Linux 6.1 stops in "
+    "acpi_tb_verify_checksum, every read of the firmware's ACPI tables emulated by Xen, over a length read as "
+    "4 GiB; with acpi=off it waits for ever for its disk's interrupt; see docs/your-own-xen.md)")
 
 
 class Dom0Spec(StrictModel):
