@@ -46,10 +46,9 @@ def derived_lab_text(source_text: str, mode: str, kvm: bool) -> str:
     if not isinstance(data, dict) or "name" not in data:
         raise SystemExit("the lab file has no name: not a lab file")
     data["name"] = f"{data['name']}-dom0{mode}"
-    xen = data.setdefault("xen", {}) or {}
+    xen = data.get("xen") or {}
+    xen["dom0"] = {**(xen.get("dom0") or {}), "mode": mode}
     data["xen"] = xen
-    xen.setdefault("dom0", {})
-    xen["dom0"] = {**(xen["dom0"] or {}), "mode": mode}
     for host in (data.get("hosts") or {}).values():
         if isinstance(host, dict) and isinstance(host.get("xen"), dict) and isinstance(host["xen"].get("dom0"), dict):
             host["xen"]["dom0"]["mode"] = mode
@@ -84,8 +83,8 @@ def measure(lab_file: Path, scenario_file: Path) -> dict[str, float | list[float
     try:
         try:
             lab.up(tied=True, timeout=900, warm=False)
-        except XenlabError as exc:
-            return {"refused": str(exc)}
+        except XenlabError as exc:  # no KVM for a lab that asks for it, or a boot that failed
+            return {"refused": f"the lab did not come up: {exc}"}
         figures["bring-up"] = time.monotonic() - started
         plan = plan_run(str(scenario_file), spec.name, base_dirs=[REPO])  # the lab just brought up
         scenario = execute(plan, inventory=False, keep_going=True).scenarios[0]

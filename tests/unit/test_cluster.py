@@ -18,7 +18,6 @@ from xenlab.toolstack.cluster import (
     parse_fence_history,
     parse_journal,
     parse_quorumtool,
-    placement,
     token_ms,
 )
 
@@ -73,7 +72,8 @@ def test_every_cib_id_is_unique_and_a_valid_xml_id():
 
 
 def test_a_protected_guest_is_a_migrating_xen_resource_first_placed_on_its_host():
-    primitive = ET.fromstring(guest_resource("vm1", "/srv/sr/guests/vm1/vm1.cfg", 2))
+    config = ET.fromstring(guest_resource("vm1", "/srv/sr/guests/vm1/vm1.cfg", 2, "h1"))
+    (primitive,) = config.findall("resources/primitive")
     assert (primitive.get("class"), primitive.get("provider"), primitive.get("type")) == ("ocf", "heartbeat", "Xen")
     params = {p.get("name"): p.get("value") for p in primitive.findall("instance_attributes/nvpair")}
     assert params == {"xmfile": "/srv/sr/guests/vm1/vm1.cfg", "name": "vm1"}
@@ -81,13 +81,13 @@ def test_a_protected_guest_is_a_migrating_xen_resource_first_placed_on_its_host(
     assert meta == {"allow-migrate": "true", "priority": "2"}
     ops = {(o.get("name"), o.get("interval")): o.get("timeout") for o in primitive.findall("operations/op")}
     assert ops[("migrate_to", "0")] == "900s" and ops[("monitor", "10s")] == "120s"
-    assert ET.fromstring(placement("vm1", "h1")).attrib == {"id": "vm1-placed", "rsc": "vm1", "score": "INFINITY",
-                                                            "node": "h1"}
+    (placed,) = config.findall("constraints/rsc_location")
+    assert placed.attrib == {"id": "vm1-placed", "rsc": "vm1", "score": "INFINITY", "node": "h1"}
 
 
 def test_markup_in_a_path_stays_an_attribute_value():
-    primitive = ET.fromstring(guest_resource("vm1", '/srv/a"b<c>&d/vm1.cfg', 1))
-    (xmfile,) = primitive.findall("instance_attributes/nvpair[@name='xmfile']")
+    config = ET.fromstring(guest_resource("vm1", '/srv/a"b<c>&d/vm1.cfg', 1, "h1"))
+    (xmfile,) = config.findall("resources/primitive/instance_attributes/nvpair[@name='xmfile']")
     assert xmfile.get("value") == '/srv/a"b<c>&d/vm1.cfg'
 
 

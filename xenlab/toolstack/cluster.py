@@ -165,20 +165,18 @@ def cib_config(plan: ClusterPlan) -> str:
     return ET.tostring(config, encoding="unicode")
 
 
-def guest_resource(vm: str, config_path: str, priority: int) -> str:
-    """A protected guest as an ocf:heartbeat:Xen `<primitive>`, migrating live."""
-    holder = ET.Element("resources")
-    _primitive(holder, vm, "ocf", "Xen", {"xmfile": config_path, "name": vm},
+def guest_resource(vm: str, config_path: str, priority: int, host: str) -> str:
+    """A protected guest as a `<configuration>` fragment: an ocf:heartbeat:Xen `<primitive>`,
+    migrating live, and the `<rsc_location>` `<vm>-placed` that first places it on `host`
+    (lifted once it runs there)."""
+    config = ET.Element("configuration")
+    _primitive(ET.SubElement(config, "resources"), vm, "ocf", "Xen", {"xmfile": config_path, "name": vm},
                [("start", "0", "300s"), ("stop", "0", "240s"), ("monitor", "10s", "120s"),
                 ("migrate_to", "0", "900s"), ("migrate_from", "0", "240s")],
                meta={"allow-migrate": "true", "priority": str(priority)}, provider="heartbeat")
-    return ET.tostring(holder[0], encoding="unicode")
-
-
-def placement(vm: str, host: str) -> str:
-    """The `<rsc_location>` that first places `vm` on `host` (lifted once it runs there)."""
-    return ET.tostring(ET.Element("rsc_location", id=f"{vm}-placed", rsc=vm, score="INFINITY", node=host),
-                       encoding="unicode")
+    ET.SubElement(ET.SubElement(config, "constraints"), "rsc_location", id=f"{vm}-placed", rsc=vm,
+                  score="INFINITY", node=host)
+    return ET.tostring(config, encoding="unicode")
 
 
 # -- the stack's own records (pure; tests/unit/test_cluster.py on captured output) ------------

@@ -12,7 +12,6 @@ Pacemaker cluster with shared storage and no fencing is not one anybody should r
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +26,6 @@ from .cluster import (
     Quorum,
     failover_record,
     guest_resource,
-    placement,
     token_ms,
 )
 
@@ -88,7 +86,6 @@ def start_dom0_relays(lab, members: list[str]) -> None:
     from ..lab.bmc_relay import DOM0_RELAY, DOM0_RELAY_PATH
 
     pairs = " ".join(route.relay_arg() for route in routes().values())
-
     for m in members:
         host = lab.host(m)
         host.write_file(DOM0_RELAY_PATH, DOM0_RELAY.read_text(), 0o755)
@@ -147,11 +144,7 @@ class ClusterPool:
         """Make `vm` a resource placed on `host`, wait until the stack runs it there, then lift
         the placement (stickiness keeps it there; the stack may move it on failure)."""
         member = self.live_member()
-        self.stack.shell(member).succeed(
-            f"cibadmin --modify --allow-create --scope resources --xml-text "
-            f"{shlex.quote(guest_resource(vm, config_path, priority))} && "
-            f"cibadmin --modify --allow-create --scope constraints --xml-text {shlex.quote(placement(vm, host))}",
-            timeout=120)
+        self.stack.configure(member, guest_resource(vm, config_path, priority, host))
         self._wait_running(vm, host, timeout)
         self.stack.shell(member).succeed(
             f"cibadmin --delete --scope constraints --xml-text '<rsc_location id=\"{vm}-placed\"/>'", timeout=120)
