@@ -41,7 +41,7 @@ def steps_of(plan):
 
 
 @pytest.mark.parametrize(("accel", "downtime", "first_heartbeat"), [
-    ("tcg", "downtime < 55s (the bound for tcg)", "first_heartbeat < 150s (the bound for tcg)"),
+    ("tcg", "downtime < 20s (the bound for tcg)", "first_heartbeat < 150s (the bound for tcg)"),
     ("kvm", "downtime < 10s (the bound for kvm)", "first_heartbeat < 120s (the bound for kvm)"),
 ])
 def test_the_bound_of_each_expectation_is_the_one_for_the_labs_accelerator(qemu_lab, accel, downtime,
